@@ -1,0 +1,47 @@
+"""Flexible caching with memory, file (SQLite) and Redis backends, on a Rust engine.
+
+A drop-in replacement for the pure-Python ``cachu`` 0.2.7: same API, same
+keys and storage formats, much faster calls.
+"""
+
+from cachu._cachu import BackendUnavailableError, CacheError, CachedFunction
+from cachu.backends import NO_VALUE, Backend
+from cachu.config import (
+    CacheConfig,
+    configure,
+    disable,
+    enable,
+    get_all_configs,
+    get_config,
+    is_disabled,
+)
+from cachu.decorator import async_cache, cache, get_backend
+from cachu.operations import cache_clear, cache_delete, cache_get, cache_info, cache_set
+from cachu.types import CacheEntry, CacheInfo
+
+__version__ = "0.3.0"
+
+__all__ = [
+    "configure",
+    "get_config",
+    "get_all_configs",
+    "disable",
+    "enable",
+    "is_disabled",
+    "cache",
+    "cache_get",
+    "cache_set",
+    "cache_delete",
+    "cache_clear",
+    "cache_info",
+    "async_cache",
+    "get_backend",
+    "Backend",
+    "NO_VALUE",
+    "CacheConfig",
+    "CacheEntry",
+    "CacheInfo",
+    "CachedFunction",
+    "CacheError",
+    "BackendUnavailableError",
+]

@@ -1,0 +1,19 @@
+"""Test support: return the library to its state at import."""
+
+from __future__ import annotations
+
+from cachu import _cachu, _regions
+from cachu.config import _registry
+
+
+def reset() -> None:
+    """Forget every package config and backend instance (with their
+    entries), reset all counters, and re-enable caching."""
+    with _registry.lock:
+        _registry.configs.clear()
+    for inst in _regions.drop(everything=True):
+        inst.clear()
+        inst.close()
+    _cachu.reset_stats()
+    _cachu.set_disabled(False)
+    _cachu.bump_generation()

@@ -1,0 +1,121 @@
+"""The ``@cache`` decorator and access to backend instances."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from cachu import _cachu, _regions
+from cachu.config import caller_package, check_backend, get_config
+from cachu.types import CacheEntry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_ttl(ttl: object) -> None:
+    if callable(ttl):
+        return
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"ttl must be a number of seconds or a callable of the result, got {ttl!r}")
+    if ttl != ttl:  # NaN
+        raise ValueError("ttl must be a number of seconds, got nan")
+
+
+def _signature_params(fn: Callable[..., Any]) -> list[tuple[str, bool, Any]]:
+    """Positional parameter names with their defaults, as the key sees them."""
+    spec = inspect.getfullargspec(fn)
+    names = spec.args or []
+    defaults = spec.defaults or ()
+    first_default = len(names) - len(defaults)
+    return [
+        (name, i >= first_default, defaults[i - first_default] if i >= first_default else None)
+        for i, name in enumerate(names)
+    ]
+
+
+def cache(
+    ttl: int | float | Callable[[Any], float] = 300,
+    backend: str | None = None,
+    tag: str = "",
+    exclude: set[str] | None = None,
+    cache_if: Callable[[Any], bool] | None = None,
+    validate: Callable[[CacheEntry], bool] | None = None,
+    package: str | None = None,
+) -> Callable[[F], F]:
+    """Cache a function's results, keyed by its arguments."""
+    _check_ttl(ttl)
+    if package is None:
+        package = caller_package()
+    backend_name = check_backend(backend) if backend is not None else get_config(package).backend
+    _regions.ensure_supported(backend_name)
+    region_ttl = -1 if callable(ttl) else int(ttl)
+    tag = tag or ""
+    if not isinstance(tag, str):
+        raise TypeError(f"tag must be a string, got {tag!r}")
+    exclude_names = sorted(exclude or ())
+
+    def resolve() -> tuple[str, _cachu.Backend, float]:
+        cfg = get_config(package)
+        return cfg.key_prefix, _regions.get(package, backend_name, region_ttl), cfg.lock_timeout
+
+    def decorator(fn: F) -> F:
+        unwrapped = getattr(fn, "__wrapped__", fn)
+        if inspect.iscoroutinefunction(fn):
+            from cachu._async import make_async_cached
+
+            return make_async_cached(  # type: ignore[return-value]
+                fn, unwrapped, tag, region_ttl, ttl, exclude_names, cache_if, validate, resolve
+            )
+        cached = _cachu.CachedFunction(
+            fn,
+            unwrapped.__name__,
+            tag,
+            region_ttl,
+            ttl,
+            _signature_params(unwrapped),
+            exclude_names,
+            cache_if,
+            validate,
+            CacheEntry,
+            resolve,
+        )
+        functools.update_wrapper(cached, fn)
+        return cached  # type: ignore[return-value]
+
+    return decorator
+
+
+def async_cache(
+    ttl: int | float | Callable[[Any], float] = 300,
+    backend: str | None = None,
+    tag: str = "",
+    exclude: set[str] | None = None,
+    cache_if: Callable[[Any], bool] | None = None,
+    validate: Callable[[CacheEntry], bool] | None = None,
+    package: str | None = None,
+) -> Callable[[F], F]:
+    """``@cache`` for coroutine functions (``@cache`` detects them as well)."""
+    if package is None:
+        package = caller_package()
+    return cache(ttl, backend, tag, exclude, cache_if, validate, package)
+
+
+def get_backend(
+    backend: str | None = None,
+    package: str | None = None,
+    *,
+    ttl: int,
+) -> _cachu.Backend:
+    """The backend instance of ``(package, backend, ttl)``, shared with the
+    decorated functions of that region."""
+    if package is None:
+        package = caller_package()
+    name = check_backend(backend) if backend is not None else get_config(package).backend
+    _regions.ensure_supported(name)
+    _check_ttl(ttl)
+    return _regions.get(package, name, -1 if callable(ttl) else int(ttl))
+
+
+__all__ = ["cache", "async_cache", "get_backend"]

@@ -1,0 +1,82 @@
+"""Reading, writing, deleting and clearing cache entries by hand."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+from cachu import _cachu, _regions
+from cachu.config import caller_package, check_backend
+from cachu.types import CacheInfo
+
+_MISSING: Any = object()
+
+
+def cached_function(fn: Any) -> _cachu.CachedFunction:
+    """The cache machinery behind a decorated function, or ``ValueError``."""
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    if isinstance(fn, _cachu.CachedFunction):
+        return fn
+    inner = getattr(fn, "_cachu", None)
+    if isinstance(inner, _cachu.CachedFunction):
+        return inner
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    raise ValueError(f"{name} is not decorated with @cache")
+
+
+def cache_get(fn: Callable[..., Any], default: Any = _MISSING, **kwargs: Any) -> Any:
+    """The cached value of ``fn`` for these keyword arguments; ``KeyError``
+    if there is none and no ``default`` is given."""
+    c = cached_function(fn)
+    return c.get(**kwargs) if default is _MISSING else c.get(default, **kwargs)
+
+
+def cache_set(fn: Callable[..., Any], value: Any, **kwargs: Any) -> None:
+    """Store ``value`` as the result of ``fn`` for these keyword arguments."""
+    cached_function(fn).set(value, **kwargs)
+
+
+def cache_delete(fn: Callable[..., Any], **kwargs: Any) -> None:
+    """Remove the cached result of ``fn`` for these keyword arguments."""
+    cached_function(fn).invalidate(**kwargs)
+
+
+def cache_clear(
+    tag: str | None = None,
+    backend: str | None = None,
+    ttl: int | None = None,
+    package: str | None = None,
+) -> int:
+    """Remove entries of the caller's package (or ``package``): of one region
+    when both ``backend`` and ``ttl`` are given, else of every region made so
+    far that matches them; only keys with ``tag`` when given. Returns how many
+    entries were removed, and resets every function's hit/miss counters."""
+    if package is None:
+        package = caller_package()
+    if backend is not None:
+        check_backend(backend)
+    pattern = _cachu.tag_pattern(tag) if tag else None
+    removed = 0
+    if backend is not None and ttl is not None:
+        _regions.ensure_supported(backend)
+        removed = _regions.get(package, backend, int(ttl)).clear(pattern)
+    else:
+        for name, region_ttl, inst in _regions.existing(package):
+            if backend is not None and name != backend:
+                continue
+            if ttl is not None and region_ttl != int(ttl):
+                continue
+            removed += inst.clear(pattern)
+    _cachu.reset_stats()
+    return removed
+
+
+def cache_info(fn: Callable[..., Any]) -> CacheInfo:
+    """Hits and misses of ``fn`` since the last clear, and its live entries."""
+    hits, misses, currsize = cached_function(fn)._info()
+    return CacheInfo(hits=hits, misses=misses, currsize=currsize)
+
+
+__all__ = ["cache_get", "cache_set", "cache_delete", "cache_clear", "cache_info"]

@@ -1,0 +1,29 @@
+"""Value types handed to callbacks and returned by ``cache_info``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class CacheEntry:
+    """A cached entry as a ``validate`` callback sees it."""
+
+    value: Any
+    #: Unix timestamp of when the entry was stored.
+    created_at: float
+    #: Seconds since the entry was stored.
+    age: float
+
+
+@dataclass
+class CacheInfo:
+    """Hit and miss counts of a cached function, and how many entries it has."""
+
+    hits: int
+    misses: int
+    currsize: int
+
+
+__all__ = ["CacheEntry", "CacheInfo"]

@@ -1,0 +1,1274 @@
+//! The SQLite file backend: one database file per cache path, shared with
+//! other threads and processes (including the pure-Python implementation of
+//! cachu) through a fixed schema:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL,
+//!     created_at REAL NOT NULL, expires_at REAL NOT NULL);
+//! CREATE INDEX IF NOT EXISTS idx_cache_expires ON cache(expires_at);
+//! ```
+//!
+//! `value` holds the opaque bytes handed to `set`, `created_at` and
+//! `expires_at` are Unix seconds. An entry is live while `now <= expires_at`.
+//!
+//! How it behaves:
+//!
+//! * **Connections** are pooled: an operation checks one out of a small
+//!   `Mutex<Vec<Connection>>` (opening a new one when the pool is empty) and
+//!   puts it back afterwards. The pool lock is only held to pop or push; all
+//!   SQLite work happens outside it. Every connection runs in WAL mode with
+//!   `synchronous=NORMAL` and a 5 s busy timeout, and uses cached statements.
+//! * **Locking** between threads and processes is SQLite's own; `SQLITE_BUSY`
+//!   or `SQLITE_LOCKED` errors that still surface are retried a few times.
+//! * **Fork safety**: the pool remembers the pid that filled it. A process
+//!   that finds a different pid leaks (never closes) the inherited
+//!   connections and opens its own.
+//! * **Replaced files**: about once a second the file's identity (device and
+//!   inode) is compared with the one the pool opened; if the file was removed
+//!   or replaced the pooled connections are dropped and fresh ones opened.
+//! * **Sweeping**: every [`SWEEP_EVERY_WRITES`] writes, or on the first write
+//!   more than [`SWEEP_INTERVAL_SECS`] after the last sweep, expired rows are
+//!   deleted in bulk.
+//! * **Corruption**: an operation failing with `SQLITE_NOTADB` or
+//!   `SQLITE_CORRUPT` on a freshly opened connection makes the backend log a
+//!   warning, rename the file to `<path>.corrupt-<unix-ts>` (its `-wal` goes
+//!   along, its `-shm` is removed), create a fresh database and retry the
+//!   operation once.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::{Backend, Hit};
+use crate::clock;
+use crate::error::{Error, Result};
+
+/// The table every implementation shares (the text must not change).
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL)";
+/// The expiry index every implementation shares.
+const CREATE_INDEX: &str = "CREATE INDEX IF NOT EXISTS idx_cache_expires ON cache(expires_at)";
+
+const SQL_GET: &str = "SELECT value, created_at, expires_at FROM cache WHERE key = ?1";
+const SQL_SET: &str =
+    "INSERT OR REPLACE INTO cache (key, value, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)";
+const SQL_DELETE_KEY: &str = "DELETE FROM cache WHERE key = ?1 RETURNING expires_at";
+const SQL_DELETE_EXPIRED_KEY: &str = "DELETE FROM cache WHERE key = ?1 AND expires_at < ?2";
+const SQL_SWEEP: &str = "DELETE FROM cache WHERE expires_at < ?1";
+const SQL_COUNT_ALL: &str = "SELECT COUNT(*) FROM cache WHERE expires_at >= ?1";
+const SQL_COUNT_GLOB: &str = "SELECT COUNT(*) FROM cache WHERE key GLOB ?1 AND expires_at >= ?2";
+const SQL_KEYS_ALL: &str = "SELECT key FROM cache WHERE expires_at >= ?1";
+const SQL_KEYS_GLOB: &str = "SELECT key FROM cache WHERE key GLOB ?1 AND expires_at >= ?2";
+const SQL_CLEAR_ALL: &str = "DELETE FROM cache";
+const SQL_CLEAR_GLOB: &str = "DELETE FROM cache WHERE key GLOB ?1";
+
+/// How long SQLite itself waits on a locked database before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+/// How many more times an operation is tried when `SQLITE_BUSY` still surfaces.
+const BUSY_RETRIES: u32 = 5;
+/// Connections kept idle in the pool at most; extra ones are closed.
+const MAX_IDLE: usize = 16;
+/// Capacity of each connection's prepared-statement cache.
+const STATEMENT_CACHE: usize = 32;
+/// Sweep expired rows every this many writes ...
+pub const SWEEP_EVERY_WRITES: u64 = 1000;
+/// ... or on the first write this many seconds after the previous sweep.
+pub const SWEEP_INTERVAL_SECS: f64 = 60.0;
+/// How often (seconds) to check that the file on disk is still the one the
+/// pooled connections have open.
+const RECHECK_INTERVAL_SECS: f64 = 1.0;
+
+/// What identifies the file at a path (device and inode where available).
+#[cfg(unix)]
+type FileId = (u64, u64);
+#[cfg(not(unix))]
+type FileId = ();
+
+fn file_identity(path: &Path) -> Option<FileId> {
+    let meta = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Some(())
+    }
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `path` with `suffix` appended to its last component (`x.db` -> `x.db-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name: OsString = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn is_corrupt(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Fails with `BadDirectory` unless `dir` exists, is a directory and a file
+/// can be created in it.
+fn check_directory(dir: &Path) -> Result<()> {
+    let bad = |reason: String| Error::BadDirectory {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let meta = match fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(bad("the directory does not exist".into()))
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    if !meta.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    // Permission bits do not tell the whole story (ACLs, read-only mounts,
+    // root): try to create a file.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let probe = dir.join(format!(
+        ".cachu-write-probe-{}-{nanos}",
+        std::process::id()
+    ));
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(file) => {
+            drop(file);
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        // Another thread's probe of the same name: the directory is writable.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(bad(format!("not writable: {e}"))),
+    }
+}
+
+/// Reads a column the reference writes as BLOB (tolerating TEXT).
+fn bytes_column(value: ValueRef<'_>, column: usize) -> rusqlite::Result<Vec<u8>> {
+    match value {
+        ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b.to_vec()),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            column,
+            "value".into(),
+            other.data_type(),
+        )),
+    }
+}
+
+/// Reads a key column (TEXT; a BLOB key is decoded lossily).
+fn key_column(value: ValueRef<'_>) -> rusqlite::Result<String> {
+    match value {
+        ValueRef::Text(b) | ValueRef::Blob(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            0,
+            "key".into(),
+            other.data_type(),
+        )),
+    }
+}
+
+/// Pragmas and schema for a newly opened connection.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::debug!("cachu: SQLite kept journal_mode={mode} instead of WAL");
+    }
+    conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+    conn.execute_batch(CREATE_TABLE)?;
+    conn.execute_batch(CREATE_INDEX)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+/// Deletes the expired rows; returns how many.
+fn sweep_on(conn: &Connection, now: f64) -> rusqlite::Result<u64> {
+    let removed = conn.prepare_cached(SQL_SWEEP)?.execute([now])?;
+    Ok(removed as u64)
+}
+
+/// Closes a connection, or leaks it when closing could touch files that are
+/// no longer its own (an inherited or a set-aside database: SQLite's close
+/// may checkpoint and unlink `-wal`/`-shm` by name).
+fn dispose(conn: Connection, forget: bool) {
+    if forget {
+        std::mem::forget(conn);
+    } else {
+        drop(conn);
+    }
+}
+
+struct Pool {
+    /// The process that opened the pooled connections.
+    pid: u32,
+    /// Bumped whenever the pooled connections are thrown away; a connection
+    /// checked out under an older generation is not put back.
+    generation: u64,
+    /// Connections of a generation below this one must be leaked, not closed.
+    forget_before: u64,
+    idle: Vec<Connection>,
+    /// Identity of the file the current generation opened.
+    file_id: Option<FileId>,
+}
+
+/// Why one attempt at an operation failed.
+struct Failure {
+    err: rusqlite::Error,
+    /// The connection was opened for this attempt (not taken from the pool).
+    fresh: bool,
+    generation: u64,
+    /// Identity of the file a fresh connection opened.
+    file_id: Option<FileId>,
+}
+
+struct Checkout {
+    conn: Connection,
+    generation: u64,
+    pid: u32,
+    fresh: bool,
+}
+
+/// The SQLite file backend; see the module documentation.
+pub struct FileBackend {
+    path: PathBuf,
+    pool: Mutex<Pool>,
+    /// Serialises moving a corrupt file aside.
+    recovery: Mutex<()>,
+    writes: AtomicU64,
+    /// f64 bits of the Unix time of the last sweep.
+    last_sweep: AtomicU64,
+    /// f64 bits of the Unix time of the last file identity check.
+    last_check: AtomicU64,
+    sweep_every: u64,
+    sweep_interval: f64,
+    recheck_interval: f64,
+}
+
+impl fmt::Debug for FileBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileBackend")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileBackend {
+    /// A backend storing into the SQLite database at `path`.
+    ///
+    /// The directory holding `path` must exist and be writable
+    /// ([`Error::BadDirectory`] otherwise). The database itself is created
+    /// and opened lazily, by the first operation.
+    pub fn open(path: impl Into<PathBuf>) -> Result<FileBackend> {
+        let path = path.into();
+        check_directory(&parent_dir(&path))?;
+        if path.is_dir() {
+            return Err(Error::Io {
+                path,
+                source: io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "the cache database path is a directory",
+                ),
+            });
+        }
+        Ok(FileBackend {
+            path,
+            pool: Mutex::new(Pool {
+                pid: std::process::id(),
+                generation: 0,
+                forget_before: 0,
+                idle: Vec::new(),
+                file_id: None,
+            }),
+            recovery: Mutex::new(()),
+            writes: AtomicU64::new(0),
+            last_sweep: AtomicU64::new(0f64.to_bits()),
+            last_check: AtomicU64::new(0f64.to_bits()),
+            sweep_every: SWEEP_EVERY_WRITES,
+            sweep_interval: SWEEP_INTERVAL_SECS,
+            recheck_interval: RECHECK_INTERVAL_SECS,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deletes every expired row now; returns how many were removed.
+    pub fn sweep(&self) -> Result<u64> {
+        self.run(|conn, now| {
+            let removed = sweep_on(conn, now)?;
+            self.last_sweep.store(now.to_bits(), Ordering::Relaxed);
+            Ok(removed)
+        })
+    }
+
+    // ----- running operations -------------------------------------------
+
+    /// Runs `op` on a pooled connection, retrying busy errors and recovering
+    /// from a corrupt file once. `op` gets the current Unix time.
+    fn run<T>(&self, mut op: impl FnMut(&mut Connection, f64) -> rusqlite::Result<T>) -> Result<T> {
+        let mut busy_retries = 0u32;
+        let mut reset = false;
+        let mut rebuilt = false;
+        loop {
+            let failure = match self.attempt(&mut op) {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            if is_corrupt(&failure.err) {
+                if !failure.fresh && !reset {
+                    // The pooled connections may point at a file that was
+                    // replaced underneath them: try a fresh one first.
+                    reset = true;
+                    self.invalidate(Some(failure.generation));
+                    continue;
+                }
+                if !rebuilt {
+                    rebuilt = true;
+                    self.set_aside(failure.file_id, &failure.err)?;
+                    continue;
+                }
+            } else if is_busy(&failure.err) && busy_retries < BUSY_RETRIES {
+                busy_retries += 1;
+                std::thread::sleep(Duration::from_millis(5u64 << busy_retries));
+                continue;
+            }
+            return Err(self.map_err(failure.err));
+        }
+    }
+
+    fn attempt<T>(
+        &self,
+        op: &mut impl FnMut(&mut Connection, f64) -> rusqlite::Result<T>,
+    ) -> std::result::Result<T, Failure> {
+        let now = clock::now();
+        let Checkout {
+            mut conn,
+            generation,
+            pid,
+            fresh,
+        } = self.checkout(now)?;
+        match op(&mut conn, now) {
+            Ok(value) => {
+                self.checkin(conn, generation, pid);
+                Ok(value)
+            }
+            Err(err) => {
+                if is_corrupt(&err) {
+                    dispose(conn, true);
+                } else {
+                    self.checkin(conn, generation, pid);
+                }
+                Err(Failure {
+                    err,
+                    fresh,
+                    generation,
+                    file_id: None,
+                })
+            }
+        }
+    }
+
+    fn checkout(&self, now: f64) -> std::result::Result<Checkout, Failure> {
+        let pid = std::process::id();
+        self.recheck_file(now);
+        let (pooled, generation, inherited) = {
+            let mut pool = self.pool.lock();
+            let inherited = if pool.pid != pid {
+                pool.pid = pid;
+                pool.generation += 1;
+                pool.forget_before = pool.generation;
+                pool.file_id = None;
+                std::mem::take(&mut pool.idle)
+            } else {
+                Vec::new()
+            };
+            (pool.idle.pop(), pool.generation, inherited)
+        };
+        if !inherited.is_empty() {
+            log::debug!(
+                "cachu: process {pid} inherited {} connection(s) to {:?}; reopening",
+                inherited.len(),
+                self.path
+            );
+        }
+        for conn in inherited {
+            dispose(conn, true);
+        }
+        if let Some(conn) = pooled {
+            return Ok(Checkout {
+                conn,
+                generation,
+                pid,
+                fresh: false,
+            });
+        }
+        let conn = self.open_connection(generation).map_err(|(err, file_id)| Failure {
+            err,
+            fresh: true,
+            generation,
+            file_id,
+        })?;
+        Ok(Checkout {
+            conn,
+            generation,
+            pid,
+            fresh: true,
+        })
+    }
+
+    fn checkin(&self, conn: Connection, generation: u64, pid: u32) {
+        let forget = {
+            let mut pool = self.pool.lock();
+            if pool.pid == pid && pool.generation == generation && pool.idle.len() < MAX_IDLE {
+                pool.idle.push(conn);
+                return;
+            }
+            pool.pid != pid || generation < pool.forget_before
+        };
+        dispose(conn, forget);
+    }
+
+    /// Opens and configures a connection; on failure also returns the
+    /// identity of the file it had opened.
+    fn open_connection(
+        &self,
+        generation: u64,
+    ) -> std::result::Result<Connection, (rusqlite::Error, Option<FileId>)> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| (e, None))?;
+        let file_id = file_identity(&self.path);
+        if let Err(err) = configure(&conn) {
+            // A corrupt file is about to be set aside: do not let the close
+            // touch its sidecar files, which may belong to a new database
+            // by then.
+            dispose(conn, is_corrupt(&err));
+            return Err((err, file_id));
+        }
+        let mut pool = self.pool.lock();
+        if pool.generation == generation && pool.file_id.is_none() {
+            pool.file_id = file_id;
+        }
+        Ok(conn)
+    }
+
+    /// About once per `recheck_interval`, drops the pooled connections if
+    /// the file at `path` is no longer the one they opened.
+    fn recheck_file(&self, now: f64) {
+        let last_bits = self.last_check.load(Ordering::Relaxed);
+        if (now - f64::from_bits(last_bits)).abs() < self.recheck_interval {
+            return;
+        }
+        if self
+            .last_check
+            .compare_exchange(last_bits, now.to_bits(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let current = file_identity(&self.path);
+        let known = self.pool.lock().file_id;
+        if known.is_some() && known != current {
+            log::warn!(
+                "cachu: cache database {:?} was removed or replaced; reopening",
+                self.path
+            );
+            self.invalidate(None);
+        }
+    }
+
+    /// Throws the pooled connections away (leaking them: their file is
+    /// suspect). With `Some(generation)`, only if no one did it since.
+    fn invalidate(&self, generation: Option<u64>) {
+        let stale = {
+            let mut pool = self.pool.lock();
+            if generation.is_some_and(|g| g != pool.generation) {
+                return;
+            }
+            pool.generation += 1;
+            pool.forget_before = pool.generation;
+            pool.file_id = None;
+            std::mem::take(&mut pool.idle)
+        };
+        for conn in stale {
+            dispose(conn, true);
+        }
+    }
+
+    /// Moves a corrupt database (and its WAL) aside so that the next
+    /// connection creates a fresh one.
+    fn set_aside(&self, failing: Option<FileId>, cause: &rusqlite::Error) -> Result<()> {
+        let _guard = self.recovery.lock();
+        let current = file_identity(&self.path);
+        if current.is_none() {
+            // Nothing there (any more): the next open creates a database.
+            return Ok(());
+        }
+        if failing.is_some() && failing != current {
+            // Someone already replaced the file we failed on.
+            return Ok(());
+        }
+        self.invalidate(None);
+        let aside = self.aside_path();
+        log::warn!(
+            "cachu: cache database {:?} is unreadable ({cause}); moving it to {:?} and starting afresh",
+            self.path,
+            aside
+        );
+        match fs::rename(&self.path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+        // A WAL left behind could be replayed into the new database.
+        let wal = with_suffix(&self.path, "-wal");
+        if let Err(e) = fs::rename(&wal, with_suffix(&aside, "-wal")) {
+            if e.kind() != io::ErrorKind::NotFound {
+                if let Err(source) = fs::remove_file(&wal) {
+                    if source.kind() != io::ErrorKind::NotFound {
+                        return Err(Error::Io { path: wal, source });
+                    }
+                }
+            }
+        }
+        let shm = with_suffix(&self.path, "-shm");
+        if let Err(source) = fs::remove_file(&shm) {
+            if source.kind() != io::ErrorKind::NotFound {
+                log::warn!("cachu: could not remove {shm:?}: {source}");
+            }
+        }
+        Ok(())
+    }
+
+    /// `<path>.corrupt-<unix-ts>`, with `-N` appended if that is taken.
+    fn aside_path(&self) -> PathBuf {
+        let base = with_suffix(&self.path, &format!(".corrupt-{}", clock::now() as u64));
+        if !base.exists() {
+            return base;
+        }
+        (1u32..)
+            .map(|n| with_suffix(&base, &format!("-{n}")))
+            .find(|p| !p.exists())
+            .unwrap_or(base)
+    }
+
+    fn map_err(&self, err: rusqlite::Error) -> Error {
+        let dir = parent_dir(&self.path);
+        if !dir.is_dir() {
+            return Error::BadDirectory {
+                path: dir,
+                reason: format!("the directory no longer exists ({err})"),
+            };
+        }
+        Error::Sqlite {
+            path: self.path.clone(),
+            source: err,
+        }
+    }
+
+    /// Sweeps expired rows if enough writes or time passed since the last
+    /// sweep. Failures are only logged: the write itself succeeded.
+    fn maybe_sweep(&self, conn: &Connection, now: f64) {
+        let writes = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
+        let last_bits = self.last_sweep.load(Ordering::Relaxed);
+        let due = writes % self.sweep_every.max(1) == 0
+            || (now - f64::from_bits(last_bits)).abs() >= self.sweep_interval;
+        if !due {
+            return;
+        }
+        if self
+            .last_sweep
+            .compare_exchange(last_bits, now.to_bits(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // another thread is sweeping
+        }
+        match sweep_on(conn, now) {
+            Ok(0) => {}
+            Ok(n) => log::debug!("cachu: swept {n} expired row(s) from {:?}", self.path),
+            Err(e) => log::debug!("cachu: sweeping {:?} failed: {e}", self.path),
+        }
+    }
+}
+
+impl Backend for FileBackend {
+    fn get(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
+        self.run(|conn, now| {
+            let row = conn
+                .prepare_cached(SQL_GET)?
+                .query_row([key], |row| {
+                    Ok((
+                        bytes_column(row.get_ref(0)?, 0)?,
+                        row.get::<_, f64>(1)?,
+                        row.get::<_, f64>(2)?,
+                    ))
+                })
+                .optional()?;
+            match row {
+                None => Ok(None),
+                Some((value, created_at, expires_at)) => {
+                    if now > expires_at {
+                        conn.prepare_cached(SQL_DELETE_EXPIRED_KEY)?
+                            .execute(params![key, now])?;
+                        Ok(None)
+                    } else {
+                        Ok(Some(Hit { value, created_at }))
+                    }
+                }
+            }
+        })
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: f64) -> Result<()> {
+        if ttl.is_nan() || ttl <= 0.0 {
+            return self.delete(key).map(|_| ());
+        }
+        self.run(|conn, now| {
+            conn.prepare_cached(SQL_SET)?
+                .execute(params![key, value, now, now + ttl])?;
+            self.maybe_sweep(conn, now);
+            Ok(())
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.run(|conn, now| {
+            let expires_at: Option<f64> = conn
+                .prepare_cached(SQL_DELETE_KEY)?
+                .query_row([key], |row| row.get(0))
+                .optional()?;
+            Ok(expires_at.is_some_and(|e| now <= e))
+        })
+    }
+
+    fn clear(&self, pattern: Option<&str>) -> Result<u64> {
+        self.run(|conn, now| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let live: i64 = match pattern {
+                Some(p) => {
+                    let live = tx
+                        .prepare_cached(SQL_COUNT_GLOB)?
+                        .query_row(params![p, now], |row| row.get(0))?;
+                    tx.prepare_cached(SQL_CLEAR_GLOB)?.execute([p])?;
+                    live
+                }
+                None => {
+                    let live = tx
+                        .prepare_cached(SQL_COUNT_ALL)?
+                        .query_row([now], |row| row.get(0))?;
+                    tx.prepare_cached(SQL_CLEAR_ALL)?.execute([])?;
+                    live
+                }
+            };
+            tx.commit()?;
+            Ok(live.max(0) as u64)
+        })
+    }
+
+    fn keys(&self, pattern: Option<&str>) -> Result<Vec<String>> {
+        self.run(|conn, now| match pattern {
+            Some(p) => {
+                let mut stmt = conn.prepare_cached(SQL_KEYS_GLOB)?;
+                let keys = stmt.query_map(params![p, now], |row| key_column(row.get_ref(0)?))?;
+                keys.collect()
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(SQL_KEYS_ALL)?;
+                let keys = stmt.query_map([now], |row| key_column(row.get_ref(0)?))?;
+                keys.collect()
+            }
+        })
+    }
+
+    fn count(&self, pattern: Option<&str>) -> Result<u64> {
+        self.run(|conn, now| {
+            let n: i64 = match pattern {
+                Some(p) => conn
+                    .prepare_cached(SQL_COUNT_GLOB)?
+                    .query_row(params![p, now], |row| row.get(0))?,
+                None => conn
+                    .prepare_cached(SQL_COUNT_ALL)?
+                    .query_row([now], |row| row.get(0))?,
+            };
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn close(&self) {
+        let current = file_identity(&self.path);
+        let (idle, forget) = {
+            let mut pool = self.pool.lock();
+            pool.generation += 1;
+            // Leak rather than close connections of another process, or to
+            // a file that is no longer at `path`.
+            let forget = pool.pid != std::process::id() || pool.file_id != current;
+            pool.file_id = None;
+            (std::mem::take(&mut pool.idle), forget)
+        };
+        for conn in idle {
+            dispose(conn, forget);
+        }
+    }
+}
+
+impl Drop for FileBackend {
+    fn drop(&mut self) {
+        let current = file_identity(&self.path);
+        let pool = self.pool.get_mut();
+        let forget = pool.pid != std::process::id() || pool.file_id != current;
+        for conn in std::mem::take(&mut pool.idle) {
+            dispose(conn, forget);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    fn backend() -> (tempfile::TempDir, FileBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FileBackend::open(dir.path().join("cache.db")).unwrap();
+        (dir, backend)
+    }
+
+    fn raw(path: &Path) -> Connection {
+        Connection::open(path).unwrap()
+    }
+
+    fn sorted(mut keys: Vec<String>) -> Vec<String> {
+        keys.sort();
+        keys
+    }
+
+    fn aside_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<FileBackend>();
+        check::<Arc<dyn Backend>>();
+    }
+
+    #[test]
+    fn round_trip() {
+        let (_dir, b) = backend();
+        let before = clock::now();
+        b.set("5m:v1:get_user|user_id=1", b"\x80\x04\x95pickle", 60.0)
+            .unwrap();
+        let after = clock::now();
+        let hit = b.get("5m:v1:get_user|user_id=1").unwrap().unwrap();
+        assert_eq!(hit.value, b"\x80\x04\x95pickle");
+        assert!(hit.created_at >= before && hit.created_at <= after);
+        assert_eq!(b.get("missing").unwrap(), None);
+
+        // Replace, empty value.
+        b.set("5m:v1:get_user|user_id=1", b"", 60.0).unwrap();
+        assert_eq!(
+            b.get("5m:v1:get_user|user_id=1").unwrap().unwrap().value,
+            b""
+        );
+
+        // Stored as the contract says.
+        let (value, created, expires): (Vec<u8>, f64, f64) = raw(b.path())
+            .query_row(
+                "SELECT value, created_at, expires_at FROM cache WHERE key = ?1",
+                ["5m:v1:get_user|user_id=1"],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(value, b"");
+        assert!((expires - created - 60.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn open_is_lazy_and_path_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lazy.db");
+        let b = FileBackend::open(&path).unwrap();
+        assert_eq!(b.path(), path.as_path());
+        assert!(!path.exists());
+        assert_eq!(b.count(None).unwrap(), 0);
+        assert!(path.exists());
+        // No probe files left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("probe"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn entries_expire() {
+        let (_dir, b) = backend();
+        b.set("short", b"x", 0.05).unwrap();
+        b.set("long", b"y", 60.0).unwrap();
+        assert!(b.get("short").unwrap().is_some());
+        assert_eq!(b.count(None).unwrap(), 2);
+        thread::sleep(Duration::from_millis(120));
+        assert_eq!(b.get("short").unwrap(), None);
+        assert_eq!(b.count(None).unwrap(), 1);
+        assert_eq!(b.keys(None).unwrap(), vec!["long".to_string()]);
+        // get removed the expired row.
+        let rows: i64 = raw(b.path())
+            .query_row("SELECT COUNT(*) FROM cache WHERE key='short'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[test]
+    fn non_positive_ttl_stores_nothing() {
+        let (_dir, b) = backend();
+        b.set("k", b"v", 0.0).unwrap();
+        assert_eq!(b.get("k").unwrap(), None);
+        b.set("k", b"v", 60.0).unwrap();
+        b.set("k", b"w", -1.0).unwrap();
+        assert_eq!(b.get("k").unwrap(), None);
+        b.set("k", b"v", 60.0).unwrap();
+        b.set("k", b"w", f64::NAN).unwrap();
+        assert_eq!(b.get("k").unwrap(), None);
+        assert_eq!(b.count(None).unwrap(), 0);
+    }
+
+    #[test]
+    fn delete_reports_live_entries() {
+        let (_dir, b) = backend();
+        b.set("a", b"1", 60.0).unwrap();
+        b.set("gone", b"2", 0.02).unwrap();
+        assert!(b.delete("a").unwrap());
+        assert!(!b.delete("a").unwrap());
+        assert!(!b.delete("never").unwrap());
+        thread::sleep(Duration::from_millis(60));
+        assert!(!b.delete("gone").unwrap());
+        let rows: i64 = raw(b.path())
+            .query_row("SELECT COUNT(*) FROM cache", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[test]
+    fn clear_counts_live_entries_only() {
+        let (_dir, b) = backend();
+        for i in 0..5 {
+            b.set(&format!("5m:v1:f|users|{i}"), b"u", 60.0).unwrap();
+            b.set(&format!("5m:v1:f|orders|{i}"), b"o", 60.0).unwrap();
+        }
+        b.set("5m:v1:f|users|dead", b"d", 0.02).unwrap();
+        thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.clear(Some("*|users|*")).unwrap(), 5);
+        assert_eq!(b.count(Some("*|users|*")).unwrap(), 0);
+        // The expired matching row went too.
+        let rows: i64 = raw(b.path())
+            .query_row("SELECT COUNT(*) FROM cache WHERE key GLOB '*|users|*'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, 0);
+        assert_eq!(b.clear(Some("nothing*")).unwrap(), 0);
+        b.set("x", b"1", 0.02).unwrap();
+        thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.clear(None).unwrap(), 5);
+        assert_eq!(b.count(None).unwrap(), 0);
+        let rows: i64 = raw(b.path())
+            .query_row("SELECT COUNT(*) FROM cache", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[test]
+    fn keys_and_count_with_globs() {
+        let (_dir, b) = backend();
+        b.set("5m:v1:get_user|users|1", b"a", 60.0).unwrap();
+        b.set("5m:v1:get_user|users|2", b"a", 60.0).unwrap();
+        b.set("5m:v1:list|orders|1", b"a", 60.0).unwrap();
+        b.set("1h:v1:get_user|users|3", b"a", 60.0).unwrap();
+        b.set("5m:v1:stale|users|9", b"a", 0.02).unwrap();
+        thread::sleep(Duration::from_millis(60));
+
+        assert_eq!(b.count(None).unwrap(), 4);
+        assert_eq!(b.count(Some("*|users|*")).unwrap(), 3);
+        assert_eq!(b.count(Some("5m:*")).unwrap(), 3);
+        assert_eq!(b.count(Some("?h:*")).unwrap(), 1);
+        assert_eq!(b.count(Some("5m:v1:get_user|users|[12]")).unwrap(), 2);
+        assert_eq!(b.count(Some("5m:v1:get_user|users|[^1]")).unwrap(), 1);
+        assert_eq!(b.count(Some("nope")).unwrap(), 0);
+        assert_eq!(
+            sorted(b.keys(Some("5m:*")).unwrap()),
+            vec![
+                "5m:v1:get_user|users|1",
+                "5m:v1:get_user|users|2",
+                "5m:v1:list|orders|1"
+            ]
+        );
+        assert_eq!(
+            sorted(b.keys(Some("*|users|*")).unwrap()),
+            vec![
+                "1h:v1:get_user|users|3",
+                "5m:v1:get_user|users|1",
+                "5m:v1:get_user|users|2"
+            ]
+        );
+        assert_eq!(b.keys(None).unwrap().len(), 4);
+        // GLOB is case sensitive, like fnmatchcase.
+        assert_eq!(b.count(Some("5M:*")).unwrap(), 0);
+    }
+
+    #[test]
+    fn schema_and_hand_written_rows() {
+        let (_dir, b) = backend();
+        b.set("warm", b"up", 60.0).unwrap();
+        let conn = raw(b.path());
+        let table: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type='table' AND name='cache'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            table,
+            "CREATE TABLE cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, \
+             created_at REAL NOT NULL, expires_at REAL NOT NULL)"
+        );
+        let index: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type='index' AND name='idx_cache_expires'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            index,
+            "CREATE INDEX idx_cache_expires ON cache(expires_at)"
+        );
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+
+        // Rows laid out as the Python implementation writes them.
+        let now = clock::now();
+        let pickle: &[u8] = b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s.";
+        conn.execute(
+            "INSERT OR REPLACE INTO cache (key, value, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params!["5m:v1:py|x=1", pickle, now - 10.0, now + 290.0],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT OR REPLACE INTO cache (key, value, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params!["5m:v1:py|x=2", pickle, now - 400.0, now - 100.0],
+        )
+        .unwrap();
+        // Integer timestamps are read as well.
+        conn.execute(
+            "INSERT OR REPLACE INTO cache (key, value, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params!["5m:v1:py|x=3", pickle, 1_000_i64, (now as i64) + 1000],
+        )
+        .unwrap();
+        let hit = b.get("5m:v1:py|x=1").unwrap().unwrap();
+        assert_eq!(hit.value, pickle);
+        assert_eq!(hit.created_at, now - 10.0);
+        assert_eq!(b.get("5m:v1:py|x=2").unwrap(), None);
+        let hit = b.get("5m:v1:py|x=3").unwrap().unwrap();
+        assert_eq!(hit.created_at, 1000.0);
+        assert_eq!(b.count(Some("5m:v1:py|*")).unwrap(), 2);
+    }
+
+    #[test]
+    fn persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("persist.db");
+        {
+            let b = FileBackend::open(&path).unwrap();
+            b.set("k", b"v", 60.0).unwrap();
+        }
+        let b = FileBackend::open(&path).unwrap();
+        assert_eq!(b.get("k").unwrap().unwrap().value, b"v");
+        // close() then keep using it.
+        b.close();
+        b.set("k2", b"v2", 60.0).unwrap();
+        b.close();
+        assert_eq!(b.count(None).unwrap(), 2);
+    }
+
+    #[test]
+    fn sweep_removes_expired_rows() {
+        let (_dir, b) = backend();
+        for i in 0..10 {
+            b.set(&format!("dead{i}"), b"x", 0.02).unwrap();
+        }
+        b.set("alive", b"x", 60.0).unwrap();
+        thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.sweep().unwrap(), 10);
+        let rows: i64 = raw(b.path())
+            .query_row("SELECT COUNT(*) FROM cache", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn writes_trigger_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = FileBackend::open(dir.path().join("auto.db")).unwrap();
+        b.sweep_every = 5;
+        b.sweep_interval = 3600.0;
+        let rows = |b: &FileBackend| -> i64 {
+            raw(b.path())
+                .query_row("SELECT COUNT(*) FROM cache", [], |r| r.get(0))
+                .unwrap()
+        };
+        // The first write sweeps (the last sweep was "never").
+        for i in 0..4 {
+            b.set(&format!("dead{i}"), b"x", 0.02).unwrap();
+        }
+        thread::sleep(Duration::from_millis(60));
+        assert_eq!(rows(&b), 4);
+        b.set("w5", b"x", 60.0).unwrap(); // 5th write: sweep
+        assert_eq!(rows(&b), 1);
+
+        // Time-based: an old last sweep makes the next write sweep.
+        b.sweep_every = 1_000_000;
+        b.set("dead", b"x", 0.02).unwrap();
+        thread::sleep(Duration::from_millis(60));
+        b.set("w7", b"x", 60.0).unwrap();
+        assert_eq!(rows(&b), 3);
+        b.last_sweep.store(0f64.to_bits(), Ordering::Relaxed);
+        b.set("w8", b"x", 60.0).unwrap();
+        assert_eq!(rows(&b), 3); // "dead" swept, "w8" added
+        assert!(b.get("dead").unwrap().is_none());
+    }
+
+    #[test]
+    fn garbage_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.db");
+        let mut junk = Vec::new();
+        let mut x: u32 = 12345;
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            junk.push((x >> 16) as u8);
+        }
+        fs::write(&path, &junk).unwrap();
+        let b = FileBackend::open(&path).unwrap();
+        b.set("k", b"v", 60.0).unwrap();
+        assert_eq!(b.get("k").unwrap().unwrap().value, b"v");
+        let aside = aside_files(dir.path());
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].starts_with("garbage.db.corrupt-"));
+        assert_eq!(fs::read(dir.path().join(&aside[0])).unwrap(), junk);
+        // Reads recover as well: a garbage file under a fresh backend.
+        drop(b);
+        fs::write(&path, b"this is not a database, not at all; hello there").unwrap();
+        let _ = fs::remove_file(with_suffix(&path, "-wal"));
+        let _ = fs::remove_file(with_suffix(&path, "-shm"));
+        let b = FileBackend::open(&path).unwrap();
+        assert_eq!(b.get("k").unwrap(), None);
+        assert_eq!(b.count(None).unwrap(), 0);
+        assert_eq!(aside_files(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn truncated_database_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trunc.db");
+        {
+            let b = FileBackend::open(&path).unwrap();
+            let big = vec![7u8; 2000];
+            for i in 0..500 {
+                b.set(&format!("key{i}"), &big, 60.0).unwrap();
+            }
+        }
+        // Dropping the last connection checkpointed everything into the file.
+        assert!(!with_suffix(&path, "-wal").exists());
+        let len = fs::metadata(&path).unwrap().len();
+        assert!(len > 100_000);
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len / 3).unwrap();
+        drop(file);
+
+        let b = FileBackend::open(&path).unwrap();
+        // Whichever operation first trips over the damage recovers.
+        let count = b.count(None).unwrap();
+        assert_eq!(count, 0);
+        b.set("fresh", b"v", 60.0).unwrap();
+        assert_eq!(b.get("fresh").unwrap().unwrap().value, b"v");
+        assert_eq!(aside_files(dir.path()).len(), 1);
+        let ok: String = raw(&path)
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+    }
+
+    #[test]
+    fn replaced_file_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replaced.db");
+        let mut b = FileBackend::open(&path).unwrap();
+        b.recheck_interval = 0.0;
+        b.set("k", b"v", 60.0).unwrap();
+        // Someone deletes the database while our connections are pooled.
+        fs::remove_file(&path).unwrap();
+        let _ = fs::remove_file(with_suffix(&path, "-wal"));
+        let _ = fs::remove_file(with_suffix(&path, "-shm"));
+        assert_eq!(b.get("k").unwrap(), None);
+        b.set("k2", b"v2", 60.0).unwrap();
+        assert!(path.exists());
+        let n: i64 = raw(&path)
+            .query_row("SELECT COUNT(*) FROM cache", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn bad_directories_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope").join("cache.db");
+        assert!(matches!(
+            FileBackend::open(missing),
+            Err(Error::BadDirectory { .. })
+        ));
+        let file = dir.path().join("plain");
+        fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            FileBackend::open(file.join("cache.db")),
+            Err(Error::BadDirectory { .. })
+        ));
+        assert!(matches!(
+            FileBackend::open(dir.path()),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn vanished_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let mut b = FileBackend::open(sub.join("cache.db")).unwrap();
+        b.recheck_interval = 0.0;
+        b.set("k", b"v", 60.0).unwrap();
+        fs::remove_dir_all(&sub).unwrap();
+        let err = b.get("k").unwrap_err();
+        assert!(matches!(err, Error::BadDirectory { .. }), "{err:?}");
+        let err = b.set("k", b"v", 60.0).unwrap_err();
+        assert!(matches!(err, Error::BadDirectory { .. }), "{err:?}");
+        // Back again: it works again.
+        fs::create_dir(&sub).unwrap();
+        b.set("k", b"v", 60.0).unwrap();
+        assert_eq!(b.get("k").unwrap().unwrap().value, b"v");
+    }
+
+    #[test]
+    fn concurrent_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("threads.db");
+        let shared = Arc::new(FileBackend::open(&path).unwrap());
+        // A second instance on the same file plays another process.
+        let other = Arc::new(FileBackend::open(&path).unwrap());
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let b = if t % 2 == 0 {
+                    Arc::clone(&shared)
+                } else {
+                    Arc::clone(&other)
+                };
+                thread::spawn(move || {
+                    let mut x: u64 = t as u64 + 1;
+                    for i in 0..300u64 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let key = format!("5m:v1:f|t{}|{}", x % 8, x % 50);
+                        match (x >> 8) % 20 {
+                            0..=7 => {
+                                if let Some(hit) = b.get(&key).unwrap() {
+                                    assert_eq!(hit.value.len(), 64);
+                                }
+                            }
+                            8..=14 => b.set(&key, &[i as u8; 64], 0.5 + (x % 3) as f64).unwrap(),
+                            15..=16 => {
+                                b.delete(&key).unwrap();
+                            }
+                            17 => {
+                                b.clear(Some(&format!("*|t{}|*", x % 8))).unwrap();
+                            }
+                            18 => {
+                                b.keys(Some("5m:*")).unwrap();
+                            }
+                            _ => {
+                                b.count(None).unwrap();
+                            }
+                        }
+                        if i % 100 == 99 && t == 0 {
+                            b.close();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let ok: String = raw(&path)
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        shared.set("final", b"x", 60.0).unwrap();
+        assert_eq!(other.get("final").unwrap().unwrap().value, b"x");
+    }
+}

@@ -1,0 +1,363 @@
+//! `CachedFunction`: what `@cache` returns for a sync function. Calling it is
+//! the hot path, done in one Rust call: read the flags, build the key, look
+//! it up, and only on a miss take the dogpile lock and call the function.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use super::keyplan::KeyPlan;
+use super::region::{PyBackend, Region};
+use super::state;
+use crate::key;
+use crate::stats::Stats;
+
+unsafe extern "C" {
+    // CPython's bound-method constructor (`types.MethodType`); pyo3-ffi does
+    // not declare it.
+    fn PyMethod_New(func: *mut ffi::PyObject, obj: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// How long entries live: fixed, or computed from each result.
+pub enum Ttl {
+    Fixed(f64),
+    PerResult(Py<PyAny>),
+}
+
+/// What a function's calls need from configuration, refreshed when the
+/// configuration generation changes.
+struct Resolved {
+    generation: u64,
+    /// `"{region}:{key_prefix}{name}|"` (with `|{tag}||` for a tag).
+    head: String,
+    key_prefix: String,
+    region: Arc<Region>,
+    backend: Py<PyBackend>,
+    lock_timeout: Duration,
+}
+
+#[pyclass(module = "cachu", name = "CachedFunction", dict, weakref, frozen)]
+pub struct CachedFunction {
+    func: Py<PyAny>,
+    name: String,
+    tag: String,
+    region_ttl: i64,
+    ttl: Ttl,
+    plan: KeyPlan,
+    cache_if: Option<Py<PyAny>>,
+    validate: Option<Py<PyAny>>,
+    entry_type: Py<PyAny>,
+    /// `() -> (key_prefix, Backend, lock_timeout)`, called by the shim's rules.
+    resolver: Py<PyAny>,
+    resolved: RwLock<Option<Arc<Resolved>>>,
+    stats: Arc<Stats>,
+}
+
+impl CachedFunction {
+    #[inline]
+    fn resolved(&self, py: Python<'_>) -> PyResult<Arc<Resolved>> {
+        let generation = state::generation();
+        if let Some(r) = &*self.resolved.read() {
+            if r.generation == generation {
+                return Ok(r.clone());
+            }
+        }
+        let (key_prefix, backend, lock_timeout): (String, Bound<'_, PyBackend>, f64) =
+            self.resolver.bind(py).call0()?.extract()?;
+        let mut head = key::key_head(self.region_ttl, &key_prefix);
+        head.push_str(&key::base_head(&self.name, &self.tag));
+        let r = Arc::new(Resolved {
+            generation,
+            head,
+            key_prefix,
+            region: backend.get().region.clone(),
+            backend: backend.unbind(),
+            lock_timeout: Duration::from_secs_f64(lock_timeout.max(0.0)),
+        });
+        *self.resolved.write() = Some(r.clone());
+        Ok(r)
+    }
+
+    #[inline]
+    fn build_key(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        args: &[Bound<'_, PyAny>],
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
+        let mut k = String::with_capacity(r.head.len() + 48);
+        k.push_str(&r.head);
+        self.plan.write_params(py, &mut k, args, kwargs)?;
+        Ok(k)
+    }
+
+    /// A stored value that passes `validate`, if any.
+    #[inline]
+    fn lookup_valid(&self, py: Python<'_>, r: &Resolved, key: &str) -> PyResult<Option<Py<PyAny>>> {
+        let Some((value, created_at)) = r.region.lookup(py, key)? else {
+            return Ok(None);
+        };
+        if let Some(validate) = &self.validate {
+            let age = crate::clock::now() - created_at;
+            let entry = self.entry_type.call1(py, (value.clone_ref(py), created_at, age))?;
+            if !validate.bind(py).call1((entry,))?.is_truthy()? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(value))
+    }
+
+    fn ttl_for(&self, result: &Bound<'_, PyAny>) -> PyResult<f64> {
+        match &self.ttl {
+            Ttl::Fixed(t) => Ok(*t),
+            Ttl::PerResult(f) => {
+                let t = f.bind(result.py()).call1((result,))?;
+                t.extract::<f64>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "the ttl callable of {} returned {}, not a number of seconds",
+                        self.name,
+                        t.repr().map(|r| r.to_string()).unwrap_or_default()
+                    ))
+                })
+            }
+        }
+    }
+
+    /// The miss path: take the key's dogpile lock, look again, call, store.
+    fn compute(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        key: &str,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        overwrite: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let locks = &r.region.locks;
+        // Wait for another thread's computation without holding the GIL.
+        let _guard = match locks.try_acquire(key) {
+            Some(g) => Some(g),
+            None => py.detach(|| locks.acquire(key, r.lock_timeout)),
+        };
+        if !overwrite {
+            if let Some(v) = self.lookup_valid(py, r, key)? {
+                self.stats.hit();
+                return Ok(v);
+            }
+        }
+        self.stats.miss();
+        let result = self.func.bind(py).call(args, kwargs)?;
+        if let Some(cache_if) = &self.cache_if {
+            if !cache_if.bind(py).call1((&result,))?.is_truthy()? {
+                return Ok(result.unbind());
+            }
+        }
+        let ttl = self.ttl_for(&result)?;
+        r.region.store(py, key, &result, ttl)?;
+        Ok(result.unbind())
+    }
+
+    /// Keyword arguments minus the per-call flags, and the flags' values.
+    fn split_flags<'py>(
+        py: Python<'py>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(Option<Bound<'py, PyDict>>, bool, bool)> {
+        let Some(kw) = kwargs.filter(|k| !k.is_empty()) else {
+            return Ok((None, false, false));
+        };
+        let skip_name = intern!(py, "_skip_cache");
+        let over_name = intern!(py, "_overwrite_cache");
+        let skip = kw.get_item(skip_name)?;
+        let over = kw.get_item(over_name)?;
+        if skip.is_none() && over.is_none() {
+            return Ok((Some(kw.clone()), false, false));
+        }
+        let kw = kw.copy()?;
+        let _ = kw.del_item(skip_name);
+        let _ = kw.del_item(over_name);
+        let truthy = |v: Option<Bound<'_, PyAny>>| v.map(|v| v.is_truthy()).transpose().map(|b| b.unwrap_or(false));
+        Ok((Some(kw), truthy(skip)?, truthy(over)?))
+    }
+
+    fn key_from_kwargs(&self, py: Python<'_>, r: &Resolved, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<String> {
+        self.build_key(py, r, &[], kwargs)
+    }
+}
+
+#[pymethods]
+impl CachedFunction {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, resolver))]
+    fn new(
+        func: Py<PyAny>,
+        name: String,
+        tag: String,
+        region_ttl: i64,
+        ttl: &Bound<'_, PyAny>,
+        params: Vec<(String, bool, Py<PyAny>)>,
+        exclude: Vec<String>,
+        cache_if: Option<Py<PyAny>>,
+        validate: Option<Py<PyAny>>,
+        entry_type: Py<PyAny>,
+        resolver: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let ttl = if ttl.is_callable() {
+            Ttl::PerResult(ttl.clone().unbind())
+        } else {
+            Ttl::Fixed(ttl.extract()?)
+        };
+        Ok(Self {
+            func,
+            name,
+            tag,
+            region_ttl,
+            ttl,
+            plan: KeyPlan::new(
+                params
+                    .into_iter()
+                    .map(|(name, has_default, default)| (name, has_default.then_some(default)))
+                    .collect(),
+                exclude,
+            ),
+            cache_if,
+            validate,
+            entry_type,
+            resolver,
+            resolved: RwLock::new(None),
+            stats: Stats::registered(),
+        })
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__(
+        slf: &Bound<'_, Self>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        let (kwargs, skip, overwrite) = Self::split_flags(py, kwargs)?;
+        let kwargs = kwargs.as_ref();
+        if skip || state::disabled() {
+            return Ok(this.func.bind(py).call(args, kwargs)?.unbind());
+        }
+        let r = this.resolved(py)?;
+        let key = this.build_key(py, &r, args.as_slice(), kwargs)?;
+        if !overwrite {
+            if let Some(v) = this.lookup_valid(py, &r, &key)? {
+                this.stats.hit();
+                return Ok(v);
+            }
+        }
+        this.compute(py, &r, &key, args, kwargs, overwrite)
+    }
+
+    /// Bind as a method when looked up on an instance.
+    fn __get__(
+        slf: &Bound<'_, Self>,
+        obj: Option<&Bound<'_, PyAny>>,
+        _owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match obj {
+            Some(obj) if !obj.is_none() => unsafe {
+                Ok(Bound::from_owned_ptr_or_err(slf.py(), PyMethod_New(slf.as_ptr(), obj.as_ptr()))?.unbind())
+            },
+            _ => Ok(slf.clone().into_any().unbind()),
+        }
+    }
+
+    /// The cached value for these keyword arguments, without calling the
+    /// function. Raises `KeyError` if there is none, unless `default` is given.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn get(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+        let kwargs = kwargs.map(|k| k.copy()).transpose()?;
+        let mut default = match args.len() {
+            0 => None,
+            1 => Some(args.get_item(0)?),
+            n => return Err(PyTypeError::new_err(format!("get() takes at most 1 positional argument (the default), {n} given"))),
+        };
+        if let Some(kw) = &kwargs {
+            if let Some(d) = kw.get_item("default")? {
+                default = Some(d);
+                kw.del_item("default")?;
+            }
+        }
+        let r = self.resolved(py)?;
+        let key = self.key_from_kwargs(py, &r, kwargs.as_ref())?;
+        match r.region.lookup(py, &key)? {
+            Some((v, _)) => Ok(v),
+            None => match default {
+                Some(d) => Ok(d.unbind()),
+                None => Err(PyKeyError::new_err(format!("No cached value for key {key}"))),
+            },
+        }
+    }
+
+    /// Store `value` as the result for these keyword arguments.
+    #[pyo3(signature = (value, **kwargs))]
+    fn set(&self, py: Python<'_>, value: &Bound<'_, PyAny>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let r = self.resolved(py)?;
+        let key = self.key_from_kwargs(py, &r, kwargs)?;
+        let ttl = self.ttl_for(value)?;
+        r.region.store(py, &key, value, ttl)
+    }
+
+    /// Remove the cached value for these keyword arguments.
+    #[pyo3(signature = (**kwargs))]
+    fn invalidate(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let r = self.resolved(py)?;
+        let key = self.key_from_kwargs(py, &r, kwargs)?;
+        r.region.delete(py, &key).map(|_| ())
+    }
+
+    /// Invalidate, then call with these keyword arguments (and cache anew).
+    #[pyo3(signature = (**kwargs))]
+    fn refresh(slf: &Bound<'_, Self>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+        slf.get().invalidate(slf.py(), kwargs)?;
+        Self::__call__(slf, &PyTuple::empty(slf.py()), kwargs)
+    }
+
+    /// Call the undecorated function: no cache read or write.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn original(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+        Ok(self.func.bind(py).call(args, kwargs)?.unbind())
+    }
+
+    /// The mangled cache key for these keyword arguments.
+    #[pyo3(signature = (**kwargs))]
+    fn _key(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<String> {
+        let r = self.resolved(py)?;
+        self.key_from_kwargs(py, &r, kwargs)
+    }
+
+    /// The backend instance this function's entries live in.
+    fn _backend(&self, py: Python<'_>) -> PyResult<Py<PyBackend>> {
+        Ok(self.resolved(py)?.backend.clone_ref(py))
+    }
+
+    /// `(hits, misses, currsize)`.
+    fn _info(&self, py: Python<'_>) -> PyResult<(u64, u64, u64)> {
+        let r = self.resolved(py)?;
+        let (hits, misses) = self.stats.get();
+        let pattern = key::function_pattern(&r.key_prefix, &self.name);
+        Ok((hits, misses, r.region.count(py, Some(&pattern))?))
+    }
+
+    /// The TTL region this function's entries live in (`-1` for a callable TTL).
+    #[getter]
+    fn _region_ttl(&self) -> i64 {
+        self.region_ttl
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<cachu.CachedFunction {}>", self.name)
+    }
+}

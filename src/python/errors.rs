@@ -1,0 +1,28 @@
+//! The one mapping from the core's `Error` to Python exceptions.
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::PyErr;
+
+use crate::error::Error;
+
+create_exception!(
+    cachu,
+    CacheError,
+    PyException,
+    "Base class of the errors a cache backend reports."
+);
+create_exception!(
+    cachu,
+    BackendUnavailableError,
+    CacheError,
+    "The backend could not be reached or answered with an error."
+);
+
+pub fn to_py(err: Error) -> PyErr {
+    match err {
+        Error::BadDirectory { .. } | Error::BadPattern(_) => PyValueError::new_err(err.to_string()),
+        Error::Unavailable(_) => BackendUnavailableError::new_err(err.to_string()),
+        _ => CacheError::new_err(err.to_string()),
+    }
+}

@@ -1,0 +1,242 @@
+//! Building a call's base key (`name|a=1 b='x'`) from Python arguments, as
+//! COMPAT.md specifies. Everything that depends only on the function's
+//! signature is worked out once, when the function is decorated.
+
+use std::fmt::Write;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
+    PyTuple,
+};
+
+struct Param {
+    name: String,
+    default: Option<Py<PyAny>>,
+    /// Dropped by name: `self`, `cls`, `_`-names, `exclude`.
+    dropped: bool,
+}
+
+/// The signature facts key building needs.
+pub struct KeyPlan {
+    params: Vec<Param>,
+    /// Indices of the kept parameters, sorted by name.
+    sorted_kept: Vec<usize>,
+    exclude: Vec<String>,
+}
+
+impl KeyPlan {
+    /// `params` are the function's positional parameter names in order
+    /// (`getfullargspec(fn).args`) with their defaults, if any.
+    pub fn new(params: Vec<(String, Option<Py<PyAny>>)>, exclude: Vec<String>) -> Self {
+        let params: Vec<Param> = params
+            .into_iter()
+            .map(|(name, default)| Param {
+                dropped: drops_name(&name, &exclude),
+                name,
+                default,
+            })
+            .collect();
+        let mut sorted_kept: Vec<usize> = (0..params.len()).filter(|&i| !params[i].dropped).collect();
+        sorted_kept.sort_by(|&a, &b| params[a].name.cmp(&params[b].name));
+        Self {
+            params,
+            sorted_kept,
+            exclude,
+        }
+    }
+
+    /// Append `k=repr(v)` pairs, space separated and sorted by name, for a
+    /// call with positional `args` and keyword `kwargs` (already stripped of
+    /// the `_skip_cache`/`_overwrite_cache` flags).
+    pub fn write_params<'py>(
+        &self,
+        py: Python<'py>,
+        out: &mut String,
+        args: &[Bound<'py, PyAny>],
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<()> {
+        let kwargs = kwargs.filter(|k| !k.is_empty());
+        if kwargs.is_none() && args.len() <= self.params.len() {
+            // Fast path: the order is known from decoration time.
+            let mut first = true;
+            for &i in &self.sorted_kept {
+                let p = &self.params[i];
+                let value = match args.get(i) {
+                    Some(v) => v.clone(),
+                    None => match &p.default {
+                        Some(d) => d.bind(py).clone(),
+                        None => continue,
+                    },
+                };
+                write_pair(out, &mut first, &p.name, &value)?;
+            }
+            return Ok(());
+        }
+        self.write_params_general(py, out, args, kwargs)
+    }
+
+    fn write_params_general<'py>(
+        &self,
+        py: Python<'py>,
+        out: &mut String,
+        args: &[Bound<'py, PyAny>],
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<()> {
+        let mut pairs: Vec<(String, Bound<'py, PyAny>, bool)> = Vec::new();
+        for (i, p) in self.params.iter().enumerate() {
+            let value = match args.get(i) {
+                Some(v) => Some(v.clone()),
+                None => p.default.as_ref().map(|d| d.bind(py).clone()),
+            };
+            if let Some(v) = value {
+                pairs.push((p.name.clone(), v, p.dropped));
+            }
+        }
+        for (n, v) in args.iter().enumerate().skip(self.params.len()) {
+            let name = format!("vararg{}", n - self.params.len() + 1);
+            let dropped = drops_name(&name, &self.exclude);
+            pairs.push((name, v.clone(), dropped));
+        }
+        if let Some(kwargs) = kwargs {
+            for (k, v) in kwargs.iter() {
+                let name: String = k.extract()?;
+                let dropped = drops_name(&name, &self.exclude);
+                match pairs.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some(slot) => slot.1 = v,
+                    None => pairs.push((name, v, dropped)),
+                }
+            }
+        }
+        pairs.retain(|(_, _, dropped)| !dropped);
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut first = true;
+        for (name, value, _) in &pairs {
+            write_pair(out, &mut first, name, value)?;
+        }
+        Ok(())
+    }
+}
+
+fn drops_name(name: &str, exclude: &[String]) -> bool {
+    name == "self" || name == "cls" || name.starts_with('_') || exclude.iter().any(|e| e == name)
+}
+
+#[inline]
+fn write_pair(out: &mut String, first: &mut bool, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if looks_like_connection(value)? {
+        return Ok(());
+    }
+    if !*first {
+        out.push(' ');
+    }
+    *first = false;
+    out.push_str(name);
+    out.push('=');
+    write_repr(out, value)
+}
+
+/// Builtin values are never connections; anything else is checked the way
+/// the reference does (attributes, then the type's name).
+fn looks_like_connection(v: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if v.is_none()
+        || v.is_exact_instance_of::<PyInt>()
+        || v.is_exact_instance_of::<PyString>()
+        || v.is_exact_instance_of::<PyFloat>()
+        || v.is_exact_instance_of::<PyBool>()
+        || v.is_exact_instance_of::<PyBytes>()
+        || v.is_exact_instance_of::<PyTuple>()
+        || v.is_exact_instance_of::<PyList>()
+        || v.is_exact_instance_of::<PyDict>()
+        || v.is_exact_instance_of::<PySet>()
+        || v.is_exact_instance_of::<PyFrozenSet>()
+        || v.is_exact_instance_of::<PyComplex>()
+    {
+        return Ok(false);
+    }
+    let py = v.py();
+    for attr in [
+        intern!(py, "driver_connection"),
+        intern!(py, "dialect"),
+        intern!(py, "engine"),
+    ] {
+        if v.hasattr(attr)? {
+            return Ok(true);
+        }
+    }
+    let type_str = v.get_type().str()?;
+    let type_str = type_str.to_cow()?;
+    Ok(["Connection", "Engine", "psycopg", "pyodbc", "sqlite3"]
+        .iter()
+        .any(|s| type_str.contains(s)))
+}
+
+/// Append `repr(v)`, computing the common cases without calling Python.
+#[inline]
+pub fn write_repr(out: &mut String, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    if v.is_exact_instance_of::<PyInt>() {
+        if let Ok(i) = v.extract::<i64>() {
+            let _ = write!(out, "{i}");
+            return Ok(());
+        }
+    } else if v.is_exact_instance_of::<PyString>() {
+        let s = v.cast::<PyString>()?;
+        if let Ok(text) = s.to_str() {
+            if write_plain_str_repr(out, text) {
+                return Ok(());
+            }
+        }
+    } else if v.is_none() {
+        out.push_str("None");
+        return Ok(());
+    } else if v.is_exact_instance_of::<PyBool>() {
+        out.push_str(if v.is_truthy()? { "True" } else { "False" });
+        return Ok(());
+    }
+    out.push_str(&v.repr()?.to_cow()?);
+    Ok(())
+}
+
+/// Python's `repr` of a printable-ASCII string; false (nothing written) if
+/// the string needs Python's own rules.
+#[inline]
+fn write_plain_str_repr(out: &mut String, s: &str) -> bool {
+    if !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return false;
+    }
+    // Python quotes with ' unless the text has ' and no ".
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    out.reserve(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        if c == '\\' || c == quote {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push(quote);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_plain_str_repr;
+
+    fn r(s: &str) -> String {
+        let mut o = String::new();
+        assert!(write_plain_str_repr(&mut o, s));
+        o
+    }
+
+    #[test]
+    fn str_repr_matches_python() {
+        assert_eq!(r("abc"), "'abc'");
+        assert_eq!(r("it's"), "\"it's\"");
+        assert_eq!(r("say \"hi\""), "'say \"hi\"'");
+        assert_eq!(r("both ' and \""), "'both \\' and \"'");
+        assert_eq!(r("back\\slash"), "'back\\\\slash'");
+        assert!(!write_plain_str_repr(&mut String::new(), "tab\t"));
+        assert!(!write_plain_str_repr(&mut String::new(), "é"));
+    }
+}

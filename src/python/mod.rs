@@ -1,0 +1,56 @@
+//! The PyO3 module `cachu._cachu`: every export is listed here.
+
+mod cached;
+mod errors;
+mod keyplan;
+mod region;
+mod state;
+mod value;
+
+use pyo3::prelude::*;
+
+/// `region_name(ttl)`: `5m` for 300, `-1s` for a callable TTL.
+#[pyfunction]
+fn region_name(ttl: i64) -> String {
+    crate::key::region_name(ttl)
+}
+
+/// `mangle(base, key_prefix, ttl)`: `"{region}:{key_prefix}{base}"`.
+#[pyfunction]
+fn mangle(base: &str, key_prefix: &str, ttl: i64) -> String {
+    crate::key::mangle(base, key_prefix, ttl)
+}
+
+/// `tag_pattern(tag)`: the glob selecting a tag's keys, or None.
+#[pyfunction]
+fn tag_pattern(tag: &str) -> Option<String> {
+    crate::key::tag_pattern(tag)
+}
+
+/// Reset every cached function's hit and miss counters.
+#[pyfunction]
+fn reset_stats() {
+    crate::stats::reset_all();
+}
+
+#[pymodule]
+mod _cachu {
+    #[pymodule_export]
+    use super::cached::CachedFunction;
+    #[pymodule_export]
+    use super::errors::{BackendUnavailableError, CacheError};
+    #[pymodule_export]
+    use super::region::{NoValue, PyBackend};
+    #[pymodule_export]
+    use super::state::{bump_generation, is_disabled, set_disabled};
+    #[pymodule_export]
+    use super::{mangle, region_name, reset_stats, tag_pattern};
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("NO_VALUE", super::region::no_value(m.py()).clone_ref(m.py()))?;
+        Ok(())
+    }
+}

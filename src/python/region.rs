@@ -1,0 +1,249 @@
+//! One backend instance (a `(package, backend, ttl)` region), and its Python
+//! face `cachu.Backend`.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyList;
+
+use super::errors::to_py;
+use super::value::{dumps, loads, Stored};
+use crate::backend::memory::MemoryStore;
+use crate::backend::Backend;
+use crate::clock::now;
+use crate::lock::KeyLocks;
+
+pub enum Store {
+    Memory(MemoryStore<Stored>),
+    Null,
+    /// A byte store (file, redis): values travel as pickles.
+    Bytes(Box<dyn Backend>),
+}
+
+pub struct Region {
+    pub store: Store,
+    /// In-process dogpile locks for this region's keys.
+    pub locks: KeyLocks,
+}
+
+impl Region {
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            locks: KeyLocks::new(),
+        })
+    }
+
+    /// The live value under `key` and its `created_at`. A value that fails
+    /// to unpickle is a miss, and its entry is removed.
+    #[inline]
+    pub fn lookup(&self, py: Python<'_>, key: &str) -> PyResult<Option<(Py<PyAny>, f64)>> {
+        match &self.store {
+            Store::Memory(m) => {
+                let (found, dead) = m.get_with(key, now(), |v, created| (v.fetch(py), created));
+                drop(dead);
+                let Some((fetched, created)) = found else {
+                    return Ok(None);
+                };
+                match fetched.into_value(py) {
+                    Ok(v) => Ok(Some((v, created))),
+                    Err(e) => {
+                        self.discard(py, key, e);
+                        Ok(None)
+                    }
+                }
+            }
+            Store::Null => Ok(None),
+            Store::Bytes(b) => {
+                let hit = py.detach(|| b.get(key)).map_err(to_py)?;
+                let Some(hit) = hit else { return Ok(None) };
+                match loads(py, &hit.value) {
+                    Ok(v) => Ok(Some((v.unbind(), hit.created_at))),
+                    Err(e) => {
+                        self.discard(py, key, e);
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn discard(&self, py: Python<'_>, key: &str, why: PyErr) {
+        log::warn!("dropping cache entry {key:?} that could not be read: {why}");
+        let _ = self.delete(py, key);
+    }
+
+    /// Store `value` for `ttl` seconds; `ttl <= 0` stores nothing and removes
+    /// what was there. Fails (storing nothing) if the value cannot be pickled.
+    pub fn store(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>, ttl: f64) -> PyResult<()> {
+        if ttl.is_nan() || ttl <= 0.0 {
+            return self.delete(py, key).map(|_| ());
+        }
+        match &self.store {
+            Store::Memory(m) => {
+                let stored = Stored::prepare(value)?;
+                let t = now();
+                drop(m.insert(key, stored, t, t + ttl));
+                Ok(())
+            }
+            Store::Null => Ok(()),
+            Store::Bytes(b) => {
+                let data = dumps(value)?;
+                py.detach(|| b.set(key, &data, ttl)).map_err(to_py)
+            }
+        }
+    }
+
+    pub fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+        match &self.store {
+            Store::Memory(m) => Ok(m.remove(key, now()).is_some_and(|(_, live)| live)),
+            Store::Null => Ok(false),
+            Store::Bytes(b) => py.detach(|| b.delete(key)).map_err(to_py),
+        }
+    }
+
+    pub fn clear(&self, py: Python<'_>, pattern: Option<&str>) -> PyResult<u64> {
+        match &self.store {
+            Store::Memory(m) => {
+                let (n, removed) = m.remove_matching(pattern, now());
+                drop(removed);
+                Ok(n)
+            }
+            Store::Null => Ok(0),
+            Store::Bytes(b) => py.detach(|| b.clear(pattern)).map_err(to_py),
+        }
+    }
+
+    pub fn keys(&self, py: Python<'_>, pattern: Option<&str>) -> PyResult<Vec<String>> {
+        match &self.store {
+            Store::Memory(m) => Ok(m.keys(pattern, now())),
+            Store::Null => Ok(Vec::new()),
+            Store::Bytes(b) => py.detach(|| b.keys(pattern)).map_err(to_py),
+        }
+    }
+
+    pub fn count(&self, py: Python<'_>, pattern: Option<&str>) -> PyResult<u64> {
+        match &self.store {
+            Store::Memory(m) => Ok(m.count(pattern, now())),
+            Store::Null => Ok(0),
+            Store::Bytes(b) => py.detach(|| b.count(pattern)).map_err(to_py),
+        }
+    }
+
+    pub fn close(&self, py: Python<'_>) {
+        if let Store::Bytes(b) = &self.store {
+            py.detach(|| b.close());
+        }
+    }
+}
+
+/// The miss sentinel `cachu.backends.NO_VALUE`.
+#[pyclass(module = "cachu.backends", name = "NoValue", frozen)]
+pub struct NoValue;
+
+#[pymethods]
+impl NoValue {
+    fn __repr__(&self) -> &'static str {
+        "<NO_VALUE>"
+    }
+    fn __bool__(&self) -> bool {
+        false
+    }
+}
+
+static NO_VALUE: PyOnceLock<Py<NoValue>> = PyOnceLock::new();
+
+pub fn no_value(py: Python<'_>) -> &Py<NoValue> {
+    NO_VALUE.get_or_init(py, || Py::new(py, NoValue).expect("allocating NO_VALUE"))
+}
+
+/// A cache backend: `get`, `set`, `delete`, `clear`, `keys`, `count` over
+/// mangled keys, values pickled or copied as the decorator stores them.
+#[pyclass(module = "cachu", name = "Backend", subclass, frozen)]
+pub struct PyBackend {
+    pub region: Arc<Region>,
+    kind: &'static str,
+}
+
+impl PyBackend {
+    pub fn from_region(region: Arc<Region>, kind: &'static str) -> Self {
+        Self { region, kind }
+    }
+}
+
+#[pymethods]
+impl PyBackend {
+    /// A new in-process memory backend.
+    #[staticmethod]
+    fn _memory() -> Self {
+        Self::from_region(Region::new(Store::Memory(MemoryStore::new())), "memory")
+    }
+
+    /// A backend that stores nothing.
+    #[staticmethod]
+    fn _null() -> Self {
+        Self::from_region(Region::new(Store::Null), "null")
+    }
+
+    /// `'memory'`, `'null'`, `'file'` or `'redis'`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The value under `key`, or `NO_VALUE`.
+    fn get(&self, py: Python<'_>, key: &str) -> PyResult<Py<PyAny>> {
+        Ok(match self.region.lookup(py, key)? {
+            Some((v, _)) => v,
+            None => no_value(py).clone_ref(py).into_any(),
+        })
+    }
+
+    /// `(value, created_at)`, or `(NO_VALUE, None)`.
+    fn get_with_metadata(&self, py: Python<'_>, key: &str) -> PyResult<(Py<PyAny>, Option<f64>)> {
+        Ok(match self.region.lookup(py, key)? {
+            Some((v, created)) => (v, Some(created)),
+            None => (no_value(py).clone_ref(py).into_any(), None),
+        })
+    }
+
+    /// Store `value` under `key` for `ttl` seconds (nothing if `ttl <= 0`).
+    fn set(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>, ttl: f64) -> PyResult<()> {
+        self.region.store(py, key, value, ttl)
+    }
+
+    /// Remove `key`.
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        self.region.delete(py, key).map(|_| ())
+    }
+
+    /// Remove the entries whose keys match the glob `pattern` (all if None);
+    /// returns how many were removed.
+    #[pyo3(signature = (pattern=None))]
+    fn clear(&self, py: Python<'_>, pattern: Option<&str>) -> PyResult<u64> {
+        self.region.clear(py, pattern)
+    }
+
+    /// An iterator over the live keys matching `pattern`.
+    #[pyo3(signature = (pattern=None))]
+    fn keys<'py>(&self, py: Python<'py>, pattern: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+        let keys = self.region.keys(py, pattern)?;
+        Ok(PyList::new(py, keys)?.try_iter()?.into_any())
+    }
+
+    /// How many live keys match `pattern`.
+    #[pyo3(signature = (pattern=None))]
+    fn count(&self, py: Python<'_>, pattern: Option<&str>) -> PyResult<u64> {
+        self.region.count(py, pattern)
+    }
+
+    /// Release connections; the backend reopens them if used again.
+    fn close(&self, py: Python<'_>) {
+        self.region.close(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<cachu.Backend {}>", self.kind)
+    }
+}

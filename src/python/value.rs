@@ -1,0 +1,190 @@
+//! How a Python result is kept in the memory store, and handed back.
+//!
+//! The contract (COMPAT.md) is pickle semantics: a caller mutating a returned
+//! value never changes the cache, and a value that cannot be pickled is an
+//! error. Pickling on every hit is slow, so values are sorted once, at store:
+//! - immutable builtins (None, bool, int, float, complex, str, bytes, and
+//!   tuples/frozensets of those) are shared as they are;
+//! - plain containers (dict, list, set, tuple) of such values are kept as a
+//!   private deep copy, and each hit returns a fresh deep copy of it;
+//! - anything else is pickled, and each hit unpickles.
+//!
+//! Only exact builtin types take the first two paths, so no user code runs
+//! while copying, and the first two paths can never fail to pickle.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
+    PyTuple,
+};
+
+/// Deeper structures than this are pickled instead of copied.
+const MAX_DEPTH: u32 = 32;
+
+/// A value as the memory store keeps it.
+pub enum Stored {
+    Shared(Py<PyAny>),
+    Template(Py<PyAny>),
+    Pickled(Arc<[u8]>),
+}
+
+/// A handle taken out of the store under its lock; turned into the value
+/// handed to the caller after the lock is released.
+pub enum Fetched {
+    Shared(Py<PyAny>),
+    Template(Py<PyAny>),
+    Pickled(Arc<[u8]>),
+}
+
+impl Stored {
+    /// Cheap handle to the stored value; runs no Python code.
+    #[inline]
+    pub fn fetch(&self, py: Python<'_>) -> Fetched {
+        match self {
+            Stored::Shared(o) => Fetched::Shared(o.clone_ref(py)),
+            Stored::Template(o) => Fetched::Template(o.clone_ref(py)),
+            Stored::Pickled(b) => Fetched::Pickled(b.clone()),
+        }
+    }
+
+    /// Prepare `value` for storing: share, copy or pickle it.
+    pub fn prepare(value: &Bound<'_, PyAny>) -> PyResult<Stored> {
+        match classify(value, 0) {
+            Kind::Immutable => Ok(Stored::Shared(value.clone().unbind())),
+            Kind::Copyable => Ok(Stored::Template(deep_copy(value)?.unbind())),
+            Kind::Other => Ok(Stored::Pickled(dumps(value)?.into())),
+        }
+    }
+}
+
+impl Fetched {
+    /// The value for the caller. `Err` only if unpickling fails.
+    #[inline]
+    pub fn into_value(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self {
+            Fetched::Shared(o) => Ok(o),
+            Fetched::Template(o) => Ok(deep_copy(o.bind(py))?.unbind()),
+            Fetched::Pickled(b) => Ok(loads(py, &b)?.unbind()),
+        }
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Kind {
+    Immutable,
+    Copyable,
+    Other,
+}
+
+#[inline]
+fn is_scalar(v: &Bound<'_, PyAny>) -> bool {
+    v.is_none()
+        || v.is_exact_instance_of::<PyInt>()
+        || v.is_exact_instance_of::<PyString>()
+        || v.is_exact_instance_of::<PyFloat>()
+        || v.is_exact_instance_of::<PyBool>()
+        || v.is_exact_instance_of::<PyBytes>()
+        || v.is_exact_instance_of::<PyComplex>()
+}
+
+fn classify(v: &Bound<'_, PyAny>, depth: u32) -> Kind {
+    if is_scalar(v) {
+        return Kind::Immutable;
+    }
+    if depth >= MAX_DEPTH {
+        return Kind::Other;
+    }
+    let worst = |items: &mut dyn Iterator<Item = Bound<'_, PyAny>>| {
+        let mut kind = Kind::Immutable;
+        for item in items {
+            match classify(&item, depth + 1) {
+                Kind::Other => return Kind::Other,
+                Kind::Copyable => kind = Kind::Copyable,
+                Kind::Immutable => {}
+            }
+        }
+        kind
+    };
+    if let Ok(t) = v.cast_exact::<PyTuple>() {
+        return worst(&mut t.iter());
+    }
+    if let Ok(s) = v.cast_exact::<PyFrozenSet>() {
+        // Set members are hashable; only immutable members keep it shareable.
+        return match worst(&mut s.iter()) {
+            Kind::Immutable => Kind::Immutable,
+            _ => Kind::Other,
+        };
+    }
+    if let Ok(l) = v.cast_exact::<PyList>() {
+        return match worst(&mut l.iter()) {
+            Kind::Other => Kind::Other,
+            _ => Kind::Copyable,
+        };
+    }
+    if let Ok(s) = v.cast_exact::<PySet>() {
+        return match worst(&mut s.iter()) {
+            Kind::Immutable => Kind::Copyable,
+            _ => Kind::Other,
+        };
+    }
+    if let Ok(d) = v.cast_exact::<PyDict>() {
+        for (k, val) in d.iter() {
+            if classify(&k, depth + 1) != Kind::Immutable
+                || classify(&val, depth + 1) == Kind::Other
+            {
+                return Kind::Other;
+            }
+        }
+        return Kind::Copyable;
+    }
+    Kind::Other
+}
+
+/// Deep copy of a value `classify` accepted: shares immutable leaves and
+/// rebuilds containers.
+fn deep_copy<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = v.py();
+    if is_scalar(v) {
+        return Ok(v.clone());
+    }
+    if let Ok(d) = v.cast_exact::<PyDict>() {
+        let out = PyDict::new(py);
+        for (k, val) in d.iter() {
+            out.set_item(k, deep_copy(&val)?)?;
+        }
+        return Ok(out.into_any());
+    }
+    if let Ok(l) = v.cast_exact::<PyList>() {
+        let items = l.iter().map(|x| deep_copy(&x)).collect::<PyResult<Vec<_>>>()?;
+        return Ok(PyList::new(py, items)?.into_any());
+    }
+    if let Ok(t) = v.cast_exact::<PyTuple>() {
+        let items = t.iter().map(|x| deep_copy(&x)).collect::<PyResult<Vec<_>>>()?;
+        return Ok(PyTuple::new(py, items)?.into_any());
+    }
+    if let Ok(s) = v.cast_exact::<PySet>() {
+        return Ok(PySet::new(py, s.iter())?.into_any());
+    }
+    // Frozensets of immutables and anything shared.
+    Ok(v.clone())
+}
+
+static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `pickle.dumps(value)` with the default protocol, as the reference stores.
+pub fn dumps(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let py = value.py();
+    let f = DUMPS.import(py, "pickle", "dumps")?;
+    let out = f.call1((value,))?;
+    Ok(out.cast_into::<PyBytes>()?.as_bytes().to_vec())
+}
+
+/// `pickle.loads(data)`.
+pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let f = LOADS.import(py, "pickle", "loads")?;
+    f.call1((PyBytes::new(py, data),))
+}
