@@ -5,7 +5,7 @@ keys and storage formats, much faster calls.
 """
 
 from cachu._cachu import BackendUnavailableError, CacheError, CachedFunction
-from cachu.backends import NO_VALUE, Backend
+from cachu.backends import NO_VALUE, AsyncBackend, Backend
 from cachu.config import (
     CacheConfig,
     configure,
@@ -15,8 +15,26 @@ from cachu.config import (
     get_config,
     is_disabled,
 )
-from cachu.decorator import async_cache, cache, get_backend
-from cachu.operations import cache_clear, cache_delete, cache_get, cache_info, cache_set
+from cachu.decorator import (
+    async_cache,
+    cache,
+    clear_async_backends,
+    get_async_backend,
+    get_backend,
+)
+from cachu.redis_client import get_redis_client
+from cachu.operations import (
+    async_cache_clear,
+    async_cache_delete,
+    async_cache_get,
+    async_cache_info,
+    async_cache_set,
+    cache_clear,
+    cache_delete,
+    cache_get,
+    cache_info,
+    cache_set,
+)
 from cachu.types import CacheEntry, CacheInfo
 
 __version__ = "0.3.0"
@@ -35,7 +53,16 @@ __all__ = [
     "cache_clear",
     "cache_info",
     "async_cache",
+    "async_cache_get",
+    "async_cache_set",
+    "async_cache_delete",
+    "async_cache_clear",
+    "async_cache_info",
     "get_backend",
+    "get_async_backend",
+    "clear_async_backends",
+    "AsyncBackend",
+    "get_redis_client",
     "Backend",
     "NO_VALUE",
     "CacheConfig",

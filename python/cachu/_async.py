@@ -1,12 +1,150 @@
-"""Caching of coroutine functions."""
+"""Caching of coroutine functions.
+
+The wrapper stays a real ``async def`` (so ``inspect.iscoroutinefunction``
+holds); the key building, lookups and stores are the same Rust calls the
+sync path makes. Memory lookups run inline (they never wait); file and Redis
+lookups run off the event loop. Concurrent tasks missing the same key wait
+on a per-loop, per-key future: one computes, the others read its result.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import weakref
+from collections.abc import Callable
 from typing import Any
 
+from cachu import _cachu
+from cachu._offloop import off_loop
+from cachu._offloop import run as _run
+from cachu.types import CacheEntry
 
-def make_async_cached(fn: Any, *_: Any) -> Any:
-    raise NotImplementedError(
-        f"cannot cache coroutine function {getattr(fn, '__qualname__', fn)!r}: "
-        "async support is not available in this build of cachu yet"
+_MISSING: Any = object()
+
+# loop -> {key: future done when the computing task finishes}
+_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _acquire(key: str, timeout: float) -> bool:
+    """Become the task computing ``key`` on this loop; wait (suspended, at
+    most ``timeout`` seconds) while another task does. False on timeout."""
+    loop = asyncio.get_running_loop()
+    table = _inflight.get(loop)
+    if table is None:
+        table = _inflight[loop] = {}
+    deadline = loop.time() + timeout
+    while (busy := table.get(key)) is not None:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            # shield: a waiter's cancellation must not cancel the holder's future.
+            await asyncio.wait_for(asyncio.shield(busy), remaining)
+        except asyncio.TimeoutError:
+            return False
+    table[key] = loop.create_future()
+    return True
+
+
+def _release(key: str) -> None:
+    table = _inflight.get(asyncio.get_running_loop())
+    done = table.pop(key, None) if table else None
+    if done is not None and not done.done():
+        done.set_result(None)
+
+
+def make_async_cached(
+    fn: Callable[..., Any],
+    unwrapped: Callable[..., Any],
+    tag: str,
+    region_ttl: int,
+    ttl: Any,
+    exclude: list[str],
+    cache_if: Callable[[Any], bool] | None,
+    validate: Callable[[CacheEntry], bool] | None,
+    resolve: Callable[[], Any],
+) -> Callable[..., Any]:
+    from cachu.decorator import _signature_params
+
+    core = _cachu.CachedFunction(
+        fn,
+        unwrapped.__name__,
+        tag,
+        region_ttl,
+        ttl,
+        _signature_params(unwrapped),
+        exclude,
+        cache_if,
+        validate,
+        CacheEntry,
+        resolve,
     )
+    probe = core._probe
+    is_disabled = _cachu.is_disabled
+
+    async def peek(key: str, blocking: bool) -> tuple[bool, Any]:
+        return await off_loop(core._peek, key) if blocking else core._peek(key)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        overwrite = False
+        if kwargs and ("_skip_cache" in kwargs or "_overwrite_cache" in kwargs):
+            skip = kwargs.pop("_skip_cache", False)
+            overwrite = bool(kwargs.pop("_overwrite_cache", False))
+            if skip:
+                return await fn(*args, **kwargs)
+        if is_disabled():
+            return await fn(*args, **kwargs)
+        key, state, value = probe(args, kwargs or None, not overwrite)
+        if state == 1:
+            return value
+        blocking = state == 2
+        if blocking and not overwrite:
+            found, value = await peek(key, True)
+            if found:
+                return value
+        owner = await _acquire(key, core._lock_timeout())
+        try:
+            if not overwrite:
+                found, value = await peek(key, blocking)
+                if found:
+                    return value
+            core._miss()
+            result = await fn(*args, **kwargs)
+            if blocking:
+                await off_loop(core._store_result, key, result)
+            else:
+                core._store_result(key, result)
+            return result
+        finally:
+            if owner:
+                _release(key)
+
+    backend_blocks = lambda: core._backend().blocking  # noqa: E731
+
+    async def get(*args: Any, **kwargs: Any) -> Any:
+        return await _run(backend_blocks(), core.get, *args, **kwargs)
+
+    async def set(value: Any, **kwargs: Any) -> None:
+        await _run(backend_blocks(), core.set, value, **kwargs)
+
+    async def invalidate(**kwargs: Any) -> None:
+        await _run(backend_blocks(), core.invalidate, **kwargs)
+
+    async def refresh(**kwargs: Any) -> Any:
+        await invalidate(**kwargs)
+        return await wrapper(**kwargs)
+
+    async def original(*args: Any, **kwargs: Any) -> Any:
+        return await fn(*args, **kwargs)
+
+    wrapper._cachu = core  # type: ignore[attr-defined]
+    wrapper.get = get  # type: ignore[attr-defined]
+    wrapper.set = set  # type: ignore[attr-defined]
+    wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+    wrapper.refresh = refresh  # type: ignore[attr-defined]
+    wrapper.original = original  # type: ignore[attr-defined]
+    return wrapper

@@ -7,10 +7,11 @@ import os
 import threading
 
 from cachu import _cachu
+from cachu.backends import Backend
 from cachu.config import check_backend, get_config
 
 _lock = threading.Lock()
-_instances: dict[tuple[str | None, str, int], _cachu.Backend] = {}
+_instances: dict[tuple[str | None, str, int], Backend] = {}
 
 
 def file_name(package: str | None, ttl: int) -> str:
@@ -24,29 +25,25 @@ def file_name(package: str | None, ttl: int) -> str:
     return f"{package}_{name}" if package else name
 
 
-def _create(package: str | None, backend: str, ttl: int) -> _cachu.Backend:
-    if backend == "memory":
-        return _cachu.Backend._memory()
-    if backend == "null":
-        return _cachu.Backend._null()
+def _create(package: str | None, backend: str, ttl: int) -> Backend:
+    if backend in ("memory", "null"):
+        return Backend(backend)
     if backend == "file":
-        make = getattr(_cachu.Backend, "_file", None)
-        if make is None:
-            raise NotImplementedError("the 'file' backend is not available in this build of cachu yet")
-        return make(os.path.join(get_config(package).file_dir, file_name(package, ttl)))
+        directory = get_config(package).file_dir
+        if not os.path.isdir(directory):
+            raise ValueError(f"file_dir {directory!r} is not an existing directory")
+        return Backend("file", os.path.join(directory, file_name(package, ttl)))
     raise NotImplementedError(f"the {backend!r} backend is not available in this build of cachu yet")
 
 
 def ensure_supported(backend: str) -> None:
     """Raise now, at the user's mistake, for a backend this build lacks."""
     check_backend(backend)
-    if backend == "file" and not hasattr(_cachu.Backend, "_file"):
-        raise NotImplementedError("the 'file' backend is not available in this build of cachu yet")
-    if backend == "redis" and not hasattr(_cachu.Backend, "_redis"):
+    if backend == "redis":
         raise NotImplementedError("the 'redis' backend is not available in this build of cachu yet")
 
 
-def get(package: str | None, backend: str, ttl: int) -> _cachu.Backend:
+def get(package: str | None, backend: str, ttl: int) -> Backend:
     key = (package, backend, ttl)
     found = _instances.get(key)
     if found is not None:
@@ -58,13 +55,13 @@ def get(package: str | None, backend: str, ttl: int) -> _cachu.Backend:
     return found
 
 
-def existing(package: str | None) -> list[tuple[str, int, _cachu.Backend]]:
+def existing(package: str | None) -> list[tuple[str, int, Backend]]:
     """The instances already made for ``package``: (backend, ttl, instance)."""
     with _lock:
         return [(b, t, inst) for (p, b, t), inst in _instances.items() if p == package]
 
 
-def drop(package: str | None = None, *, everything: bool = False) -> list[_cachu.Backend]:
+def drop(package: str | None = None, *, everything: bool = False) -> list[Backend]:
     """Forget instances (all, or one package's); returns them for closing."""
     with _lock:
         keys = [k for k in _instances if everything or k[0] == package]

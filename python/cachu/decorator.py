@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cachu import _cachu, _regions
+from cachu.backends import AsyncBackend, Backend
 from cachu.config import caller_package, check_backend, get_config
 from cachu.types import CacheEntry
 
@@ -56,7 +57,7 @@ def cache(
         raise TypeError(f"tag must be a string, got {tag!r}")
     exclude_names = sorted(exclude or ())
 
-    def resolve() -> tuple[str, _cachu.Backend, float]:
+    def resolve() -> tuple[str, Backend, float]:
         cfg = get_config(package)
         return cfg.key_prefix, _regions.get(package, backend_name, region_ttl), cfg.lock_timeout
 
@@ -107,7 +108,7 @@ def get_backend(
     package: str | None = None,
     *,
     ttl: int,
-) -> _cachu.Backend:
+) -> Backend:
     """The backend instance of ``(package, backend, ttl)``, shared with the
     decorated functions of that region."""
     if package is None:
@@ -118,4 +119,37 @@ def get_backend(
     return _regions.get(package, name, -1 if callable(ttl) else int(ttl))
 
 
-__all__ = ["cache", "async_cache", "get_backend"]
+async def get_async_backend(
+    backend: str | None = None,
+    package: str | None = None,
+    *,
+    ttl: int,
+) -> AsyncBackend:
+    """The awaitable face of :func:`get_backend`'s instance."""
+    if package is None:
+        package = caller_package()
+    return AsyncBackend(get_backend(backend, package, ttl=ttl))
+
+
+async def clear_async_backends(package: str | None = None) -> None:
+    """Close and forget the backend instances of ``package`` (all when None);
+    the next use makes new ones. Entries already stored stay stored in file
+    and Redis backends; memory backends are dropped with their entries."""
+    for inst in _regions.drop(package, everything=package is None):
+        await inst.aclose()
+
+
+def clear_backends(package: str | None = None) -> None:
+    """Sync :func:`clear_async_backends`."""
+    for inst in _regions.drop(package, everything=package is None):
+        inst.close()
+
+
+__all__ = [
+    "cache",
+    "async_cache",
+    "get_backend",
+    "get_async_backend",
+    "clear_async_backends",
+    "clear_backends",
+]

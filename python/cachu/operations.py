@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cachu import _cachu, _regions
+from cachu._offloop import off_loop, run
 from cachu.config import caller_package, check_backend
 from cachu.types import CacheInfo
 
@@ -79,4 +80,59 @@ def cache_info(fn: Callable[..., Any]) -> CacheInfo:
     return CacheInfo(hits=hits, misses=misses, currsize=currsize)
 
 
-__all__ = ["cache_get", "cache_set", "cache_delete", "cache_clear", "cache_info"]
+
+
+def _blocks(c: _cachu.CachedFunction) -> bool:
+    return c._backend().blocking
+
+
+async def async_cache_get(fn: Callable[..., Any], default: Any = _MISSING, **kwargs: Any) -> Any:
+    """Awaitable :func:`cache_get`."""
+    c = cached_function(fn)
+    args = () if default is _MISSING else (default,)
+    return await run(_blocks(c), c.get, *args, **kwargs)
+
+
+async def async_cache_set(fn: Callable[..., Any], value: Any, **kwargs: Any) -> None:
+    """Awaitable :func:`cache_set`."""
+    c = cached_function(fn)
+    await run(_blocks(c), c.set, value, **kwargs)
+
+
+async def async_cache_delete(fn: Callable[..., Any], **kwargs: Any) -> None:
+    """Awaitable :func:`cache_delete`."""
+    c = cached_function(fn)
+    await run(_blocks(c), c.invalidate, **kwargs)
+
+
+async def async_cache_clear(
+    tag: str | None = None,
+    backend: str | None = None,
+    ttl: int | None = None,
+    package: str | None = None,
+) -> int:
+    """Awaitable :func:`cache_clear` (runs off the event loop)."""
+    if package is None:
+        package = caller_package()
+    return await off_loop(cache_clear, tag, backend, ttl, package)
+
+
+async def async_cache_info(fn: Callable[..., Any]) -> CacheInfo:
+    """Awaitable :func:`cache_info`."""
+    c = cached_function(fn)
+    hits, misses, currsize = await run(_blocks(c), c._info)
+    return CacheInfo(hits=hits, misses=misses, currsize=currsize)
+
+
+__all__ = [
+    "cache_get",
+    "cache_set",
+    "cache_delete",
+    "cache_clear",
+    "cache_info",
+    "async_cache_get",
+    "async_cache_set",
+    "async_cache_delete",
+    "async_cache_clear",
+    "async_cache_info",
+]

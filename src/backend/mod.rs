@@ -2,7 +2,7 @@
 //! store instantiated with `Vec<u8>`) implements [`Backend`]; the null backend
 //! stores nothing.
 
-// pub mod file; (lands with the file backend)
+pub mod file;
 pub mod memory;
 pub mod null;
 

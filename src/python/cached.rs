@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::keyplan::KeyPlan;
-use super::region::{PyBackend, Region};
+use super::region::{PyBackend, Region, Store};
 use super::state;
 use crate::key;
 use crate::stats::Stats;
@@ -154,14 +154,19 @@ impl CachedFunction {
         }
         self.stats.miss();
         let result = self.func.bind(py).call(args, kwargs)?;
+        self.store_result(py, r, key, &result)?;
+        Ok(result.unbind())
+    }
+
+    /// Store a computed result unless `cache_if` rejects it, for its TTL.
+    fn store_result(&self, py: Python<'_>, r: &Resolved, key: &str, result: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Some(cache_if) = &self.cache_if {
-            if !cache_if.bind(py).call1((&result,))?.is_truthy()? {
-                return Ok(result.unbind());
+            if !cache_if.bind(py).call1((result,))?.is_truthy()? {
+                return Ok(());
             }
         }
-        let ttl = self.ttl_for(&result)?;
-        r.region.store(py, key, &result, ttl)?;
-        Ok(result.unbind())
+        let ttl = self.ttl_for(result)?;
+        r.region.store(py, key, result, ttl)
     }
 
     /// Keyword arguments minus the per-call flags, and the flags' values.
@@ -349,6 +354,61 @@ impl CachedFunction {
         let (hits, misses) = self.stats.get();
         let pattern = key::function_pattern(&r.key_prefix, &self.name);
         Ok((hits, misses, r.region.count(py, Some(&pattern))?))
+    }
+
+    /// For the async wrapper: the key of a call, and whether a stored value
+    /// was found: `(key, 1, value)` on a hit (counted), `(key, 0, None)` on a
+    /// miss, `(key, 2, None)` when the backend blocks and the lookup must run
+    /// off the event loop (`_peek`). `peek=False` skips the lookup.
+    #[pyo3(signature = (args, kwargs, peek))]
+    fn _probe(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        peek: bool,
+    ) -> PyResult<(String, u8, Option<Py<PyAny>>)> {
+        let r = self.resolved(py)?;
+        let key = self.build_key(py, &r, args.as_slice(), kwargs)?;
+        if matches!(r.region.store, Store::Bytes(_)) {
+            return Ok((key, 2, None));
+        }
+        if peek {
+            if let Some(v) = self.lookup_valid(py, &r, &key)? {
+                self.stats.hit();
+                return Ok((key, 1, Some(v)));
+            }
+        }
+        Ok((key, 0, None))
+    }
+
+    /// `(True, value)` for a stored value that passes `validate` (a hit is
+    /// counted), else `(False, None)`. Releases the GIL while waiting on I/O.
+    fn _peek(&self, py: Python<'_>, key: &str) -> PyResult<(bool, Option<Py<PyAny>>)> {
+        let r = self.resolved(py)?;
+        Ok(match self.lookup_valid(py, &r, key)? {
+            Some(v) => {
+                self.stats.hit();
+                (true, Some(v))
+            }
+            None => (false, None),
+        })
+    }
+
+    /// Count a miss.
+    fn _miss(&self) {
+        self.stats.miss();
+    }
+
+    /// Store a computed result as a call would: `cache_if`, then the TTL.
+    fn _store_result(&self, py: Python<'_>, key: &str, result: &Bound<'_, PyAny>) -> PyResult<()> {
+        let r = self.resolved(py)?;
+        self.store_result(py, &r, key, result)
+    }
+
+    /// Seconds a caller waits for another's computation of the same key.
+    fn _lock_timeout(&self, py: Python<'_>) -> PyResult<f64> {
+        Ok(self.resolved(py)?.lock_timeout.as_secs_f64())
     }
 
     /// The TTL region this function's entries live in (`-1` for a callable TTL).

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
 use super::errors::to_py;
 use super::value::{dumps, loads, Stored};
+use crate::backend::file::FileBackend;
 use crate::backend::memory::MemoryStore;
 use crate::backend::Backend;
 use crate::clock::now;
@@ -174,16 +176,26 @@ impl PyBackend {
 
 #[pymethods]
 impl PyBackend {
-    /// A new in-process memory backend.
-    #[staticmethod]
-    fn _memory() -> Self {
-        Self::from_region(Region::new(Store::Memory(MemoryStore::new())), "memory")
+    /// A new backend instance: `Backend('memory')`, `Backend('null')`, or
+    /// `Backend('file', path)` (an SQLite database at `path`).
+    #[new]
+    #[pyo3(signature = (kind, path=None))]
+    fn new(kind: &str, path: Option<std::path::PathBuf>) -> PyResult<Self> {
+        let (store, kind) = match (kind, path) {
+            ("memory", None) => (Store::Memory(MemoryStore::new()), "memory"),
+            ("null", None) => (Store::Null, "null"),
+            ("file", Some(path)) => (Store::Bytes(Box::new(FileBackend::open(path).map_err(to_py)?)), "file"),
+            ("file", None) => return Err(PyValueError::new_err("the file backend needs a path")),
+            (other, _) => return Err(PyValueError::new_err(format!("unknown backend {other:?}"))),
+        };
+        Ok(Self::from_region(Region::new(store), kind))
     }
 
-    /// A backend that stores nothing.
-    #[staticmethod]
-    fn _null() -> Self {
-        Self::from_region(Region::new(Store::Null), "null")
+    /// Whether calls may wait on I/O (file, redis), so async callers run
+    /// them off the event loop.
+    #[getter]
+    fn blocking(&self) -> bool {
+        matches!(self.region.store, Store::Bytes(_))
     }
 
     /// `'memory'`, `'null'`, `'file'` or `'redis'`.

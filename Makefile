@@ -1,0 +1,38 @@
+# cachu: the habits, as targets. `make help` lists them.
+PYTHON ?= python3
+
+.PHONY: help install demo test test-rust test-python fmt lint bench
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## build and install the package (release build)
+	$(PYTHON) -m pip install .
+
+demo: ## run the short demo on the installed package
+	$(PYTHON) -m cachu
+
+test: ## the whole test suite: Rust core, then Python against the installed package
+	$(PYTHON) -m pip install '.[test]'
+	bash tests/ensure_redis
+	cargo test
+	$(PYTHON) -m pytest
+
+test-rust: ## Rust unit and doc tests (no Python)
+	cargo test
+
+test-python: ## pytest against the installed package
+	$(PYTHON) -m pytest
+
+fmt: ## format Rust and Python
+	cargo fmt
+	$(PYTHON) -m ruff format python tests bench
+
+lint: ## rustfmt/clippy/ruff checks
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	$(PYTHON) -m ruff check python tests bench
+
+bench: ## ours beside the reference and the peers (see bench/README.md)
+	$(PYTHON) bench/run.py

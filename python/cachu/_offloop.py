@@ -1,0 +1,24 @@
+"""Running backend calls from coroutines without blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` in the loop's default thread pool (the Rust side releases
+    the GIL while it waits on SQLite or the network)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+async def run(blocking: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args)``: inline when it cannot block, else off the loop."""
+    if blocking:
+        return await off_loop(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
