@@ -96,7 +96,13 @@ impl KeyLocks {
         let me = thread_token();
         match held.get_mut(key) {
             None => {
-                held.insert(key.to_owned(), Held { owner: me, depth: 1 });
+                held.insert(
+                    key.to_owned(),
+                    Held {
+                        owner: me,
+                        depth: 1,
+                    },
+                );
                 true
             }
             Some(h) if h.owner == me => {

@@ -68,3 +68,16 @@ def drop(package: str | None = None, *, everything: bool = False) -> list[Backen
         gone = [_instances.pop(k) for k in keys]
     _cachu.bump_generation()
     return gone
+
+
+def _close_before_fork() -> None:
+    # A child must not inherit open SQLite handles (their locks belong to the
+    # parent): close them; both sides reopen on next use. No lock is taken,
+    # since another thread may hold it at fork time.
+    for inst in list(_instances.values()):
+        if inst.blocking:
+            inst.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_close_before_fork)

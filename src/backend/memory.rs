@@ -168,7 +168,7 @@ impl<V> MemoryStore<V> {
     }
 
     /// The live keys matching `pattern` (all when `None`).
-    pub fn keys(&self, pattern: Option<&str>, now: f64) -> Vec<String> {
+    pub fn keys_at(&self, pattern: Option<&str>, now: f64) -> Vec<String> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock();
@@ -184,7 +184,7 @@ impl<V> MemoryStore<V> {
     }
 
     /// How many live keys match `pattern`.
-    pub fn count(&self, pattern: Option<&str>, now: f64) -> u64 {
+    pub fn count_at(&self, pattern: Option<&str>, now: f64) -> u64 {
         self.shards
             .iter()
             .map(|shard| {
@@ -227,11 +227,11 @@ impl Backend for MemoryStore<Vec<u8>> {
     }
 
     fn keys(&self, pattern: Option<&str>) -> Result<Vec<String>> {
-        Ok(MemoryStore::keys(self, pattern, now()))
+        Ok(self.keys_at(pattern, now()))
     }
 
     fn count(&self, pattern: Option<&str>) -> Result<u64> {
-        Ok(MemoryStore::count(self, pattern, now()))
+        Ok(self.count_at(pattern, now()))
     }
 }
 

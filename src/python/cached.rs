@@ -106,7 +106,9 @@ impl CachedFunction {
         };
         if let Some(validate) = &self.validate {
             let age = crate::clock::now() - created_at;
-            let entry = self.entry_type.call1(py, (value.clone_ref(py), created_at, age))?;
+            let entry = self
+                .entry_type
+                .call1(py, (value.clone_ref(py), created_at, age))?;
             if !validate.bind(py).call1((entry,))?.is_truthy()? {
                 return Ok(None);
             }
@@ -159,7 +161,13 @@ impl CachedFunction {
     }
 
     /// Store a computed result unless `cache_if` rejects it, for its TTL.
-    fn store_result(&self, py: Python<'_>, r: &Resolved, key: &str, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn store_result(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        key: &str,
+        result: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         if let Some(cache_if) = &self.cache_if {
             if !cache_if.bind(py).call1((result,))?.is_truthy()? {
                 return Ok(());
@@ -187,11 +195,20 @@ impl CachedFunction {
         let kw = kw.copy()?;
         let _ = kw.del_item(skip_name);
         let _ = kw.del_item(over_name);
-        let truthy = |v: Option<Bound<'_, PyAny>>| v.map(|v| v.is_truthy()).transpose().map(|b| b.unwrap_or(false));
+        let truthy = |v: Option<Bound<'_, PyAny>>| {
+            v.map(|v| v.is_truthy())
+                .transpose()
+                .map(|b| b.unwrap_or(false))
+        };
         Ok((Some(kw), truthy(skip)?, truthy(over)?))
     }
 
-    fn key_from_kwargs(&self, py: Python<'_>, r: &Resolved, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<String> {
+    fn key_from_kwargs(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
         self.build_key(py, r, &[], kwargs)
     }
 }
@@ -273,7 +290,11 @@ impl CachedFunction {
     ) -> PyResult<Py<PyAny>> {
         match obj {
             Some(obj) if !obj.is_none() => unsafe {
-                Ok(Bound::from_owned_ptr_or_err(slf.py(), PyMethod_New(slf.as_ptr(), obj.as_ptr()))?.unbind())
+                Ok(Bound::from_owned_ptr_or_err(
+                    slf.py(),
+                    PyMethod_New(slf.as_ptr(), obj.as_ptr()),
+                )?
+                .unbind())
             },
             _ => Ok(slf.clone().into_any().unbind()),
         }
@@ -282,12 +303,21 @@ impl CachedFunction {
     /// The cached value for these keyword arguments, without calling the
     /// function. Raises `KeyError` if there is none, unless `default` is given.
     #[pyo3(signature = (*args, **kwargs))]
-    fn get(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
         let kwargs = kwargs.map(|k| k.copy()).transpose()?;
         let mut default = match args.len() {
             0 => None,
             1 => Some(args.get_item(0)?),
-            n => return Err(PyTypeError::new_err(format!("get() takes at most 1 positional argument (the default), {n} given"))),
+            n => {
+                return Err(PyTypeError::new_err(format!(
+                    "get() takes at most 1 positional argument (the default), {n} given"
+                )))
+            }
         };
         if let Some(kw) = &kwargs {
             if let Some(d) = kw.get_item("default")? {
@@ -301,14 +331,21 @@ impl CachedFunction {
             Some((v, _)) => Ok(v),
             None => match default {
                 Some(d) => Ok(d.unbind()),
-                None => Err(PyKeyError::new_err(format!("No cached value for key {key}"))),
+                None => Err(PyKeyError::new_err(format!(
+                    "No cached value for key {key}"
+                ))),
             },
         }
     }
 
     /// Store `value` as the result for these keyword arguments.
     #[pyo3(signature = (value, **kwargs))]
-    fn set(&self, py: Python<'_>, value: &Bound<'_, PyAny>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    fn set(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
         let r = self.resolved(py)?;
         let key = self.key_from_kwargs(py, &r, kwargs)?;
         let ttl = self.ttl_for(value)?;
@@ -332,7 +369,12 @@ impl CachedFunction {
 
     /// Call the undecorated function: no cache read or write.
     #[pyo3(signature = (*args, **kwargs))]
-    fn original(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+    fn original(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
         Ok(self.func.bind(py).call(args, kwargs)?.unbind())
     }
 

@@ -38,7 +38,8 @@ impl KeyPlan {
                 default,
             })
             .collect();
-        let mut sorted_kept: Vec<usize> = (0..params.len()).filter(|&i| !params[i].dropped).collect();
+        let mut sorted_kept: Vec<usize> =
+            (0..params.len()).filter(|&i| !params[i].dropped).collect();
         sorted_kept.sort_by(|&a, &b| params[a].name.cmp(&params[b].name));
         Self {
             params,
@@ -124,7 +125,12 @@ fn drops_name(name: &str, exclude: &[String]) -> bool {
 }
 
 #[inline]
-fn write_pair(out: &mut String, first: &mut bool, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+fn write_pair(
+    out: &mut String,
+    first: &mut bool,
+    name: &str,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     if looks_like_connection(value)? {
         return Ok(());
     }
@@ -206,7 +212,11 @@ fn write_plain_str_repr(out: &mut String, s: &str) -> bool {
         return false;
     }
     // Python quotes with ' unless the text has ' and no ".
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.reserve(s.len() + 2);
     out.push(quote);
     for c in s.chars() {

@@ -50,7 +50,10 @@ mod _cachu {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add("NO_VALUE", super::region::no_value(m.py()).clone_ref(m.py()))?;
+        m.add(
+            "NO_VALUE",
+            super::region::no_value(m.py()).clone_ref(m.py()),
+        )?;
         Ok(())
     }
 }

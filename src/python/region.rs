@@ -78,7 +78,13 @@ impl Region {
 
     /// Store `value` for `ttl` seconds; `ttl <= 0` stores nothing and removes
     /// what was there. Fails (storing nothing) if the value cannot be pickled.
-    pub fn store(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>, ttl: f64) -> PyResult<()> {
+    pub fn store(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        ttl: f64,
+    ) -> PyResult<()> {
         if ttl.is_nan() || ttl <= 0.0 {
             return self.delete(py, key).map(|_| ());
         }
@@ -119,7 +125,7 @@ impl Region {
 
     pub fn keys(&self, py: Python<'_>, pattern: Option<&str>) -> PyResult<Vec<String>> {
         match &self.store {
-            Store::Memory(m) => Ok(m.keys(pattern, now())),
+            Store::Memory(m) => Ok(m.keys_at(pattern, now())),
             Store::Null => Ok(Vec::new()),
             Store::Bytes(b) => py.detach(|| b.keys(pattern)).map_err(to_py),
         }
@@ -127,7 +133,7 @@ impl Region {
 
     pub fn count(&self, py: Python<'_>, pattern: Option<&str>) -> PyResult<u64> {
         match &self.store {
-            Store::Memory(m) => Ok(m.count(pattern, now())),
+            Store::Memory(m) => Ok(m.count_at(pattern, now())),
             Store::Null => Ok(0),
             Store::Bytes(b) => py.detach(|| b.count(pattern)).map_err(to_py),
         }
@@ -184,7 +190,10 @@ impl PyBackend {
         let (store, kind) = match (kind, path) {
             ("memory", None) => (Store::Memory(MemoryStore::new()), "memory"),
             ("null", None) => (Store::Null, "null"),
-            ("file", Some(path)) => (Store::Bytes(Box::new(FileBackend::open(path).map_err(to_py)?)), "file"),
+            ("file", Some(path)) => (
+                Store::Bytes(Box::new(FileBackend::open(path).map_err(to_py)?)),
+                "file",
+            ),
             ("file", None) => return Err(PyValueError::new_err("the file backend needs a path")),
             (other, _) => return Err(PyValueError::new_err(format!("unknown backend {other:?}"))),
         };

@@ -158,11 +158,17 @@ fn deep_copy<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         return Ok(out.into_any());
     }
     if let Ok(l) = v.cast_exact::<PyList>() {
-        let items = l.iter().map(|x| deep_copy(&x)).collect::<PyResult<Vec<_>>>()?;
+        let items = l
+            .iter()
+            .map(|x| deep_copy(&x))
+            .collect::<PyResult<Vec<_>>>()?;
         return Ok(PyList::new(py, items)?.into_any());
     }
     if let Ok(t) = v.cast_exact::<PyTuple>() {
-        let items = t.iter().map(|x| deep_copy(&x)).collect::<PyResult<Vec<_>>>()?;
+        let items = t
+            .iter()
+            .map(|x| deep_copy(&x))
+            .collect::<PyResult<Vec<_>>>()?;
         return Ok(PyTuple::new(py, items)?.into_any());
     }
     if let Ok(s) = v.cast_exact::<PySet>() {
