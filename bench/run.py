@@ -1,0 +1,616 @@
+#!/usr/bin/env python3
+"""Benchmark cachu (ours, Rust engine) against cachu 0.2.7 and the peers.
+
+    python bench/run.py [--quick] [--only memory,async,file,redis] [--json out.json]
+
+Three worker processes run ``bench/scenarios.py``:
+
+* ``ours``      - this interpreter, timing the installed Rust-backed cachu;
+* ``reference`` - a virtualenv (default ``bench/.venv-ref``, made if missing)
+                  with ``cachu==0.2.7``: both packages are named ``cachu``;
+* ``peers``     - this interpreter, timing lru_cache, cachebox, moka-py,
+                  cachetools, diskcache, cashews and raw redis-py.
+
+For each scenario the driver sets every case up, sizes its loop, then asks
+for one timed repeat at a time, rotating through the implementations, and
+keeps the best (min) repeat of each.  Only one worker runs at a time.
+Anything an implementation cannot do, or that raises, is reported as ``n/a``
+with the error's first line.  The bench only reports: it exits 0 whether or
+not the targets are met.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # leave no __pycache__ in bench/
+
+import scenarios as S  # noqa: E402  (standard library only at import time)
+
+SCENARIOS_PY = os.path.join(HERE, 'scenarios.py')
+
+# (module to import, name to pip install)
+PEER_PACKAGES = [
+    ('cachebox', 'cachebox'),
+    ('moka_py', 'moka-py'),
+    ('cachetools', 'cachetools'),
+    ('diskcache', 'diskcache'),
+    ('cashews', 'cashews'),
+]
+REDIS_PACKAGE = ('redis', 'redis')
+REFERENCE_REQUIREMENTS = ['cachu[redis]==0.2.7', 'diskcache']
+
+LABELS = {'ours': 'ours', 'reference': 'reference 0.2.7'}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def first_line(text):
+    text = str(text).strip()
+    return text.splitlines()[0] if text else ''
+
+
+# ---------------------------------------------------------------------------
+# environment: peers, reference venv, redis server
+
+
+def pip_install(python, names, env=None):
+    cmd = [python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check']
+    r = subprocess.run(cmd + names, capture_output=True, text=True, env=env)
+    return r.returncode == 0, (r.stderr or r.stdout).strip()
+
+
+def ensure_peers(with_redis):
+    wanted = PEER_PACKAGES + ([REDIS_PACKAGE] if with_redis else [])
+    missing = [(mod, pkg) for mod, pkg in wanted if importlib.util.find_spec(mod) is None]
+    if not missing:
+        return
+    log(f'installing peers into {sys.executable}: {" ".join(p for _, p in missing)}')
+    ok, _ = pip_install(sys.executable, [p for _, p in missing])
+    if not ok:  # one at a time, so one that will not install does not block the rest
+        for _, pkg in missing:
+            ok, err = pip_install(sys.executable, [pkg])
+            if not ok:
+                log(f'  could not install {pkg}: {first_line(err.splitlines()[-1] if err else "")}')
+    importlib.invalidate_caches()
+
+
+def venv_python(venv):
+    return os.path.join(venv, 'Scripts' if os.name == 'nt' else 'bin',
+                        'python.exe' if os.name == 'nt' else 'python')
+
+
+def ensure_reference(venv, allow_install):
+    """Return (python, None) or (None, reason)."""
+    py = venv_python(venv)
+    probe = ("import cachu, diskcache, redis, sys; "
+             "sys.exit(0 if cachu.__version__ == '0.2.7' and not hasattr(cachu, '_cachu') else 3)")
+
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
+
+    def usable():
+        return os.path.exists(py) and subprocess.run(
+            [py, '-c', probe], capture_output=True, env=env).returncode == 0
+
+    if usable():
+        return py, None
+    if not allow_install:
+        return None, f'no usable reference venv at {venv} (--no-install given)'
+    if not os.path.exists(py):
+        log(f'creating the reference venv {venv}')
+        r = subprocess.run([sys.executable, '-m', 'venv', venv], capture_output=True, text=True)
+        if r.returncode != 0:
+            return None, 'venv creation failed: ' + first_line(r.stderr or r.stdout)
+    log(f'installing {" ".join(REFERENCE_REQUIREMENTS)} into {venv}')
+    ok, err = pip_install(py, REFERENCE_REQUIREMENTS, env=env)
+    if not ok:
+        return None, 'pip install failed: ' + first_line(err.splitlines()[-1] if err else '')
+    if not usable():
+        return None, f'reference venv {venv} does not hold cachu 0.2.7'
+    return py, None
+
+
+def pin_process(pid, cpu):
+    """Pin every thread of a process to one CPU (Linux); False if not possible."""
+    if cpu is None or not hasattr(os, 'sched_setaffinity'):
+        return False
+    try:
+        tids = [int(t) for t in os.listdir(f'/proc/{pid}/task')]
+    except OSError:
+        tids = [pid]
+    try:
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, {cpu})
+            except ProcessLookupError:
+                pass  # a thread that just ended
+        return True
+    except OSError:
+        return False
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def redis_ping(port):
+    try:
+        with socket.create_connection(('127.0.0.1', port), timeout=0.5) as s:
+            s.sendall(b'PING\r\n')
+            return s.recv(64).startswith(b'+PONG')
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, binary, cpu=None):
+        self.dir = tempfile.mkdtemp(prefix='cachu-bench-redis-')
+        self.port = free_port()
+        self.log = open(os.path.join(self.dir, 'redis.log'), 'w')
+        self.proc = subprocess.Popen(
+            [binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
+             '--appendonly', 'no', '--dir', self.dir, '--daemonize', 'no'],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        pin_process(self.proc.pid, cpu)
+        deadline = time.monotonic() + 10
+        while not redis_ping(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f'redis-server did not start (see exit code {self.proc.returncode})')
+            time.sleep(0.05)
+        self.version = subprocess.run([binary, '--version'], capture_output=True, text=True).stdout.strip()
+
+    def url(self, db):
+        return f'redis://127.0.0.1:{self.port}/{db}'
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# worker processes
+
+
+class WorkerDied(Exception):
+    pass
+
+
+class WorkerProc:
+    """One ``scenarios.py --worker`` process, restarted if it dies."""
+
+    def __init__(self, role, python, redis_url, timeout):
+        self.role, self.python, self.redis_url, self.timeout = role, python, redis_url, timeout
+        self.proc = None
+        self.hello = None
+        self.start_error = None
+        self.cpu = None
+        self.errlog = tempfile.TemporaryFile(mode='w+')
+
+    def start(self):
+        cmd = [self.python, SCENARIOS_PY, '--worker', '--role', self.role]
+        if self.redis_url:
+            cmd += ['--redis-url', self.redis_url]
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE='1')
+        if self.role == 'reference':  # nothing may shadow the venv's cachu 0.2.7
+            env.pop('PYTHONPATH', None)
+            env.pop('PYTHONHOME', None)
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self.errlog, env=env, cwd=HERE)
+        except OSError as exc:
+            raise WorkerDied(f'cannot start {self.python}: {exc}') from exc
+        self.buf = b''
+        pin_process(self.proc.pid, self.cpu)
+        self.hello = self.request({'cmd': 'hello'})
+
+    def pin(self, cpu):
+        """Keep this worker (all its threads, now and later) on one CPU."""
+        self.cpu = cpu
+        if self.proc is not None:
+            pin_process(self.proc.pid, cpu)
+
+    def stderr_tail(self):
+        self.errlog.flush()
+        self.errlog.seek(0)
+        lines = [ln for ln in self.errlog.read().splitlines() if ln.strip()]
+        self.errlog.seek(0, 2)
+        return lines[-1] if lines else ''
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def request(self, msg, timeout=None):
+        if self.proc is None:
+            self.start()
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            self.proc.stdin.write((json.dumps(msg) + '\n').encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # noticed below as EOF
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b'\n' not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.kill()
+                raise WorkerDied(f'timed out after {timeout:.0f} s')
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                code = self.proc.wait()
+                self.proc = None
+                tail = self.stderr_tail()
+                raise WorkerDied(f'worker died (exit code {code})' + (f': {tail}' if tail else ''))
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\n', 1)
+        return json.loads(line)
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(b'{"cmd": "quit"}\n')
+                self.proc.stdin.close()
+                self.proc.wait(30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+        self.errlog.close()
+
+
+# ---------------------------------------------------------------------------
+# the measurement
+
+
+def measure(args, workers, redis_reason):
+    target_s, repeats = (0.01, 5) if args.quick else (args.target_ms / 1000, args.repeats)
+    groups = set(args.only)
+    results = []
+    for sc in S.SCENARIOS:
+        if sc['group'] not in groups:
+            continue
+        name = sc['name']
+        rows = []
+        for label in ('ours', 'reference'):
+            rows.append({'scenario': name, 'impl': label, 'lib': 'cachu', 'worker': label})
+        for impl in sc['impls']:
+            if impl != 'cachu':
+                rows.append({'scenario': name, 'impl': impl, 'lib': impl, 'worker': 'peers'})
+        for row in rows:
+            row.update(ns=None, error=None, notes=[], samples=[], n=None)
+        results.extend(rows)
+        if sc['group'] == 'redis' and redis_reason:
+            for row in rows:
+                row['error'] = redis_reason
+            continue
+        if sc['group'] == 'redis' and args.redis_cpu is not None:
+            # client and server on one CPU: a loopback round trip across
+            # CPUs of this VM costs about twice as much and varies a lot
+            for w in workers.values():
+                w.pin(args.redis_cpu)
+
+        def ask(row, msg, timeout=None):
+            w = workers[row['worker']]
+            if w.start_error:
+                raise WorkerDied(w.start_error)
+            r = w.request({**msg, 'scenario': name, 'impl': row['lib']}, timeout)
+            if not r['ok']:
+                raise RuntimeError(r['error'])
+            return r
+
+        active = []
+        for row in rows:
+            try:
+                r = ask(row, {'cmd': 'setup'})
+                row['notes'] += r['notes']
+                row['kind'] = r['kind']
+                active.append(row)
+            except (WorkerDied, RuntimeError) as exc:
+                row['error'] = first_line(exc)
+
+        # size each loop: grow a batch until it takes >= 20 ms, then scale
+        for row in list(active):
+            try:
+                row['n'] = S.choose_n(lambda n, row=row: ask(row, {'cmd': 'run', 'n': n})['ns'],
+                                      row['kind'], target_s)
+            except (WorkerDied, RuntimeError) as exc:
+                row['error'] = first_line(exc)
+                active.remove(row)
+
+        for rep in range(repeats):
+            k = rep % len(active) if active else 0
+            for row in active[k:] + active[:k]:
+                if row['error']:
+                    continue
+                try:
+                    r = ask(row, {'cmd': 'run', 'n': row['n']})
+                    row['samples'].append(r['ns'])
+                    for note in r['notes']:
+                        if note not in row['notes']:
+                            row['notes'].append(note)
+                except (WorkerDied, RuntimeError) as exc:
+                    row['error'] = first_line(exc)
+        for row in active:
+            if row['samples'] and not row['error']:
+                row['ns'] = min(row['samples'])
+            try:
+                ask(row, {'cmd': 'close'})
+            except (WorkerDied, RuntimeError):
+                pass
+        log(f'  {name}: ' + ', '.join(
+            f'{row["impl"]} {fmt_ns(row["ns"])}' for row in rows))
+    return results
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+def fmt_ns(ns):
+    if ns is None:
+        return 'n/a'
+    return f'{ns:,.0f}' if ns >= 100 else f'{ns:,.1f}'
+
+
+def fmt_vs(ours, other):
+    """How ours compares with another figure, both in ns per call."""
+    if ours is None or other is None or ours <= 0 or other <= 0:
+        return ''
+    r = other / ours
+    word = 'faster' if r >= 1 else 'slower'
+    r = r if r >= 1 else 1 / r
+    return f'{r:,.{0 if r >= 100 else 1 if r >= 10 else 2}f}x {word}'
+
+
+def get_ns(results, scenario, impl):
+    for r in results:
+        if r['scenario'] == scenario and r['impl'] == impl:
+            return r['ns']
+    return None
+
+
+def round_trips(results):
+    miss = get_ns(results, 'redis miss + store', 'ours')
+    get = get_ns(results, 'redis hit', 'redis-py GET+unpickle')
+    return miss / get if miss is not None and get else None
+
+
+def table(results):
+    head = ('scenario', 'implementation', 'ns/call', 'ours vs this', 'notes')
+    lines = []
+    for sc in S.SCENARIOS:
+        rows = [r for r in results if r['scenario'] == sc['name']]
+        if not rows:
+            continue
+        ours = get_ns(results, sc['name'], 'ours')
+        for i, r in enumerate(rows):
+            notes = list(r['notes'])
+            if r['error']:
+                notes.insert(0, r['error'])
+            if r['impl'] == 'ours' and sc['name'] == 'redis miss + store' and round_trips(results):
+                notes.insert(0, f'= {round_trips(results):.2f} bare GET round trips')
+            vs = '' if r['impl'] == 'ours' else fmt_vs(ours, r['ns'])
+            lines.append((sc['name'] if i == 0 else '', LABELS.get(r['impl'], r['impl']),
+                          fmt_ns(r['ns']), vs, '; '.join(notes)))
+        lines.append(None)
+    widths = [max(len(head[c]), *(len(ln[c]) for ln in lines if ln)) for c in range(4)]
+    out = []
+
+    def emit(cols):
+        text = '  '.join([cols[0].ljust(widths[0]), cols[1].ljust(widths[1]),
+                          cols[2].rjust(widths[2]), cols[3].ljust(widths[3]), cols[4]])
+        out.append(text.rstrip())
+    emit(head)
+    out.append('-' * (sum(widths) + 2 * 4 + 5))
+    for ln in lines[:-1]:
+        if ln is None:
+            out.append('')
+        else:
+            emit(ln)
+    return '\n'.join(out)
+
+
+def targets(results, groups=None):
+    """The DESIGN.md performance bar, checked on this run's figures."""
+    def ns(sc, impl):
+        return get_ns(results, sc, impl)
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    checks = []
+
+    def add(scenario, target, value, ok, text, needed):
+        if groups is not None and S.SCENARIO_BY_NAME[scenario]['group'] not in groups:
+            return
+        if value is None:
+            missing = [f'{label} ({scn})' for label, scn, impl in needed if ns(scn, impl) is None]
+            checks.append({'target': target, 'status': 'n/a', 'value': None,
+                           'detail': 'no figure for ' + ', '.join(missing or ['?'])})
+        else:
+            checks.append({'target': target, 'status': 'PASS' if ok(value) else 'FAIL',
+                           'value': value, 'detail': text(value)})
+
+    sc = 'memory hit'
+    o, c = ns(sc, 'ours'), ns(sc, 'cachebox')
+    add(sc, 'memory hit <= 1.0x cachebox', ratio(o, c), lambda v: v <= 1.0,
+        lambda v: f'ours {fmt_ns(o)} ns / cachebox {fmt_ns(c)} ns = {v:.2f}x',
+        [('ours', sc, 'ours'), ('cachebox', sc, 'cachebox')])
+    sc = 'memory hit, int result'
+    o = ns(sc, 'ours')
+    add(sc, 'memory hit, int result <= 250 ns', o, lambda v: v <= 250,
+        lambda v: f'ours {fmt_ns(v)} ns', [('ours', sc, 'ours')])
+    for sc, factor in (('memory miss + store', 10), ('async memory hit', 8)):
+        o, ref = ns(sc, 'ours'), ns(sc, 'reference')
+        add(sc, f'{sc} >= {factor}x faster than reference', ratio(ref, o),
+            lambda v, f=factor: v >= f,
+            lambda v, o=o, ref=ref: f'reference {fmt_ns(ref)} ns / ours {fmt_ns(o)} ns = {v:.1f}x',
+            [('ours', sc, 'ours'), ('reference', sc, 'reference')])
+    sc = 'file hit'
+    o, d = ns(sc, 'ours'), ns(sc, 'diskcache')
+    add(sc, 'file hit >= 4x faster than diskcache memoize', ratio(d, o), lambda v: v >= 4,
+        lambda v: f'diskcache {fmt_ns(d)} ns / ours {fmt_ns(o)} ns = {v:.1f}x',
+        [('ours', sc, 'ours'), ('diskcache', sc, 'diskcache')])
+    sc = 'file miss + store'
+    o, ref = ns(sc, 'ours'), ns(sc, 'reference')
+    add(sc, 'file miss + store >= 40x faster than reference', ratio(ref, o), lambda v: v >= 40,
+        lambda v: f'reference {fmt_ns(ref)} ns / ours {fmt_ns(o)} ns = {v:.1f}x',
+        [('ours', sc, 'ours'), ('reference', sc, 'reference')])
+    sc = 'redis hit'
+    o, g = ns(sc, 'ours'), ns(sc, 'redis-py GET+unpickle')
+    add(sc, 'redis hit <= 1.15x bare GET', ratio(o, g), lambda v: v <= 1.15,
+        lambda v: f'ours {fmt_ns(o)} ns / GET+unpickle {fmt_ns(g)} ns = {v:.2f}x',
+        [('ours', sc, 'ours'), ('bare GET', sc, 'redis-py GET+unpickle')])
+    sc = 'redis miss + store'
+    o = ns(sc, 'ours')
+    add(sc, 'redis miss + store <= 2.5 round trips', round_trips(results), lambda v: v <= 2.5,
+        lambda v: f'ours {fmt_ns(o)} ns / GET+unpickle {fmt_ns(g)} ns = {v:.2f} round trips',
+        [('ours', sc, 'ours'), ('bare GET', 'redis hit', 'redis-py GET+unpickle')])
+    return checks
+
+
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--quick', action='store_true', help='10 ms loops and 5 repeats: a smoke test')
+    p.add_argument('--only', default=','.join(S.GROUPS),
+                   help=f'comma-separated groups among {",".join(S.GROUPS)} (default: all)')
+    p.add_argument('--json', metavar='PATH', help='also write the results as JSON here')
+    p.add_argument('--ref-venv', default=os.path.join(HERE, '.venv-ref'),
+                   help='virtualenv holding cachu==0.2.7 (created if missing)')
+    p.add_argument('--no-install', action='store_true',
+                   help='install nothing: missing peers / reference show as n/a')
+    p.add_argument('--repeats', type=int, default=21, help='timed repeats per case (default 21)')
+    p.add_argument('--target-ms', type=float, default=30,
+                   help='approximate length of one timed repeat (default 30 ms): many short '
+                        'repeats find the quiet moments of a busy machine better than a few long ones')
+    p.add_argument('--timeout', type=float, default=120,
+                   help='seconds one worker command may take before it is killed')
+    p.add_argument('--no-pin', action='store_true',
+                   help='do not pin redis-server and the workers to one CPU for the redis scenarios')
+    p.add_argument('--redis-server', default=shutil.which('redis-server'),
+                   help='redis-server binary (default: the one on PATH; redis scenarios skip without one)')
+    args = p.parse_args(argv)
+    args.redis_cpu = None
+    if not args.no_pin and hasattr(os, 'sched_getaffinity'):
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) > 1:
+            args.redis_cpu = cpus[-1]
+    args.only = [g.strip() for g in args.only.split(',') if g.strip()]
+    bad = [g for g in args.only if g not in S.GROUPS]
+    if bad:
+        p.error(f'unknown group(s) {",".join(bad)}: choose among {",".join(S.GROUPS)}')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    t_start = time.monotonic()
+    want_redis = 'redis' in args.only
+    if not args.no_install:
+        ensure_peers(with_redis=want_redis and bool(args.redis_server))
+    ref_python, ref_reason = ensure_reference(args.ref_venv, not args.no_install)
+
+    server, redis_reason = None, None
+    if want_redis:
+        if not args.redis_server:
+            redis_reason = 'no redis-server on PATH'
+        else:
+            try:
+                server = RedisServer(args.redis_server, args.redis_cpu)
+                log(f'redis-server on 127.0.0.1:{server.port}'
+                    + (f', pinned to CPU {args.redis_cpu}' if args.redis_cpu is not None else ''))
+            except Exception as exc:  # noqa: BLE001
+                redis_reason = first_line(exc)
+
+    def url(db):
+        return server.url(db) if server else None
+
+    # distinct redis databases, so ours and the reference never read each other's keys
+    workers = {
+        'ours': WorkerProc('ours', sys.executable, url(0), args.timeout),
+        'reference': WorkerProc('reference', ref_python or sys.executable, url(1), args.timeout),
+        'peers': WorkerProc('peers', sys.executable, url(2), args.timeout),
+    }
+    if ref_reason:
+        workers['reference'].start_error = 'reference unavailable: ' + ref_reason
+    try:
+        results = measure(args, workers, redis_reason)
+        hellos = {k: w.hello for k, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.close()
+        if server:
+            server.stop()
+
+    checks = targets(results, set(args.only))
+    elapsed = time.monotonic() - t_start
+    ours_info = (hellos.get('ours') or {}).get('info', {})
+    print()
+    print(f'cachu benchmark: ns per call, best of {5 if args.quick else args.repeats} repeats'
+          f'{" (--quick)" if args.quick else ""}; f(x) -> small dict, {S.NKEYS} keys; '
+          f'{os.cpu_count()} cores, Python {platform.python_version()}'
+          f'{", " + server.version.split(" sha=")[0] if server else ""}')
+    if ours_info.get('cachu_file'):
+        print(f'ours: {ours_info.get("cachu_file")} (version {ours_info.get("cachu_version")})')
+    print("'ours vs this': how many times faster (or slower) ours is than that row")
+    print()
+    print(table(results))
+    print()
+    print('targets (DESIGN.md performance bar):')
+    for c in checks:
+        print(f'  {c["status"]:<4}  {c["target"]:<50} {c["detail"]}')
+    print()
+    print(f'took {elapsed:.0f} s')
+
+    if args.json:
+        doc = {
+            'command': [os.path.basename(sys.executable)] + sys.argv,
+            'quick': args.quick,
+            'repeats': 5 if args.quick else args.repeats,
+            'machine': {'cores': os.cpu_count(), 'python': platform.python_version(),
+                        'redis_cpu': args.redis_cpu,
+                        'platform': platform.platform(),
+                        'redis': server.version if server else redis_reason},
+            'workers': hellos,
+            'elapsed_s': elapsed,
+            'results': [{k: v for k, v in r.items() if k != 'worker'} for r in results],
+            'targets': checks,
+        }
+        with open(args.json, 'w') as fh:
+            json.dump(doc, fh, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

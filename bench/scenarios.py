@@ -1,0 +1,722 @@
+"""Timing code for the cachu benchmark.
+
+This file runs under two interpreters: the main one (our Rust-backed
+``cachu`` plus the peer libraries) and a virtualenv holding the reference
+pure-Python ``cachu==0.2.7``.  It imports nothing but the standard library at
+module level, so ``bench/run.py`` can import it for the scenario table too.
+
+Two ways to run it:
+
+* worker mode (what ``run.py`` uses)::
+
+      python scenarios.py --worker --role ours|reference|peers [--redis-url URL]
+
+  reads one JSON command per line on stdin and answers one JSON line on
+  stdout, so the driver can interleave implementations repeat by repeat;
+
+* batch mode, for a quick look by hand::
+
+      python scenarios.py --role reference|ours|peers [--only memory,file] [--quick]
+
+  runs every case it can and prints one JSON document on stdout.
+
+Every figure is nanoseconds per call of the decorated function, from a loop
+timed with ``time.perf_counter_ns`` (loop overhead included, garbage
+collector off while timing, as ``timeit`` does).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+perf_counter_ns = time.perf_counter_ns
+
+NKEYS = 64
+KEYS = list(range(NKEYS))
+TTL = 300
+
+# The scenarios, in the order they are reported.  ``group`` is what
+# ``--only`` selects; ``impls`` lists every implementation that may run the
+# scenario: 'cachu' runs in both interpreters (as "ours" and "reference"),
+# the others only in the main one.  ``kind`` picks the timing loop.
+SCENARIOS = [
+    {'name': 'memory hit', 'group': 'memory', 'kind': 'hit',
+     'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
+    {'name': 'memory hit, int result', 'group': 'memory', 'kind': 'hit',
+     'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
+    {'name': 'memory miss + store', 'group': 'memory', 'kind': 'miss',
+     'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
+    {'name': 'async memory hit', 'group': 'async', 'kind': 'hit',
+     'impls': ['cachu', 'cashews', 'moka-py']},
+    {'name': 'file hit', 'group': 'file', 'kind': 'hit',
+     'impls': ['cachu', 'diskcache']},
+    {'name': 'file miss + store', 'group': 'file', 'kind': 'slow_miss',
+     'impls': ['cachu', 'diskcache']},
+    {'name': 'redis hit', 'group': 'redis', 'kind': 'hit',
+     'impls': ['cachu', 'redis-py GET+unpickle']},
+    {'name': 'redis miss + store', 'group': 'redis', 'kind': 'slow_miss',
+     'impls': ['cachu', 'redis-py SET+pickle']},
+]
+SCENARIO_BY_NAME = {s['name']: s for s in SCENARIOS}
+GROUPS = ['memory', 'async', 'file', 'redis']
+
+# Loop sizes per kind: (calls in the first calibration batch, fewest calls
+# in a timed repeat, most calls in a timed repeat).
+LOOP_LIMITS = {
+    'hit': (64, 640, 200_000),
+    'miss': (32, 500, 10_000),
+    'slow_miss': (8, 40, 10_000),
+}
+
+
+def user(x):
+    return {'id': x, 'name': f'user{x}', 'score': x * 1.5}
+
+
+class Unsupported(Exception):
+    """This implementation does not offer the scenario."""
+
+
+# ---------------------------------------------------------------------------
+# timing loops
+
+
+def _gc_off():
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    return was
+
+
+def time_hits(f, n, keys=KEYS):
+    """ns per call of f(k), cycling through keys, about n calls."""
+    outer = range(max(1, n // len(keys)))
+    was = _gc_off()
+    try:
+        t0 = perf_counter_ns()
+        for _ in outer:
+            for k in keys:
+                f(k)
+        t1 = perf_counter_ns()
+    finally:
+        if was:
+            gc.enable()
+    return (t1 - t0) / (len(outer) * len(keys))
+
+
+def time_fresh(f, n, start):
+    """ns per call of f(x) for n fresh integer arguments from start."""
+    args = range(start, start + n)
+    was = _gc_off()
+    try:
+        t0 = perf_counter_ns()
+        for x in args:
+            f(x)
+        t1 = perf_counter_ns()
+    finally:
+        if was:
+            gc.enable()
+    return (t1 - t0) / n
+
+
+async def _atime_hits(f, n, keys):
+    outer = range(max(1, n // len(keys)))
+    t0 = perf_counter_ns()
+    for _ in outer:
+        for k in keys:
+            await f(k)
+    t1 = perf_counter_ns()
+    return (t1 - t0) / (len(outer) * len(keys))
+
+
+# ---------------------------------------------------------------------------
+# cases
+
+
+class Case:
+    """One (scenario, implementation) pair, set up once, timed many times."""
+
+    kind = 'hit'
+
+    def __init__(self, env):
+        self.env = env
+        self.calls = 0          # calls that reached the undecorated body
+        self.fn = None
+
+    def counted(self, body):
+        def inner(x):
+            self.calls += 1
+            return body(x)
+        return inner
+
+    def setup(self):
+        raise NotImplementedError
+
+    def check(self):
+        """Called after setup: the cached function must give right answers."""
+
+    def run(self, n):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class HitCase(Case):
+    """A synchronous function warmed with the 64 keys, then timed on hits."""
+
+    expected = staticmethod(user)
+
+    def build(self):
+        raise NotImplementedError
+
+    def setup(self):
+        self.fn = self.build()
+        for k in KEYS:
+            self.fn(k)
+
+    def check(self):
+        for k in (0, 1, NKEYS - 1):
+            got = self.fn(k)
+            want = self.expected(k)
+            if got != want:
+                raise AssertionError(f'wrong result for {k}: {got!r} != {want!r}')
+        if isinstance(self.expected(0), dict):
+            got = self.fn(0)
+            got['mutated'] = True
+            if 'mutated' in self.fn(0):
+                # Reported, not fatal: some peers return the cached object.
+                self.env.notes.append('returns the cached object (no copy)')
+
+    def run(self, n):
+        before = self.calls
+        ns = time_hits(self.fn, n)
+        if self.calls != before:
+            self.env.notes.append(f'{self.calls - before} calls missed the cache')
+        return ns
+
+
+class MissCase(Case):
+    """Every call gets a fresh argument, so every call misses and stores."""
+
+    kind = 'miss'
+
+    def build(self):
+        raise NotImplementedError
+
+    def setup(self):
+        self.fn = self.build()
+        self.next = 10_000_000
+        self.fn(self.next - 1)  # create the backend outside the timed loop
+
+    def check(self):
+        x = self.next - 2
+        if self.fn(x) != user(x) or self.fn(x) != user(x):
+            raise AssertionError('wrong result')
+
+    def run(self, n):
+        start = self.next
+        self.next += n
+        before = self.calls
+        ns = time_fresh(self.fn, n, start)
+        if self.calls - before != n:
+            self.env.notes.append(f'{n - (self.calls - before)} of {n} fresh calls did not run the function')
+        return ns
+
+
+class AsyncHitCase(Case):
+    """An async def warmed with the 64 keys; awaited in a loop in one event loop."""
+
+    def build(self):
+        raise NotImplementedError
+
+    def setup(self):
+        self.fn = self.build()
+        loop = self.env.loop()
+
+        async def warm():
+            for k in KEYS:
+                await self.fn(k)
+            got = await self.fn(5)
+            if got != user(5):
+                raise AssertionError(f'wrong result: {got!r}')
+        loop.run_until_complete(warm())
+
+    def run(self, n):
+        before = self.calls
+        was = _gc_off()
+        try:
+            ns = self.env.loop().run_until_complete(_atime_hits(self.fn, n, KEYS))
+        finally:
+            if was:
+                gc.enable()
+        if self.calls != before:
+            self.env.notes.append(f'{self.calls - before} calls missed the cache')
+        return ns
+
+
+def _int_result(x):
+    return x * 2
+
+
+def _cachu_sync(env, body, name, backend):
+    import cachu
+    body.__name__ = name
+    body.__qualname__ = name
+    return cachu.cache(ttl=TTL, backend=backend)(body)
+
+
+# -- memory hit (dict result) ----------------------------------------------
+
+class CachuMemHit(HitCase):
+    def build(self):
+        return _cachu_sync(self.env, self.counted(user), 'bench_mem_hit', 'memory')
+
+
+class LruHit(HitCase):
+    def build(self):
+        import functools
+        return functools.lru_cache(maxsize=None)(self.counted(user))
+
+
+class CacheboxHit(HitCase):
+    def build(self):
+        import cachebox
+        return cachebox.cached(cachebox.Cache(0))(self.counted(user))
+
+
+class MokaHit(HitCase):
+    def build(self):
+        import moka_py
+        return moka_py.cached(maxsize=1024, ttl=TTL)(self.counted(user))
+
+
+class CachetoolsHit(HitCase):
+    def build(self):
+        import cachetools
+        return cachetools.cached(cachetools.TTLCache(1024, TTL))(self.counted(user))
+
+
+# -- memory hit, int result ---------------------------------------------------
+
+def _int_variant(cls, name):
+    class IntCase(cls):
+        expected = staticmethod(_int_result)
+
+        def counted(self, body):
+            return Case.counted(self, _int_result)
+
+        def build(self):
+            if cls is CachuMemHit:
+                return _cachu_sync(self.env, self.counted(None), 'bench_mem_hit_int', 'memory')
+            return cls.build(self)
+    IntCase.__name__ = name
+    return IntCase
+
+
+# -- memory miss + store -------------------------------------------------------
+
+class CachuMemMiss(MissCase):
+    def build(self):
+        return _cachu_sync(self.env, self.counted(user), 'bench_mem_miss', 'memory')
+
+
+def _miss_variant(hit_cls):
+    class Miss(MissCase):
+        def build(self):
+            return hit_cls.build(self)
+    Miss.__name__ = hit_cls.__name__.replace('Hit', 'Miss')
+    return Miss
+
+
+# -- async memory hit -----------------------------------------------------------
+
+def _async_counted(case):
+    async def body(x):
+        case.calls += 1
+        return user(x)
+    return body
+
+
+class CachuAsyncHit(AsyncHitCase):
+    def build(self):
+        import cachu
+        body = _async_counted(self)
+        body.__name__ = body.__qualname__ = 'bench_async_hit'
+        return cachu.cache(ttl=TTL, backend='memory')(body)
+
+
+class CashewsAsyncHit(AsyncHitCase):
+    def build(self):
+        import cashews
+        cashews.cache.setup('mem://')
+        return cashews.cache(ttl='5m', key='bench_async_hit:{x}')(_async_counted(self))
+
+
+class MokaAsyncHit(AsyncHitCase):
+    def build(self):
+        import moka_py
+        return moka_py.cached(maxsize=1024, ttl=TTL)(_async_counted(self))
+
+
+# -- file ---------------------------------------------------------------------------
+
+class CachuFileHit(HitCase):
+    def build(self):
+        self.env.configure_file_dir()
+        return _cachu_sync(self.env, self.counted(user), 'bench_file_hit', 'file')
+
+
+class CachuFileMiss(MissCase):
+    kind = 'slow_miss'
+
+    def build(self):
+        self.env.configure_file_dir()
+        return _cachu_sync(self.env, self.counted(user), 'bench_file_miss', 'file')
+
+
+class DiskcacheHit(HitCase):
+    def build(self):
+        import diskcache
+        self.dc = diskcache.Cache(os.path.join(self.env.tmpdir(), f'diskcache-{type(self).__name__}'))
+        return self.dc.memoize(expire=TTL)(self.counted(user))
+
+    def close(self):
+        self.dc.close()
+
+
+class DiskcacheMiss(MissCase):
+    kind = 'slow_miss'
+    build = DiskcacheHit.build
+    close = DiskcacheHit.close
+
+
+# -- redis ---------------------------------------------------------------------------
+
+class CachuRedisHit(HitCase):
+    def build(self):
+        self.env.configure_redis()
+        return _cachu_sync(self.env, self.counted(user), 'bench_redis_hit', 'redis')
+
+
+class CachuRedisMiss(MissCase):
+    kind = 'slow_miss'
+
+    def build(self):
+        self.env.configure_redis()
+        return _cachu_sync(self.env, self.counted(user), 'bench_redis_miss', 'redis')
+
+
+class RawRedisGet(HitCase):
+    """The 'bare GET round trip': redis-py GET of a pickled dict, then unpickle."""
+
+    def setup(self):
+        client = self.env.redis_client()
+        names = [f'bench:raw:{k}'.encode() for k in KEYS]
+        for k, name in zip(KEYS, names):
+            client.set(name, pickle.dumps(user(k)), ex=TTL)
+        get, loads = client.get, pickle.loads
+
+        def fn(name):
+            return loads(get(name))
+        self.fn, self.names = fn, names
+
+    def check(self):
+        if self.fn(self.names[3]) != user(3):
+            raise AssertionError('wrong result')
+
+    def run(self, n):
+        return time_hits(self.fn, n, self.names)
+
+
+class RawRedisSet(MissCase):
+    """One redis-py SET (with expiry) of a freshly pickled dict."""
+
+    kind = 'slow_miss'
+
+    def build(self):
+        client = self.env.redis_client()
+        set_, dumps = client.set, pickle.dumps
+
+        def fn(x):
+            self.calls += 1
+            value = user(x)
+            set_(f'bench:rawset:{x}', dumps(value), ex=TTL)
+            return value
+        return fn
+
+
+CASES = {
+    ('memory hit', 'cachu'): CachuMemHit,
+    ('memory hit', 'lru_cache'): LruHit,
+    ('memory hit', 'cachebox'): CacheboxHit,
+    ('memory hit', 'moka-py'): MokaHit,
+    ('memory hit', 'cachetools'): CachetoolsHit,
+    ('memory hit, int result', 'cachu'): _int_variant(CachuMemHit, 'CachuIntHit'),
+    ('memory hit, int result', 'lru_cache'): _int_variant(LruHit, 'LruIntHit'),
+    ('memory hit, int result', 'cachebox'): _int_variant(CacheboxHit, 'CacheboxIntHit'),
+    ('memory hit, int result', 'moka-py'): _int_variant(MokaHit, 'MokaIntHit'),
+    ('memory hit, int result', 'cachetools'): _int_variant(CachetoolsHit, 'CachetoolsIntHit'),
+    ('memory miss + store', 'cachu'): CachuMemMiss,
+    ('memory miss + store', 'lru_cache'): _miss_variant(LruHit),
+    ('memory miss + store', 'cachebox'): _miss_variant(CacheboxHit),
+    ('memory miss + store', 'moka-py'): _miss_variant(MokaHit),
+    ('memory miss + store', 'cachetools'): _miss_variant(CachetoolsHit),
+    ('async memory hit', 'cachu'): CachuAsyncHit,
+    ('async memory hit', 'cashews'): CashewsAsyncHit,
+    ('async memory hit', 'moka-py'): MokaAsyncHit,
+    ('file hit', 'cachu'): CachuFileHit,
+    ('file hit', 'diskcache'): DiskcacheHit,
+    ('file miss + store', 'cachu'): CachuFileMiss,
+    ('file miss + store', 'diskcache'): DiskcacheMiss,
+    ('redis hit', 'cachu'): CachuRedisHit,
+    ('redis hit', 'redis-py GET+unpickle'): RawRedisGet,
+    ('redis miss + store', 'cachu'): CachuRedisMiss,
+    ('redis miss + store', 'redis-py SET+pickle'): RawRedisSet,
+}
+
+
+# ---------------------------------------------------------------------------
+# the worker's environment
+
+
+def first_line(exc):
+    if isinstance(exc, Unsupported):
+        text = str(exc).strip()
+    else:
+        text = f'{type(exc).__name__}: {exc}'.strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Env:
+    """Per-process state shared by the cases: temp dir, event loop, redis."""
+
+    def __init__(self, role, redis_url=None):
+        self.role = role
+        self.redis_url = redis_url
+        self._tmpdir = None
+        self._loop = None
+        self._client = None
+        self._file_configured = False
+        self._redis_configured = False
+        self.notes = []
+        self.cachu_error = None
+        self.info = {'role': role, 'python': sys.version.split()[0]}
+        if role == 'peers':
+            return
+        try:
+            import cachu
+            self.info['cachu_version'] = getattr(cachu, '__version__', '?')
+            self.info['cachu_file'] = getattr(cachu, '__file__', None)
+            if role == 'ours':
+                import cachu._cachu  # noqa: F401  (ours is the Rust-backed one)
+            elif hasattr(cachu, '_cachu') or self.info['cachu_version'] != '0.2.7':
+                raise ImportError(f'this interpreter has cachu {self.info["cachu_version"]}, not the reference 0.2.7')
+        except Exception as exc:  # noqa: BLE001
+            self.cachu_error = 'not installed: ' + first_line(exc)
+
+    def tmpdir(self):
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix=f'cachu-bench-{self.role}-')
+        return self._tmpdir
+
+    def loop(self):
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+        return self._loop
+
+    def configure_file_dir(self):
+        if not self._file_configured:
+            import cachu
+            path = os.path.join(self.tmpdir(), 'cachu-files')
+            os.makedirs(path, exist_ok=True)
+            cachu.configure(file_dir=path)
+            self._file_configured = True
+
+    def configure_redis(self):
+        if not self.redis_url:
+            raise Unsupported('no redis server')
+        if not self._redis_configured:
+            import cachu
+            cachu.configure(redis_url=self.redis_url)
+            self._redis_configured = True
+
+    def redis_client(self):
+        if not self.redis_url:
+            raise Unsupported('no redis server')
+        if self._client is None:
+            import redis
+            self._client = redis.Redis.from_url(self.redis_url)
+        return self._client
+
+    def close(self):
+        if self._loop is not None:
+            try:
+                self._loop.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+class Worker:
+    """Holds the cases of one interpreter and answers the driver's commands."""
+
+    def __init__(self, env):
+        self.env = env
+        self.cases = {}
+
+    def impls_for(self, scenario):
+        impls = SCENARIO_BY_NAME[scenario]['impls']
+        if self.env.role == 'peers':
+            return [i for i in impls if i != 'cachu']
+        return ['cachu']
+
+    def cmd_hello(self, _msg):
+        return {'info': self.env.info, 'cachu_error': self.env.cachu_error}
+
+    def cmd_setup(self, msg):
+        key = (msg['scenario'], msg['impl'])
+        cls = CASES.get(key)
+        if cls is None:
+            raise Unsupported(f'no case for {key}')
+        if (key[1] == 'cachu') != (self.env.role != 'peers'):
+            raise Unsupported(f'{key[1]} does not run in the {self.env.role} worker')
+        if key[1] == 'cachu' and self.env.cachu_error:
+            raise Unsupported(self.env.cachu_error)
+        case = cls(self.env)
+        self.cases[key] = case
+        self.env.notes = []
+        case.setup()
+        case.check()
+        return {'kind': case.kind, 'notes': self.env.notes}
+
+    def cmd_run(self, msg):
+        case = self.cases[(msg['scenario'], msg['impl'])]
+        self.env.notes = []
+        ns = case.run(int(msg['n']))
+        return {'ns': ns, 'notes': self.env.notes}
+
+    def cmd_close(self, msg):
+        case = self.cases.pop((msg['scenario'], msg['impl']), None)
+        if case is not None:
+            case.close()
+        gc.collect()
+        return {}
+
+    def handle(self, msg):
+        try:
+            return {'ok': True, **getattr(self, 'cmd_' + msg['cmd'])(msg)}
+        except Exception as exc:  # noqa: BLE001  (anything ours raises is a result)
+            return {'ok': False, 'error': first_line(exc),
+                    'unsupported': isinstance(exc, (Unsupported, NotImplementedError, ImportError)),
+                    'traceback': traceback.format_exc()}
+
+
+def serve(env):
+    # Keep the protocol channel private: anything printed by a library,
+    # from Python or from native code, goes to stderr instead.
+    proto = os.fdopen(os.dup(1), 'w', buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    worker = Worker(env)
+    try:
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            msg = json.loads(line)
+            if msg.get('cmd') == 'quit':
+                break
+            proto.write(json.dumps(worker.handle(msg)) + '\n')
+            proto.flush()
+    finally:
+        for key in list(worker.cases):
+            worker.cmd_close({'scenario': key[0], 'impl': key[1]})
+        env.close()
+
+
+# ---------------------------------------------------------------------------
+# batch mode
+
+
+def choose_n(run_once, kind, target_s):
+    """Calibrate: grow a batch until it takes >= 20 ms, then size a repeat."""
+    first, lo, hi = LOOP_LIMITS[kind]
+    n = first
+    while True:
+        ns = run_once(n)
+        if ns * n >= 20e6 or n >= hi:
+            break
+        n *= 4
+    n = int(target_s * 1e9 / max(ns, 1.0))
+    return max(lo, min(hi, n))
+
+
+def batch(env, groups, repeats, target_s):
+    worker = Worker(env)
+    results = []
+    for sc in SCENARIOS:
+        if sc['group'] not in groups:
+            continue
+        for impl in worker.impls_for(sc['name']):
+            row = {'scenario': sc['name'], 'impl': impl, 'ns': None, 'error': None, 'notes': []}
+            results.append(row)
+            base = {'scenario': sc['name'], 'impl': impl}
+            r = worker.handle({'cmd': 'setup', **base})
+            if not r['ok']:
+                row['error'] = r['error']
+                continue
+            row['notes'] += r['notes']
+
+            def once(n, base=base):
+                r = worker.handle({'cmd': 'run', 'n': n, **base})
+                if not r['ok']:
+                    raise RuntimeError(r['error'])
+                return r['ns']
+            try:
+                n = choose_n(once, r['kind'], target_s)
+                samples = [once(n) for _ in range(repeats)]
+                row.update(ns=min(samples), samples=samples, n=n)
+            except Exception as exc:  # noqa: BLE001
+                row['error'] = first_line(exc)
+            worker.handle({'cmd': 'close', **base})
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--role', choices=['ours', 'reference', 'peers'], default='ours',
+                   help="ours/reference: time this interpreter's cachu (checked to be the "
+                        "Rust-backed one or 0.2.7); peers: time the peer libraries")
+    p.add_argument('--worker', action='store_true', help='serve JSON commands on stdin')
+    p.add_argument('--redis-url', default=None)
+    p.add_argument('--only', default=','.join(GROUPS))
+    p.add_argument('--quick', action='store_true')
+    args = p.parse_args(argv)
+    env = Env(args.role, args.redis_url)
+    if args.worker:
+        serve(env)
+        return 0
+    groups = {g.strip() for g in args.only.split(',') if g.strip()}
+    try:
+        results = batch(env, groups, 3 if args.quick else 7, 0.02 if args.quick else 0.15)
+    finally:
+        env.close()
+    json.dump({'info': env.info, 'cachu_error': env.cachu_error, 'results': results}, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
