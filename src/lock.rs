@@ -3,6 +3,9 @@
 //! stored. Different keys never wait for each other. A thread that already
 //! holds a key may take it again (a cached function that recurses into itself
 //! with the same arguments must not deadlock).
+//!
+//! Keys are identified by a 64-bit hash, so taking a lock allocates nothing;
+//! two keys whose hashes collide merely share a lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -20,7 +23,7 @@ struct Held {
 
 #[derive(Default)]
 struct Shard {
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<HashMap<u64, Held>>,
     released: Condvar,
 }
 
@@ -39,7 +42,7 @@ impl Default for KeyLocks {
 /// Proof of holding one key; releases it on drop.
 pub struct KeyGuard<'a> {
     locks: &'a KeyLocks,
-    key: String,
+    id: u64,
 }
 
 fn thread_token() -> u64 {
@@ -58,46 +61,48 @@ impl KeyLocks {
         }
     }
 
-    fn shard(&self, key: &str) -> &Shard {
+    fn locate(&self, key: &str) -> (u64, &Shard) {
         let mut h = self.hasher.build_hasher();
         key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        let id = h.finish();
+        (id, &self.shards[(id >> 58) as usize % SHARDS])
     }
 
     /// Take `key` if it is free (or already ours), without waiting.
     pub fn try_acquire(&self, key: &str) -> Option<KeyGuard<'_>> {
-        let shard = self.shard(key);
+        let (id, shard) = self.locate(key);
         let mut held = shard.held.lock();
-        self.take(&mut held, key).then(|| self.guard(key))
+        self.take(&mut held, id).then(|| self.guard(id))
     }
 
     /// Take `key`, waiting at most `timeout` for its holder to release it.
     /// `None` means the wait timed out; the caller proceeds without the lock.
     pub fn acquire(&self, key: &str, timeout: Duration) -> Option<KeyGuard<'_>> {
         let deadline = Instant::now() + timeout;
-        let shard = self.shard(key);
+        let (id, shard) = self.locate(key);
         let mut held = shard.held.lock();
         loop {
-            if self.take(&mut held, key) {
-                return Some(self.guard(key));
+            if self.take(&mut held, id) {
+                return Some(self.guard(id));
             }
             if shard.released.wait_until(&mut held, deadline).timed_out() {
-                return self.take(&mut held, key).then(|| self.guard(key));
+                return self.take(&mut held, id).then(|| self.guard(id));
             }
         }
     }
 
     /// Whether some thread holds `key` now.
     pub fn is_held(&self, key: &str) -> bool {
-        self.shard(key).held.lock().contains_key(key)
+        let (id, shard) = self.locate(key);
+        shard.held.lock().contains_key(&id)
     }
 
-    fn take(&self, held: &mut HashMap<String, Held>, key: &str) -> bool {
+    fn take(&self, held: &mut HashMap<u64, Held>, id: u64) -> bool {
         let me = thread_token();
-        match held.get_mut(key) {
+        match held.get_mut(&id) {
             None => {
                 held.insert(
-                    key.to_owned(),
+                    id,
                     Held {
                         owner: me,
                         depth: 1,
@@ -113,20 +118,17 @@ impl KeyLocks {
         }
     }
 
-    fn guard(&self, key: &str) -> KeyGuard<'_> {
-        KeyGuard {
-            locks: self,
-            key: key.to_owned(),
-        }
+    fn guard(&self, id: u64) -> KeyGuard<'_> {
+        KeyGuard { locks: self, id }
     }
 
-    fn release(&self, key: &str) {
-        let shard = self.shard(key);
+    fn release(&self, id: u64) {
+        let shard = &self.shards[(id >> 58) as usize % SHARDS];
         let mut held = shard.held.lock();
-        if let Some(h) = held.get_mut(key) {
+        if let Some(h) = held.get_mut(&id) {
             h.depth -= 1;
             if h.depth == 0 {
-                held.remove(key);
+                held.remove(&id);
                 shard.released.notify_all();
             }
         }
@@ -135,7 +137,7 @@ impl KeyLocks {
 
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
-        self.locks.release(&self.key);
+        self.locks.release(self.id);
     }
 }
 

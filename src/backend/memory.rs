@@ -69,7 +69,10 @@ impl<V> MemoryStore<V> {
     #[inline]
     fn locate(&self, key: &str) -> (u64, &Mutex<Shard<V>>) {
         let hash = self.hasher.hash_one(key);
-        (hash, &self.shards[(hash >> 59) as usize % SHARDS])
+        // Middle bits: hashbrown uses the low bits for the bucket and the top
+        // seven for its tags, so sharding on either would starve a shard's
+        // table of entropy (long probes, false tag matches).
+        (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
     /// Look `key` up at time `now`; on a live entry, `f(value, created_at)`
@@ -151,18 +154,18 @@ impl<V> MemoryStore<V> {
         let mut removed = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
-            let table = std::mem::take(&mut shard.table);
-            for slot in table {
-                let matches = pattern.is_none_or(|p| glob_match(p, &slot.key));
-                let alive = slot.live(now);
-                if matches || !alive {
-                    live += u64::from(matches && alive);
-                    removed.push(slot.value);
-                } else {
-                    let hash = slot.hash;
-                    shard.table.insert_unique(hash, slot, |s| s.hash);
-                }
-            }
+            // extract_if keeps the table's capacity for the entries to come.
+            removed.extend(
+                shard
+                    .table
+                    .extract_if(|s| {
+                        let matches = pattern.is_none_or(|p| glob_match(p, &s.key));
+                        let alive = s.live(now);
+                        live += u64::from(matches && alive);
+                        matches || !alive
+                    })
+                    .map(|s| s.value),
+            );
         }
         (live, removed)
     }

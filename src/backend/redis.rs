@@ -1,0 +1,969 @@
+//! The Redis backend: values shared with the reference implementation byte
+//! for byte, and a dogpile lock it understands.
+//!
+//! Layout (see `COMPAT.md`): the value under a key is 8 bytes of `created_at`
+//! (a native-endian `f64` of Unix seconds, Python's `struct.pack('d', ...)`)
+//! followed by the payload, written with `SETEX key ttl value`. The dogpile
+//! lock of a key is `lock:{key}`, holding a random token, taken with
+//! `SET NX EX int(lock_timeout)` and released only by its owner.
+//!
+//! Round trips: a read is one `GET`; a miss that computes and stores is two
+//! script calls ([`RedisBackend::get_or_lock`], then
+//! [`RedisBackend::store_and_unlock`]). The scripts touch two keys (the value
+//! and its lock), so they need a single Redis node (no cluster).
+//!
+//! Connections: a small pool of synchronous connections, made on first use
+//! and shared by every thread. Each operation checks one out and puts it back
+//! when it succeeded; a connection that saw an error is dropped. An idle
+//! connection found dead (the server restarted, or closed it) empties the
+//! pool and the operation is retried once on a fresh connection. Every
+//! connect, read and write is bounded by [`RedisOptions::socket_timeout`].
+//! After a `fork` the child never touches the connections it inherited: they
+//! are forgotten (not closed, which would disturb the parent's session) and
+//! the child connects afresh.
+//!
+//! `keys`, `count` and `clear` walk the keyspace with `SCAN MATCH pattern
+//! COUNT 1000` and delete with `UNLINK` (`DEL` on servers before 4.0) in
+//! batches of 500, so clearing many keys never blocks the server for long.
+//! Like the reference, they see every key of the database that matches,
+//! including `lock:*` keys and keys not written by cachu.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::{
+    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike,
+    IntoConnectionInfo, RedisError, RedisResult, Script, TlsCertificates, Value,
+};
+
+use super::{Backend, Hit};
+use crate::clock::now;
+use crate::error::{Error, Result};
+
+/// Bytes of `created_at` in front of every stored payload.
+const HEADER: usize = 8;
+/// The `COUNT` hint of every `SCAN`.
+const SCAN_COUNT: usize = 1000;
+/// Keys per `UNLINK` while clearing.
+const DELETE_BATCH: usize = 500;
+/// The longest TTL sent to Redis (about a thousand years); longer or
+/// infinite TTLs are clamped to it, as Redis rejects expiry overflows.
+const MAX_TTL_SECS: u64 = 1000 * 365 * 86_400;
+/// How long an operation waits for the pool's lock before it gives up on the
+/// pool and uses a connection of its own (only a lock inherited locked
+/// across a `fork` is ever held that long).
+const POOL_LOCK_WAIT: Duration = Duration::from_millis(20);
+/// First and longest pause between two polls of [`RedisBackend::wait_for`].
+const POLL_FIRST: Duration = Duration::from_millis(5);
+const POLL_MAX: Duration = Duration::from_millis(20);
+
+/// One round trip: the value if it is there, else try to take the lock.
+/// Returns `{1, value}`, `{2}` (lock taken) or `{0}` (someone else holds it).
+/// A value too short to carry the 8-byte header was not written by cachu: it
+/// is deleted and counts as missing.
+const GET_OR_LOCK_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  if string.len(v) >= 8 then return {1, v} end
+  redis.call('DEL', KEYS[1])
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {2} end
+return {0}
+";
+
+/// One round trip: store (or, for a TTL of 0, delete) the value, then
+/// release the lock if it still holds our token. Returns 1 if the lock was
+/// ours, 0 if it had expired or been taken by someone else meanwhile.
+const STORE_AND_UNLOCK_LUA: &str = r"
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('DEL', KEYS[1])
+end
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+";
+
+/// Compare-and-delete: remove `KEYS[1]` only if it holds exactly `ARGV[1]`.
+/// Releases a lock by its owner, and removes a malformed value without
+/// clobbering a good one written meanwhile.
+const COMPARE_DELETE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// One poll of a waiter: `{1, value}` if the value is there, else
+/// `{0, 1}` while the lock is held and `{0, 0}` once it is gone.
+const POLL_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and string.len(v) >= 8 then return {1, v} end
+return {0, redis.call('EXISTS', KEYS[2])}
+";
+
+/// Settings of a [`RedisBackend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Bound on connecting and on each read or write of a round trip. Zero
+    /// means no bound.
+    pub socket_timeout: Duration,
+    /// Lifetime of a dogpile lock (`EX`, whole seconds, at least 1).
+    pub lock_timeout: Duration,
+    /// Idle connections kept for reuse; more may be open while many threads
+    /// work at once, the extra ones are closed when put back.
+    pub max_idle_connections: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            socket_timeout: Duration::from_secs(3),
+            lock_timeout: Duration::from_secs(10),
+            max_idle_connections: 16,
+        }
+    }
+}
+
+/// Proof of holding the dogpile lock of one key: the random token stored
+/// under `lock:{key}`. Release it with [`RedisBackend::store_and_unlock`] or
+/// [`RedisBackend::unlock`]; if it is simply dropped the lock expires after
+/// `lock_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockToken(String);
+
+impl LockToken {
+    /// A fresh random token (32 hex digits).
+    pub fn random() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        // `RandomState` is keyed from the OS's randomness once per thread
+        // and changes with every call; the counter, pid and clock make
+        // tokens distinct across threads, processes and forks.
+        let state = RandomState::new();
+        let mut h = state.build_hasher();
+        h.write_u64(n);
+        h.write_u32(std::process::id());
+        h.write_u128(nanos);
+        let a = h.finish();
+        let mut h = state.build_hasher();
+        h.write_u64(a);
+        h.write_u64(n.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15);
+        let b = h.finish();
+        Self(format!("{a:016x}{b:016x}"))
+    }
+
+    /// The token as stored in Redis.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The outcome of [`RedisBackend::get_or_lock`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum GetOrLock {
+    /// The value was there.
+    Hit(Hit<Vec<u8>>),
+    /// The value was missing and this caller now holds the lock: compute,
+    /// then [`RedisBackend::store_and_unlock`] (or [`RedisBackend::unlock`]).
+    Locked(LockToken),
+    /// The value was missing and someone else holds the lock: wait for it
+    /// with [`RedisBackend::wait_for`].
+    Busy,
+}
+
+/// The dogpile lock key of `key`: `lock:{key}`, as the reference names it.
+pub fn lock_key(key: &str) -> String {
+    let mut out = String::with_capacity(5 + key.len());
+    out.push_str("lock:");
+    out.push_str(key);
+    out
+}
+
+struct Pool {
+    /// The process the idle connections belong to.
+    pid: u32,
+    idle: Vec<Connection>,
+}
+
+impl Pool {
+    /// Forget (never close) connections inherited from a parent process.
+    fn adopt(&mut self, pid: u32) {
+        if self.pid != pid {
+            for conn in self.idle.drain(..) {
+                std::mem::forget(conn);
+            }
+            self.pid = pid;
+        }
+    }
+}
+
+struct Scripts {
+    get_or_lock: Script,
+    store_and_unlock: Script,
+    compare_delete: Script,
+    poll: Script,
+}
+
+/// A cache backend storing bytes in one Redis database. See the module
+/// documentation for the layout, pooling and timeouts.
+pub struct RedisBackend {
+    client: Client,
+    /// Where the server is, without credentials, for error messages.
+    target: String,
+    options: RedisOptions,
+    pool: Mutex<Pool>,
+    scripts: Scripts,
+    /// The server does not know `UNLINK` (before 4.0): delete with `DEL`.
+    no_unlink: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("target", &self.target)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// A backend for `url`; parses and checks the URL (and reads any TLS
+    /// files it names) but does not connect.
+    ///
+    /// Accepted URLs, as redis-py reads them:
+    /// - `redis://[[user]:password@]host[:port][/db]` (`?db=N` when the
+    ///   path has none);
+    /// - `rediss://...` for TLS, with the query parameters `ssl_ca_certs`
+    ///   (PEM file of trusted CAs, instead of the system's roots),
+    ///   `ssl_certfile` / `ssl_keyfile` (client certificate),
+    ///   `ssl_cert_reqs=none` (no certificate verification) and
+    ///   `ssl_check_hostname=false` (no hostname verification);
+    /// - `unix:///path/to.sock[?db=N][&username=u][&password=p]`.
+    ///
+    /// `protocol=3` selects RESP3. Other query parameters are ignored.
+    pub fn new(url: &str, options: RedisOptions) -> Result<Self> {
+        let (client, target) = parse_url(url)?;
+        Ok(Self {
+            client,
+            target,
+            options,
+            pool: Mutex::new(Pool {
+                pid: std::process::id(),
+                idle: Vec::new(),
+            }),
+            scripts: Scripts {
+                get_or_lock: Script::new(GET_OR_LOCK_LUA),
+                store_and_unlock: Script::new(STORE_AND_UNLOCK_LUA),
+                compare_delete: Script::new(COMPARE_DELETE_LUA),
+                poll: Script::new(POLL_LUA),
+            },
+            no_unlink: AtomicBool::new(false),
+        })
+    }
+
+    /// The options this backend was made with.
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    /// The server's address (no credentials), as error messages name it.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// One `PING` round trip.
+    pub fn ping(&self) -> Result<()> {
+        self.run(|c| redis::cmd("PING").query::<Value>(c))
+            .map(|_| ())
+    }
+
+    /// One round trip: the value of `key` if it is there, else try to take
+    /// its dogpile lock.
+    pub fn get_or_lock(&self, key: &str) -> Result<GetOrLock> {
+        let token = LockToken::random();
+        let lock = lock_key(key);
+        let secs = self.lock_secs();
+        let reply = self.run(|c| {
+            self.scripts
+                .get_or_lock
+                .key(key)
+                .key(&lock)
+                .arg(token.as_str())
+                .arg(secs)
+                .invoke::<Value>(c)
+        })?;
+        let mut items = into_items(reply);
+        match items.first().map(as_int) {
+            Some(Some(1)) if items.len() == 2 => match decode(into_bytes(items.swap_remove(1))) {
+                Some(hit) => Ok(GetOrLock::Hit(hit)),
+                None => Err(self.bad_reply("get_or_lock")),
+            },
+            Some(Some(2)) => Ok(GetOrLock::Locked(token)),
+            Some(Some(0)) => Ok(GetOrLock::Busy),
+            _ => Err(self.bad_reply("get_or_lock")),
+        }
+    }
+
+    /// One round trip: store `value` under `key` for `ttl` seconds (nothing,
+    /// and remove the old value, when `ttl <= 0`), then release the lock if
+    /// `token` still holds it.
+    pub fn store_and_unlock(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: f64,
+        token: &LockToken,
+    ) -> Result<()> {
+        let payload = encode(value, now());
+        let secs = ttl_secs(ttl).unwrap_or(0);
+        let lock = lock_key(key);
+        self.run(|c| {
+            self.scripts
+                .store_and_unlock
+                .key(key)
+                .key(&lock)
+                .arg(&payload[..])
+                .arg(secs)
+                .arg(token.as_str())
+                .invoke::<Value>(c)
+        })
+        .map(|_| ())
+    }
+
+    /// Release the lock of `key` if `token` still holds it (after a failed
+    /// computation). A lock since taken by someone else is left alone.
+    pub fn unlock(&self, key: &str, token: &LockToken) -> Result<()> {
+        let lock = lock_key(key);
+        self.run(|c| {
+            self.scripts
+                .compare_delete
+                .key(&lock)
+                .arg(token.as_str())
+                .invoke::<Value>(c)
+        })
+        .map(|_| ())
+    }
+
+    /// Wait, polling with one round trip every 5 to 20 ms, until the value of
+    /// `key` appears (returned), its lock disappears without a value, or
+    /// `timeout` passes (both `None`: compute it yourself).
+    pub fn wait_for(&self, key: &str, timeout: Duration) -> Result<Option<Hit<Vec<u8>>>> {
+        let deadline = Instant::now() + timeout;
+        let lock = lock_key(key);
+        let mut pause = POLL_FIRST;
+        loop {
+            let reply = self.run(|c| self.scripts.poll.key(key).key(&lock).invoke::<Value>(c))?;
+            let mut items = into_items(reply);
+            if items.len() != 2 {
+                return Err(self.bad_reply("wait_for"));
+            }
+            match (as_int(&items[0]), as_int(&items[1])) {
+                (Some(1), _) => {
+                    return match decode(into_bytes(items.swap_remove(1))) {
+                        Some(hit) => Ok(Some(hit)),
+                        None => Err(self.bad_reply("wait_for")),
+                    }
+                }
+                (Some(0), Some(0)) => return Ok(None),
+                (Some(0), Some(_)) => {}
+                _ => return Err(self.bad_reply("wait_for")),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 3 / 2).min(POLL_MAX);
+        }
+    }
+
+    fn lock_secs(&self) -> u64 {
+        self.options.lock_timeout.as_secs().clamp(1, MAX_TTL_SECS)
+    }
+
+    /// Run `op` on a pooled connection. Retries once, on a fresh connection,
+    /// when an idle connection turns out to be dead.
+    fn run<T>(&self, mut op: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
+        let (mut conn, reused) = match self.take_idle() {
+            Some(conn) => (conn, true),
+            None => (self.connect()?, false),
+        };
+        match op(&mut conn) {
+            Ok(v) => {
+                self.put_back(conn);
+                Ok(v)
+            }
+            Err(e) if reused && is_dead_connection(&e) => {
+                drop(conn);
+                // Its siblings most likely died with it (server restart).
+                self.discard_idle();
+                let mut conn = self.connect()?;
+                match op(&mut conn) {
+                    Ok(v) => {
+                        self.put_back(conn);
+                        Ok(v)
+                    }
+                    Err(e) => Err(self.unavailable(&e)),
+                }
+            }
+            Err(e) => Err(self.unavailable(&e)),
+        }
+    }
+
+    fn take_idle(&self) -> Option<Connection> {
+        let pid = std::process::id();
+        let mut pool = self.pool.try_lock_for(POOL_LOCK_WAIT)?;
+        pool.adopt(pid);
+        pool.idle.pop()
+    }
+
+    fn put_back(&self, conn: Connection) {
+        if !conn.is_open() {
+            return;
+        }
+        let pid = std::process::id();
+        if let Some(mut pool) = self.pool.try_lock_for(POOL_LOCK_WAIT) {
+            pool.adopt(pid);
+            if pool.idle.len() < self.options.max_idle_connections {
+                pool.idle.push(conn);
+                return;
+            }
+        }
+        drop(conn);
+    }
+
+    fn discard_idle(&self) {
+        let pid = std::process::id();
+        let idle = match self.pool.try_lock_for(POOL_LOCK_WAIT) {
+            Some(mut pool) => {
+                pool.adopt(pid);
+                std::mem::take(&mut pool.idle)
+            }
+            None => return,
+        };
+        // Closed outside the lock.
+        drop(idle);
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let timeout = self.timeout();
+        let attempt = catch_unwind(AssertUnwindSafe(|| -> RedisResult<Connection> {
+            let conn = match timeout {
+                Some(t) => self.client.get_connection_with_timeout(t)?,
+                None => self.client.get_connection()?,
+            };
+            conn.set_read_timeout(timeout)?;
+            conn.set_write_timeout(timeout)?;
+            Ok(conn)
+        }));
+        match attempt {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.unavailable(&e)),
+            Err(_) => Err(Error::Unavailable(format!(
+                "redis {}: connecting failed unexpectedly",
+                self.target
+            ))),
+        }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        let t = self.options.socket_timeout;
+        (!t.is_zero()).then_some(t)
+    }
+
+    fn unavailable(&self, e: &RedisError) -> Error {
+        if e.is_timeout() {
+            Error::Unavailable(format!(
+                "redis {}: timed out after {:?} ({e})",
+                self.target, self.options.socket_timeout
+            ))
+        } else {
+            Error::Unavailable(format!("redis {}: {e}", self.target))
+        }
+    }
+
+    fn bad_reply(&self, what: &str) -> Error {
+        Error::Unavailable(format!("redis {}: unexpected reply to {what}", self.target))
+    }
+
+    /// Walk the keys matching `pattern` with `SCAN`, handing each batch to
+    /// `each` on the same connection.
+    fn scan(
+        conn: &mut Connection,
+        pattern: &str,
+        mut each: impl FnMut(&mut Connection, Vec<Vec<u8>>) -> RedisResult<()>,
+    ) -> RedisResult<()> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query(conn)?;
+            each(conn, keys)?;
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Delete `keys` with one `UNLINK` (or `DEL`); how many existed.
+    fn unlink(&self, conn: &mut Connection, keys: &[Vec<u8>]) -> RedisResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        if !self.no_unlink.load(Ordering::Relaxed) {
+            match redis::cmd("UNLINK").arg(keys).query::<u64>(conn) {
+                Err(e) if is_unknown_command(&e) => self.no_unlink.store(true, Ordering::Relaxed),
+                other => return other,
+            }
+        }
+        redis::cmd("DEL").arg(keys).query::<u64>(conn)
+    }
+
+    /// The distinct keys matching `pattern`, in `SCAN` order.
+    fn scan_keys(&self, pattern: Option<&str>) -> Result<Vec<Vec<u8>>> {
+        let pattern = pattern.unwrap_or("*");
+        self.run(|c| {
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            Self::scan(c, pattern, |_, keys| {
+                for k in keys {
+                    if seen.insert(k.clone()) {
+                        out.push(k);
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        })
+    }
+}
+
+impl Backend for RedisBackend {
+    fn get(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
+        let raw = self.run(|c| redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(c))?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        if raw.len() >= HEADER {
+            return Ok(decode(raw));
+        }
+        // Not written by cachu: a miss, and removed unless replaced meanwhile.
+        self.run(|c| {
+            self.scripts
+                .compare_delete
+                .key(key)
+                .arg(&raw[..])
+                .invoke::<Value>(c)
+        })?;
+        Ok(None)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: f64) -> Result<()> {
+        match ttl_secs(ttl) {
+            Some(secs) => {
+                let payload = encode(value, now());
+                self.run(|c| {
+                    redis::cmd("SETEX")
+                        .arg(key)
+                        .arg(secs)
+                        .arg(&payload[..])
+                        .query::<()>(c)
+                })
+            }
+            None => self
+                .run(|c| redis::cmd("DEL").arg(key).query::<u64>(c))
+                .map(|_| ()),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.run(|c| redis::cmd("DEL").arg(key).query::<u64>(c))
+            .map(|n| n > 0)
+    }
+
+    fn clear(&self, pattern: Option<&str>) -> Result<u64> {
+        let pattern = pattern.unwrap_or("*");
+        self.run(|c| {
+            let mut removed = 0u64;
+            let mut batch: Vec<Vec<u8>> = Vec::with_capacity(DELETE_BATCH);
+            Self::scan(c, pattern, |c, keys| {
+                for k in keys {
+                    batch.push(k);
+                    if batch.len() >= DELETE_BATCH {
+                        removed += self.unlink(c, &batch)?;
+                        batch.clear();
+                    }
+                }
+                Ok(())
+            })?;
+            removed += self.unlink(c, &batch)?;
+            Ok(removed)
+        })
+    }
+
+    fn keys(&self, pattern: Option<&str>) -> Result<Vec<String>> {
+        Ok(self
+            .scan_keys(pattern)?
+            .into_iter()
+            .map(|k| match String::from_utf8(k) {
+                Ok(s) => s,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            })
+            .collect())
+    }
+
+    fn count(&self, pattern: Option<&str>) -> Result<u64> {
+        Ok(self.scan_keys(pattern)?.len() as u64)
+    }
+
+    fn close(&self) {
+        self.discard_idle();
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        // Connections inherited across a fork are forgotten, not closed.
+        self.pool.get_mut().adopt(std::process::id());
+    }
+}
+
+/// Parse `url` into a client (not connected) and a description of the
+/// target without credentials.
+fn parse_url(url: &str) -> Result<(Client, String)> {
+    let shown = redact(url);
+    let bad = |why: &str| Error::Unsupported(format!("invalid redis_url {shown:?}: {why}"));
+    let parsed = redis::parse_redis_url(url)
+        .ok_or_else(|| bad("expected redis://, rediss:// or unix:// and a valid URL"))?;
+    let query: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let unix = parsed.scheme().ends_with("unix");
+    let empty_path = parsed.path().trim_matches('/').is_empty();
+    let mut info: ConnectionInfo = parsed
+        .into_connection_info()
+        .map_err(|e| bad(&e.to_string()))?;
+
+    let mut settings = info
+        .redis_settings()
+        .clone()
+        .set_lib_name("cachu", env!("CARGO_PKG_VERSION"));
+    if let Some(db) = param("db") {
+        if unix || empty_path {
+            let db = db
+                .parse::<i64>()
+                .map_err(|_| bad("db must be an integer"))?;
+            settings = settings.set_db(db);
+        }
+    }
+    if unix {
+        // redis-py's names for the credentials of a socket URL.
+        if let Some(user) = param("username") {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = param("password") {
+            settings = settings.set_password(password);
+        }
+    }
+    if settings.db() < 0 {
+        return Err(bad("db must not be negative"));
+    }
+    let db = settings.db();
+    info = info.set_redis_settings(settings);
+
+    let target = match info.addr() {
+        ConnectionAddr::Tcp(host, port) => format!("redis://{}:{port}/{db}", bracket(host)),
+        ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("rediss://{}:{port}/{db}", bracket(host))
+        }
+        ConnectionAddr::Unix(path) => format!("unix://{}?db={db}", path.display()),
+        _ => shown.clone(),
+    };
+
+    let client = match info.addr().clone() {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            ..
+        } => {
+            let no_verify = match param("ssl_cert_reqs").map(str::to_ascii_lowercase) {
+                None => false,
+                Some(r) => match r.as_str() {
+                    "none" | "cert_none" => true,
+                    "optional" | "cert_optional" | "required" | "cert_required" => false,
+                    _ => return Err(bad("ssl_cert_reqs must be none, optional or required")),
+                },
+            };
+            let check_hostname = match param("ssl_check_hostname").map(str::to_ascii_lowercase) {
+                None => true,
+                Some(v) => match v.as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => return Err(bad("ssl_check_hostname must be true or false")),
+                },
+            };
+            info = info.set_addr(ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: insecure || no_verify,
+                tls_params: None,
+            });
+            let read = |what: &str, path: &str| {
+                std::fs::read(path).map_err(|e| bad(&format!("cannot read {what} {path:?}: {e}")))
+            };
+            let root_cert = param("ssl_ca_certs")
+                .map(|p| read("ssl_ca_certs", p))
+                .transpose()?;
+            let client_tls = match (param("ssl_certfile"), param("ssl_keyfile")) {
+                (Some(cert), key) => Some(ClientTlsConfig {
+                    client_cert: read("ssl_certfile", cert)?,
+                    // redis-py allows the key inside the certificate file.
+                    client_key: read("ssl_keyfile", key.unwrap_or(cert))?,
+                }),
+                (None, Some(_)) => return Err(bad("ssl_keyfile needs ssl_certfile")),
+                (None, None) => None,
+            };
+            // Pick rustls's crypto provider ourselves, so that connecting
+            // never depends on which providers other crates enable. An
+            // already installed default is kept.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = if root_cert.is_some() || client_tls.is_some() {
+                Client::build_with_tls(
+                    info,
+                    TlsCertificates {
+                        client_tls,
+                        root_cert,
+                    },
+                )
+                .map_err(|e| bad(&e.to_string()))?
+            } else {
+                Client::open(info).map_err(|e| bad(&e.to_string()))?
+            };
+            if check_hostname {
+                client
+            } else {
+                let info = client.get_connection_info().clone();
+                let mut addr = info.addr().clone();
+                addr.set_danger_accept_invalid_hostnames(true);
+                Client::open(info.set_addr(addr)).map_err(|e| bad(&e.to_string()))?
+            }
+        }
+        _ => Client::open(info).map_err(|e| bad(&e.to_string()))?,
+    };
+    Ok((client, target))
+}
+
+/// `url` with any password replaced by `***`, for messages.
+fn redact(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{}{hidden}{}", &url[..start], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Whole seconds for `SETEX`: a fractional TTL rounds up, to at least 1;
+/// `None` for a TTL of zero or less (or NaN): store nothing.
+fn ttl_secs(ttl: f64) -> Option<u64> {
+    if ttl > 0.0 {
+        // `as` saturates: infinity becomes u64::MAX, then clamped.
+        Some((ttl.ceil() as u64).clamp(1, MAX_TTL_SECS))
+    } else {
+        None
+    }
+}
+
+/// `created_at` as a native-endian f64, then the payload.
+fn encode(value: &[u8], created_at: f64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + value.len());
+    out.extend_from_slice(&created_at.to_ne_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The inverse of [`encode`]; `None` for a value shorter than the header.
+fn decode(mut raw: Vec<u8>) -> Option<Hit<Vec<u8>>> {
+    let head: [u8; HEADER] = raw.get(..HEADER)?.try_into().ok()?;
+    raw.drain(..HEADER);
+    Some(Hit {
+        value: raw,
+        created_at: f64::from_ne_bytes(head),
+    })
+}
+
+fn into_items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+fn into_bytes(v: Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b,
+        Value::SimpleString(s) => s.into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+/// The connection itself failed (closed by the server, reset, broken
+/// pipe), as an idle connection does after a server restart; not a timeout.
+fn is_dead_connection(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error())
+}
+
+fn is_unknown_command(e: &RedisError) -> bool {
+    e.code() == Some("ERR")
+        && e.to_string()
+            .to_ascii_lowercase()
+            .contains("unknown command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rounding() {
+        assert_eq!(ttl_secs(0.0), None);
+        assert_eq!(ttl_secs(-5.0), None);
+        assert_eq!(ttl_secs(f64::NAN), None);
+        assert_eq!(ttl_secs(0.2), Some(1));
+        assert_eq!(ttl_secs(1.0), Some(1));
+        assert_eq!(ttl_secs(1.5), Some(2));
+        assert_eq!(ttl_secs(300.0), Some(300));
+        assert_eq!(ttl_secs(f64::INFINITY), Some(MAX_TTL_SECS));
+    }
+
+    #[test]
+    fn layout() {
+        let raw = encode(b"abc", 1234.5);
+        assert_eq!(&raw[..8], &1234.5f64.to_ne_bytes());
+        assert_eq!(&raw[8..], b"abc");
+        let hit = decode(raw).unwrap();
+        assert_eq!(hit.value, b"abc");
+        assert_eq!(hit.created_at, 1234.5);
+        assert_eq!(decode(vec![1, 2, 3]), None);
+        assert_eq!(decode(encode(b"", 1.0)).unwrap().value, b"");
+    }
+
+    #[test]
+    fn tokens_differ() {
+        let a = LockToken::random();
+        let b = LockToken::random();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+    }
+
+    #[test]
+    fn urls() {
+        let o = RedisOptions::default;
+        assert_eq!(
+            RedisBackend::new("redis://localhost:6379/0", o())
+                .unwrap()
+                .target(),
+            "redis://localhost:6379/0"
+        );
+        assert_eq!(
+            RedisBackend::new("redis://u:secret@127.0.0.1:7000/3", o())
+                .unwrap()
+                .target(),
+            "redis://127.0.0.1:7000/3"
+        );
+        assert_eq!(
+            RedisBackend::new("redis://127.0.0.1?db=2", o())
+                .unwrap()
+                .target(),
+            "redis://127.0.0.1:6379/2"
+        );
+        assert_eq!(
+            RedisBackend::new("unix:///tmp/r.sock?db=4", o())
+                .unwrap()
+                .target(),
+            "unix:///tmp/r.sock?db=4"
+        );
+        assert_eq!(
+            RedisBackend::new("rediss://h:6380/1?ssl_cert_reqs=none", o())
+                .unwrap()
+                .target(),
+            "rediss://h:6380/1"
+        );
+        assert!(RedisBackend::new("rediss://h:6380/1?ssl_check_hostname=false", o()).is_ok());
+        for bad in [
+            "http://localhost",
+            "localhost:6379",
+            "",
+            "redis://localhost/abc",
+            "redis://localhost:99999/0",
+            "rediss://h/0?ssl_cert_reqs=maybe",
+            "rediss://h/0?ssl_ca_certs=/nonexistent/ca.pem",
+            "unix:///tmp/r.sock?db=x",
+        ] {
+            let err = RedisBackend::new(bad, o()).unwrap_err();
+            assert!(
+                err.to_string().contains("invalid redis_url"),
+                "{bad}: {err}"
+            );
+        }
+        let err = RedisBackend::new("redis://u:secret@h/x", o()).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert_eq!(redact("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact("redis://h/0"), "redis://h/0");
+    }
+}

@@ -144,11 +144,15 @@ impl CachedFunction {
     ) -> PyResult<Py<PyAny>> {
         let locks = &r.region.locks;
         // Wait for another thread's computation without holding the GIL.
-        let _guard = match locks.try_acquire(key) {
-            Some(g) => Some(g),
-            None => py.detach(|| locks.acquire(key, r.lock_timeout)),
+        let (_guard, waited) = match locks.try_acquire(key) {
+            Some(g) => (Some(g), false),
+            None => (py.detach(|| locks.acquire(key, r.lock_timeout)), true),
         };
-        if !overwrite {
+        // Look again unless nothing can have been stored since the first
+        // look: stores happen under the GIL, and an in-memory lookup never
+        // releases it, so if the lock was free the first miss still stands.
+        let looked_without_gil = matches!(r.region.store, Store::Bytes(_));
+        if !overwrite && (waited || looked_without_gil) {
             if let Some(v) = self.lookup_valid(py, r, key)? {
                 self.stats.hit();
                 return Ok(v);

@@ -13,7 +13,7 @@ use super::value::{dumps, loads, Stored};
 use crate::backend::file::FileBackend;
 use crate::backend::memory::MemoryStore;
 use crate::backend::Backend;
-use crate::clock::now;
+use crate::clock::{now, now_coarse};
 use crate::lock::KeyLocks;
 
 pub enum Store {
@@ -43,7 +43,8 @@ impl Region {
     pub fn lookup(&self, py: Python<'_>, key: &str) -> PyResult<Option<(Py<PyAny>, f64)>> {
         match &self.store {
             Store::Memory(m) => {
-                let (found, dead) = m.get_with(key, now(), |v, created| (v.fetch(py), created));
+                let (found, dead) =
+                    m.get_with(key, now_coarse(), |v, created| (v.fetch(py), created));
                 drop(dead);
                 let Some((fetched, created)) = found else {
                     return Ok(None);

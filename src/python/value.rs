@@ -144,27 +144,36 @@ fn classify(v: &Bound<'_, PyAny>, depth: u32) -> Kind {
 }
 
 /// Deep copy of a value `classify` accepted: shares immutable leaves and
-/// rebuilds containers.
+/// rebuilds containers. Dicts and lists are first copied shallowly in C
+/// (`PyDict_Copy` copies the key table in one go), then only their mutable
+/// members are replaced by copies.
 fn deep_copy<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = v.py();
     if is_scalar(v) {
         return Ok(v.clone());
     }
     if let Ok(d) = v.cast_exact::<PyDict>() {
-        let out = PyDict::new(py);
+        let out = d.copy()?;
         for (k, val) in d.iter() {
-            out.set_item(k, deep_copy(&val)?)?;
+            if !is_scalar(&val) {
+                out.set_item(k, deep_copy(&val)?)?;
+            }
         }
         return Ok(out.into_any());
     }
     if let Ok(l) = v.cast_exact::<PyList>() {
-        let items = l
-            .iter()
-            .map(|x| deep_copy(&x))
-            .collect::<PyResult<Vec<_>>>()?;
-        return Ok(PyList::new(py, items)?.into_any());
+        let out = l.get_slice(0, l.len());
+        for (i, item) in l.iter().enumerate() {
+            if !is_scalar(&item) {
+                out.set_item(i, deep_copy(&item)?)?;
+            }
+        }
+        return Ok(out.into_any());
     }
     if let Ok(t) = v.cast_exact::<PyTuple>() {
+        if t.iter().all(|x| is_scalar(&x)) {
+            return Ok(v.clone());
+        }
         let items = t
             .iter()
             .map(|x| deep_copy(&x))
