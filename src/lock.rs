@@ -8,7 +8,6 @@
 //! two keys whose hashes collide merely share a lock.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -62,9 +61,7 @@ impl KeyLocks {
     }
 
     fn locate(&self, key: &str) -> (u64, &Shard) {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let id = h.finish();
+        let id = self.hasher.hash_one(key);
         (id, &self.shards[(id >> 58) as usize % SHARDS])
     }
 

@@ -4,7 +4,7 @@ A drop-in replacement for the pure-Python ``cachu`` 0.2.7: same API, same
 keys and storage formats, much faster calls.
 """
 
-from cachu._cachu import BackendUnavailableError, CacheError, CachedFunction
+from cachu._cachu import BackendUnavailableError, CachedFunction, CacheError
 from cachu.backends import NO_VALUE, AsyncBackend, Backend
 from cachu.config import (
     CacheConfig,
@@ -22,7 +22,6 @@ from cachu.decorator import (
     get_async_backend,
     get_backend,
 )
-from cachu.redis_client import get_redis_client
 from cachu.operations import (
     async_cache_clear,
     async_cache_delete,
@@ -35,40 +34,41 @@ from cachu.operations import (
     cache_info,
     cache_set,
 )
+from cachu.redis_client import get_redis_client
 from cachu.types import CacheEntry, CacheInfo
 
 __version__ = "0.3.0"
 
 __all__ = [
-    "configure",
-    "get_config",
-    "get_all_configs",
-    "disable",
-    "enable",
-    "is_disabled",
-    "cache",
-    "cache_get",
-    "cache_set",
-    "cache_delete",
-    "cache_clear",
-    "cache_info",
-    "async_cache",
-    "async_cache_get",
-    "async_cache_set",
-    "async_cache_delete",
-    "async_cache_clear",
-    "async_cache_info",
-    "get_backend",
-    "get_async_backend",
-    "clear_async_backends",
-    "AsyncBackend",
-    "get_redis_client",
-    "Backend",
     "NO_VALUE",
+    "AsyncBackend",
+    "Backend",
+    "BackendUnavailableError",
     "CacheConfig",
     "CacheEntry",
+    "CacheError",
     "CacheInfo",
     "CachedFunction",
-    "CacheError",
-    "BackendUnavailableError",
+    "async_cache",
+    "async_cache_clear",
+    "async_cache_delete",
+    "async_cache_get",
+    "async_cache_info",
+    "async_cache_set",
+    "cache",
+    "cache_clear",
+    "cache_delete",
+    "cache_get",
+    "cache_info",
+    "cache_set",
+    "clear_async_backends",
+    "configure",
+    "disable",
+    "enable",
+    "get_all_configs",
+    "get_async_backend",
+    "get_backend",
+    "get_config",
+    "get_redis_client",
+    "is_disabled",
 ]

@@ -33,7 +33,9 @@ def _create(package: str | None, backend: str, ttl: int) -> Backend:
         if not os.path.isdir(directory):
             raise ValueError(f"file_dir {directory!r} is not an existing directory")
         return Backend("file", os.path.join(directory, file_name(package, ttl)))
-    raise NotImplementedError(f"the {backend!r} backend is not available in this build of cachu yet")
+    raise NotImplementedError(
+        f"the {backend!r} backend is not available in this build of cachu yet"
+    )
 
 
 def ensure_supported(backend: str) -> None:

@@ -193,9 +193,9 @@ def is_disabled() -> bool:
 __all__ = [
     "CacheConfig",
     "configure",
-    "get_config",
-    "get_all_configs",
     "disable",
     "enable",
+    "get_all_configs",
+    "get_config",
     "is_disabled",
 ]

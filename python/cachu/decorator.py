@@ -146,10 +146,10 @@ def clear_backends(package: str | None = None) -> None:
 
 
 __all__ = [
-    "cache",
     "async_cache",
-    "get_backend",
-    "get_async_backend",
+    "cache",
     "clear_async_backends",
     "clear_backends",
+    "get_async_backend",
+    "get_backend",
 ]

@@ -80,8 +80,6 @@ def cache_info(fn: Callable[..., Any]) -> CacheInfo:
     return CacheInfo(hits=hits, misses=misses, currsize=currsize)
 
 
-
-
 def _blocks(c: _cachu.CachedFunction) -> bool:
     return c._backend().blocking
 
@@ -125,14 +123,14 @@ async def async_cache_info(fn: Callable[..., Any]) -> CacheInfo:
 
 
 __all__ = [
-    "cache_get",
-    "cache_set",
-    "cache_delete",
-    "cache_clear",
-    "cache_info",
-    "async_cache_get",
-    "async_cache_set",
-    "async_cache_delete",
     "async_cache_clear",
+    "async_cache_delete",
+    "async_cache_get",
     "async_cache_info",
+    "async_cache_set",
+    "cache_clear",
+    "cache_delete",
+    "cache_get",
+    "cache_info",
+    "cache_set",
 ]

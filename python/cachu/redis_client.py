@@ -14,8 +14,7 @@ def get_redis_client(url: str | None = None, *, package: str | None = None) -> A
         import redis
     except ImportError:
         raise ImportError(
-            "get_redis_client() needs redis-py, which is not installed: "
-            "pip install 'cachu[redis]'"
+            "get_redis_client() needs redis-py, which is not installed: pip install 'cachu[redis]'"
         ) from None
     if url is None:
         url = get_config(package if package is not None else caller_package()).redis_url

@@ -89,4 +89,4 @@ class AsyncBackend:
         return f"<cachu.AsyncBackend {self.kind}>"
 
 
-__all__ = ["Backend", "AsyncBackend", "NO_VALUE"]
+__all__ = ["NO_VALUE", "AsyncBackend", "Backend"]
