@@ -244,8 +244,8 @@ impl RedisBackend {
     /// files it names) but does not connect.
     ///
     /// Accepted URLs, as redis-py reads them:
-    /// - `redis://[[user]:password@]host[:port][/db]` (`?db=N` when the
-    ///   path has none);
+    /// - `redis://[[user]:password@]host[:port][/db]` (or `?db=N`, which
+    ///   wins over the path, as in redis-py);
     /// - `rediss://...` for TLS, with the query parameters `ssl_ca_certs`
     ///   (PEM file of trusted CAs, instead of the system's roots),
     ///   `ssl_certfile` / `ssl_keyfile` (client certificate),
@@ -665,7 +665,6 @@ fn parse_url(url: &str) -> Result<(Client, String)> {
             .map(|(_, v)| v.as_str())
     };
     let unix = parsed.scheme().ends_with("unix");
-    let empty_path = parsed.path().trim_matches('/').is_empty();
     let mut info: ConnectionInfo = parsed
         .into_connection_info()
         .map_err(|e| bad(&e.to_string()))?;
@@ -674,13 +673,12 @@ fn parse_url(url: &str) -> Result<(Client, String)> {
         .redis_settings()
         .clone()
         .set_lib_name("cachu", env!("CARGO_PKG_VERSION"));
+    // As in redis-py, a `db` query parameter wins over the path.
     if let Some(db) = param("db") {
-        if unix || empty_path {
-            let db = db
-                .parse::<i64>()
-                .map_err(|_| bad("db must be an integer"))?;
-            settings = settings.set_db(db);
-        }
+        let db = db
+            .parse::<i64>()
+            .map_err(|_| bad("db must be an integer"))?;
+        settings = settings.set_db(db);
     }
     if unix {
         // redis-py's names for the credentials of a socket URL.
@@ -927,6 +925,12 @@ mod tests {
         );
         assert_eq!(
             RedisBackend::new("redis://127.0.0.1?db=2", o())
+                .unwrap()
+                .target(),
+            "redis://127.0.0.1:6379/2"
+        );
+        assert_eq!(
+            RedisBackend::new("redis://127.0.0.1/1?db=2", o())
                 .unwrap()
                 .target(),
             "redis://127.0.0.1:6379/2"

@@ -50,6 +50,8 @@ mod _cachu {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        // Loggers are named after the Rust module path (`cachu.backend.file`).
+        let _ = pyo3_log::try_init();
         m.add(
             "NO_VALUE",
             super::region::no_value(m.py()).clone_ref(m.py()),
