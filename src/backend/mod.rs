@@ -5,6 +5,7 @@
 pub mod file;
 pub mod memory;
 pub mod null;
+pub mod redis;
 
 use crate::error::Result;
 
