@@ -550,7 +550,7 @@ def main(argv=None):
                 server = RedisServer(args.redis_server, args.redis_cpu)
                 log(f'redis-server on 127.0.0.1:{server.port}'
                     + (f', pinned to CPU {args.redis_cpu}' if args.redis_cpu is not None else ''))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 redis_reason = first_line(exc)
 
     def url(db):

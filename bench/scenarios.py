@@ -518,10 +518,10 @@ class Env:
             self.info['cachu_version'] = getattr(cachu, '__version__', '?')
             self.info['cachu_file'] = getattr(cachu, '__file__', None)
             if role == 'ours':
-                import cachu._cachu  # noqa: F401  (ours is the Rust-backed one)
+                import cachu._cachu
             elif hasattr(cachu, '_cachu') or self.info['cachu_version'] != '0.2.7':
                 raise ImportError(f'this interpreter has cachu {self.info["cachu_version"]}, not the reference 0.2.7')
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.cachu_error = 'not installed: ' + first_line(exc)
 
     def tmpdir(self):
@@ -563,7 +563,7 @@ class Env:
         if self._loop is not None:
             try:
                 self._loop.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
@@ -617,7 +617,7 @@ class Worker:
     def handle(self, msg):
         try:
             return {'ok': True, **getattr(self, 'cmd_' + msg['cmd'])(msg)}
-        except Exception as exc:  # noqa: BLE001  (anything ours raises is a result)
+        except Exception as exc:
             return {'ok': False, 'error': first_line(exc),
                     'unsupported': isinstance(exc, (Unsupported, NotImplementedError, ImportError)),
                     'traceback': traceback.format_exc()}
@@ -688,7 +688,7 @@ def batch(env, groups, repeats, target_s):
                 n = choose_n(once, r['kind'], target_s)
                 samples = [once(n) for _ in range(repeats)]
                 row.update(ns=min(samples), samples=samples, n=n)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 row['error'] = first_line(exc)
             worker.handle({'cmd': 'close', **base})
     return results

@@ -20,7 +20,7 @@ def run_threads(targets, timeout=JOIN_TIMEOUT):
         def run():
             try:
                 fn()
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
         return run
 

@@ -625,7 +625,7 @@ impl FileBackend {
     fn maybe_sweep(&self, conn: &Connection, now: f64) {
         let writes = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
         let last_bits = self.last_sweep.load(Ordering::Relaxed);
-        let due = writes % self.sweep_every.max(1) == 0
+        let due = writes.is_multiple_of(self.sweep_every.max(1))
             || (now - f64::from_bits(last_bits)).abs() >= self.sweep_interval;
         if !due {
             return;
