@@ -33,7 +33,6 @@ lint: ## rustfmt/clippy/ruff checks
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
 	$(PYTHON) -m ruff check python tests bench
-	$(PYTHON) -m mypy.stubtest cachu._cachu
 
 bench: ## ours beside the reference and the peers (see bench/README.md)
 	$(PYTHON) bench/run.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from cachu import _cachu, _regions
@@ -119,16 +119,21 @@ def get_backend(
     return _regions.get(package, name, -1 if callable(ttl) else int(ttl))
 
 
-async def get_async_backend(
+def get_async_backend(
     backend: str | None = None,
     package: str | None = None,
     *,
     ttl: int,
-) -> AsyncBackend:
-    """The awaitable face of :func:`get_backend`'s instance."""
+) -> Awaitable[AsyncBackend]:
+    """The awaitable face of :func:`get_backend`'s instance (the caller's
+    package is found when this is called)."""
     if package is None:
         package = caller_package()
-    return AsyncBackend(get_backend(backend, package, ttl=ttl))
+    return _ready(AsyncBackend(get_backend(backend, package, ttl=ttl)))
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 async def clear_async_backends(package: str | None = None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cachu import _cachu, _regions
@@ -103,16 +103,18 @@ async def async_cache_delete(fn: Callable[..., Any], **kwargs: Any) -> None:
     await run(_blocks(c), c.invalidate, **kwargs)
 
 
-async def async_cache_clear(
+def async_cache_clear(
     tag: str | None = None,
     backend: str | None = None,
     ttl: int | None = None,
     package: str | None = None,
-) -> int:
-    """Awaitable :func:`cache_clear` (runs off the event loop)."""
+) -> Awaitable[int]:
+    """Awaitable :func:`cache_clear` (runs off the event loop). The caller's
+    package is found when this is called, not when the awaitable first runs,
+    so ``asyncio.run(async_cache_clear(...))`` clears the caller's entries."""
     if package is None:
         package = caller_package()
-    return await off_loop(cache_clear, tag, backend, ttl, package)
+    return off_loop(cache_clear, tag, backend, ttl, package)
 
 
 async def async_cache_info(fn: Callable[..., Any]) -> CacheInfo:
