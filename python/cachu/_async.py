@@ -20,8 +20,6 @@ from cachu._offloop import off_loop
 from cachu._offloop import run as _run
 from cachu.types import CacheEntry
 
-_MISSING: Any = object()
-
 # loop -> {key: future done when the computing task finishes}
 _inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[None]]] = (
     weakref.WeakKeyDictionary()

@@ -206,15 +206,6 @@ impl CachedFunction {
         };
         Ok((Some(kw), truthy(skip)?, truthy(over)?))
     }
-
-    fn key_from_kwargs(
-        &self,
-        py: Python<'_>,
-        r: &Resolved,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<String> {
-        self.build_key(py, r, &[], kwargs)
-    }
 }
 
 #[pymethods]
@@ -330,7 +321,7 @@ impl CachedFunction {
             }
         }
         let r = self.resolved(py)?;
-        let key = self.key_from_kwargs(py, &r, kwargs.as_ref())?;
+        let key = self.build_key(py, &r, &[], kwargs.as_ref())?;
         match r.region.lookup(py, &key)? {
             Some((v, _)) => Ok(v),
             None => match default {
@@ -351,7 +342,7 @@ impl CachedFunction {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let r = self.resolved(py)?;
-        let key = self.key_from_kwargs(py, &r, kwargs)?;
+        let key = self.build_key(py, &r, &[], kwargs)?;
         let ttl = self.ttl_for(value)?;
         r.region.store(py, &key, value, ttl)
     }
@@ -360,7 +351,7 @@ impl CachedFunction {
     #[pyo3(signature = (**kwargs))]
     fn invalidate(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let r = self.resolved(py)?;
-        let key = self.key_from_kwargs(py, &r, kwargs)?;
+        let key = self.build_key(py, &r, &[], kwargs)?;
         r.region.delete(py, &key).map(|_| ())
     }
 
@@ -386,7 +377,7 @@ impl CachedFunction {
     #[pyo3(signature = (**kwargs))]
     fn _key(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<String> {
         let r = self.resolved(py)?;
-        self.key_from_kwargs(py, &r, kwargs)
+        self.build_key(py, &r, &[], kwargs)
     }
 
     /// The backend instance this function's entries live in.

@@ -31,22 +31,15 @@ pub enum Stored {
     Pickled(Arc<[u8]>),
 }
 
-/// A handle taken out of the store under its lock; turned into the value
-/// handed to the caller after the lock is released.
-pub enum Fetched {
-    Shared(Py<PyAny>),
-    Template(Py<PyAny>),
-    Pickled(Arc<[u8]>),
-}
-
 impl Stored {
-    /// Cheap handle to the stored value; runs no Python code.
+    /// A cheap handle to the same value, taken under the store's lock (it
+    /// runs no Python code); `into_value` then runs after the lock is gone.
     #[inline]
-    pub fn fetch(&self, py: Python<'_>) -> Fetched {
+    pub fn fetch(&self, py: Python<'_>) -> Stored {
         match self {
-            Stored::Shared(o) => Fetched::Shared(o.clone_ref(py)),
-            Stored::Template(o) => Fetched::Template(o.clone_ref(py)),
-            Stored::Pickled(b) => Fetched::Pickled(b.clone()),
+            Stored::Shared(o) => Stored::Shared(o.clone_ref(py)),
+            Stored::Template(o) => Stored::Template(o.clone_ref(py)),
+            Stored::Pickled(b) => Stored::Pickled(b.clone()),
         }
     }
 
@@ -58,16 +51,14 @@ impl Stored {
             Kind::Other => Ok(Stored::Pickled(dumps(value)?.into())),
         }
     }
-}
 
-impl Fetched {
     /// The value for the caller. `Err` only if unpickling fails.
     #[inline]
     pub fn into_value(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match self {
-            Fetched::Shared(o) => Ok(o),
-            Fetched::Template(o) => Ok(deep_copy(o.bind(py))?.unbind()),
-            Fetched::Pickled(b) => Ok(loads(py, &b)?.unbind()),
+            Stored::Shared(o) => Ok(o),
+            Stored::Template(o) => Ok(deep_copy(o.bind(py))?.unbind()),
+            Stored::Pickled(b) => Ok(loads(py, &b)?.unbind()),
         }
     }
 }
