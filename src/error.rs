@@ -29,6 +29,9 @@ pub enum Error {
     /// The backend is unreachable or answered with an error (Redis).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// A setting that cannot be used (a malformed `redis_url`, ...).
+    #[error("{0}")]
+    BadConfig(String),
     /// The operation is not supported by this backend.
     #[error("{0}")]
     Unsupported(String),

@@ -18,6 +18,9 @@ DEFAULTS = {
     'file_dir': '/tmp',
     'redis_url': 'redis://localhost:6379/0',
     'lock_timeout': 10.0,
+    # Added by the Redis work (issue 4): outage behaviour and socket bound.
+    'fail_open': True,
+    'redis_socket_timeout': 3.0,
 }
 
 no_env_overrides = pytest.mark.skipif(
@@ -305,8 +308,8 @@ import json
 import cachu
 
 def dump(cfg):
-    return {n: getattr(cfg, n) for n in
-            ('backend', 'key_prefix', 'file_dir', 'redis_url', 'lock_timeout')}
+    import dataclasses
+    return dataclasses.asdict(cfg)
 
 out = {'before': dump(cachu.get_config()),
        'default': cachu.get_all_configs()['_default']}
@@ -343,8 +346,8 @@ def test_env_defaults(tmp_path, clean_env):
     proc = run_python(ENV_PROBE, env)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = {'backend': 'null', 'key_prefix': 'env:', 'file_dir': str(tmp_path),
-                'redis_url': 'redis://env-host:6390/3', 'lock_timeout': 10.0}
+    expected = dict(DEFAULTS, backend='null', key_prefix='env:', file_dir=str(tmp_path),
+                    redis_url='redis://env-host:6390/3')
     assert out['before'] == expected
     assert out['default'] == expected
     assert out['calls'] == 2  # null backend by default

@@ -8,7 +8,7 @@ import threading
 
 from cachu import _cachu
 from cachu.backends import Backend
-from cachu.config import check_backend, get_config
+from cachu.config import get_config
 
 _lock = threading.Lock()
 _instances: dict[tuple[str | None, str, int], Backend] = {}
@@ -33,16 +33,14 @@ def _create(package: str | None, backend: str, ttl: int) -> Backend:
         if not os.path.isdir(directory):
             raise ValueError(f"file_dir {directory!r} is not an existing directory")
         return Backend("file", os.path.join(directory, file_name(package, ttl)))
-    raise NotImplementedError(
-        f"the {backend!r} backend is not available in this build of cachu yet"
+    cfg = get_config(package)
+    return Backend(
+        "redis",
+        url=cfg.redis_url,
+        socket_timeout=cfg.redis_socket_timeout,
+        lock_timeout=cfg.lock_timeout,
+        fail_open=cfg.fail_open,
     )
-
-
-def ensure_supported(backend: str) -> None:
-    """Raise now, at the user's mistake, for a backend this build lacks."""
-    check_backend(backend)
-    if backend == "redis":
-        raise NotImplementedError("the 'redis' backend is not available in this build of cachu yet")
 
 
 def get(package: str | None, backend: str, ttl: int) -> Backend:
@@ -70,6 +68,18 @@ def drop(package: str | None = None, *, everything: bool = False) -> list[Backen
         gone = [_instances.pop(k) for k in keys]
     _cachu.bump_generation()
     return gone
+
+
+def reopen_io(package: str | None) -> None:
+    """Close and forget ``package``'s file and Redis instances, so the next
+    use opens them with its current settings. Memory instances stay: their
+    entries live nowhere else."""
+    with _lock:
+        keys = [k for k, inst in _instances.items() if k[0] == package and inst.blocking]
+        gone = [_instances.pop(k) for k in keys]
+    _cachu.bump_generation()
+    for inst in gone:
+        inst.close()
 
 
 def _close_before_fork() -> None:

@@ -29,6 +29,11 @@ class CacheConfig:
     file_dir: str = "/tmp"
     redis_url: str = "redis://localhost:6379/0"
     lock_timeout: float = 10.0
+    #: When Redis is unreachable, decorated calls run the function (logging a
+    #: warning once per outage) instead of raising.
+    fail_open: bool = True
+    #: Bound, in seconds, on connecting to Redis and on each round trip.
+    redis_socket_timeout: float = 3.0
 
 
 def check_backend(name: object) -> str:
@@ -61,13 +66,23 @@ def check_redis_url(url: object) -> str:
         )
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError(f"malformed redis_url {url!r}: no host")
+    _cachu.Backend("redis", url=url)  # the engine's own parser; connects to nothing
     return url
 
 
-def check_lock_timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"lock_timeout must be a number of seconds >= 0, got {value!r}")
-    return float(value)
+def _seconds(name: str) -> Any:
+    def check(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def check_fail_open(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"fail_open must be True or False, got {value!r}")
+    return value
 
 
 _CHECKS = {
@@ -75,7 +90,9 @@ _CHECKS = {
     "key_prefix": lambda v: v if isinstance(v, str) else _bad_prefix(v),
     "file_dir": check_file_dir,
     "redis_url": check_redis_url,
-    "lock_timeout": check_lock_timeout,
+    "lock_timeout": _seconds("lock_timeout"),
+    "fail_open": check_fail_open,
+    "redis_socket_timeout": _seconds("redis_socket_timeout"),
 }
 
 
@@ -137,10 +154,14 @@ def configure(
     file_dir: str | os.PathLike[str] | None = None,
     redis_url: str | None = None,
     lock_timeout: float | None = None,
+    fail_open: bool | None = None,
+    redis_socket_timeout: float | None = None,
     *,
     package: str | None = None,
 ) -> CacheConfig:
-    """Set the calling package's options; ``None`` leaves an option as is."""
+    """Set the calling package's options; ``None`` leaves an option as is.
+    File and Redis backend instances of the package are reopened with the new
+    settings on next use (their stored entries stay where they are)."""
     if package is None:
         package = caller_package()
     given = {
@@ -149,6 +170,8 @@ def configure(
         "file_dir": file_dir,
         "redis_url": redis_url,
         "lock_timeout": lock_timeout,
+        "fail_open": fail_open,
+        "redis_socket_timeout": redis_socket_timeout,
     }
     updates = {k: _CHECKS[k](v) for k, v in given.items() if v is not None}
     with _registry.lock:
@@ -157,7 +180,9 @@ def configure(
             cfg = _registry.configs[package] = replace(_registry.default)
         for k, v in updates.items():
             setattr(cfg, k, v)
-    _cachu.bump_generation()
+    from cachu import _regions
+
+    _regions.reopen_io(package)
     return cfg
 
 

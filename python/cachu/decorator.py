@@ -50,7 +50,6 @@ def cache(
     if package is None:
         package = caller_package()
     backend_name = check_backend(backend) if backend is not None else get_config(package).backend
-    _regions.ensure_supported(backend_name)
     region_ttl = -1 if callable(ttl) else int(ttl)
     tag = tag or ""
     if not isinstance(tag, str):
@@ -114,7 +113,6 @@ def get_backend(
     if package is None:
         package = caller_package()
     name = check_backend(backend) if backend is not None else get_config(package).backend
-    _regions.ensure_supported(name)
     _check_ttl(ttl)
     return _regions.get(package, name, -1 if callable(ttl) else int(ttl))
 

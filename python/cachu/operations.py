@@ -61,7 +61,6 @@ def cache_clear(
     pattern = _cachu.tag_pattern(tag) if tag else None
     removed = 0
     if backend is not None and ttl is not None:
-        _regions.ensure_supported(backend)
         removed = _regions.get(package, backend, int(ttl)).clear(pattern)
     else:
         for name, region_ttl, inst in _regions.existing(package):

@@ -650,7 +650,7 @@ impl Drop for RedisBackend {
 /// target without credentials.
 fn parse_url(url: &str) -> Result<(Client, String)> {
     let shown = redact(url);
-    let bad = |why: &str| Error::Unsupported(format!("invalid redis_url {shown:?}: {why}"));
+    let bad = |why: &str| Error::BadConfig(format!("invalid redis_url {shown:?}: {why}"));
     let parsed = redis::parse_redis_url(url)
         .ok_or_else(|| bad("expected redis://, rediss:// or unix:// and a valid URL"))?;
     let query: Vec<(String, String)> = parsed

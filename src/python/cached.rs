@@ -12,9 +12,13 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use super::errors::to_py;
 use super::keyplan::KeyPlan;
 use super::region::{PyBackend, Region, Store};
 use super::state;
+use super::value::{dumps, loads};
+use crate::backend::redis::{GetOrLock, LockToken, RedisBackend};
+use crate::backend::{Backend, Hit};
 use crate::key;
 use crate::stats::Stats;
 
@@ -101,19 +105,10 @@ impl CachedFunction {
     /// A stored value that passes `validate`, if any.
     #[inline]
     fn lookup_valid(&self, py: Python<'_>, r: &Resolved, key: &str) -> PyResult<Option<Py<PyAny>>> {
-        let Some((value, created_at)) = r.region.lookup(py, key)? else {
-            return Ok(None);
-        };
-        if let Some(validate) = &self.validate {
-            let age = crate::clock::now() - created_at;
-            let entry = self
-                .entry_type
-                .call1(py, (value.clone_ref(py), created_at, age))?;
-            if !validate.bind(py).call1((entry,))?.is_truthy()? {
-                return Ok(None);
-            }
+        match r.region.lookup(py, key)? {
+            Some((value, created_at)) => self.validated(py, value, created_at),
+            None => Ok(None),
         }
-        Ok(Some(value))
     }
 
     fn ttl_for(&self, result: &Bound<'_, PyAny>) -> PyResult<f64> {
@@ -151,7 +146,7 @@ impl CachedFunction {
         // Look again unless nothing can have been stored since the first
         // look: stores happen under the GIL, and an in-memory lookup never
         // releases it, so if the lock was free the first miss still stands.
-        let looked_without_gil = matches!(r.region.store, Store::Bytes(_));
+        let looked_without_gil = r.region.store.blocking();
         if !overwrite && (waited || looked_without_gil) {
             if let Some(v) = self.lookup_valid(py, r, key)? {
                 self.stats.hit();
@@ -164,6 +159,16 @@ impl CachedFunction {
         Ok(result.unbind())
     }
 
+    /// The TTL to store `result` for, or `None` if `cache_if` rejects it.
+    fn store_ttl(&self, result: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        if let Some(cache_if) = &self.cache_if {
+            if !cache_if.bind(result.py()).call1((result,))?.is_truthy()? {
+                return Ok(None);
+            }
+        }
+        self.ttl_for(result).map(Some)
+    }
+
     /// Store a computed result unless `cache_if` rejects it, for its TTL.
     fn store_result(
         &self,
@@ -172,13 +177,156 @@ impl CachedFunction {
         key: &str,
         result: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        if let Some(cache_if) = &self.cache_if {
-            if !cache_if.bind(py).call1((result,))?.is_truthy()? {
-                return Ok(());
+        match self.store_ttl(result)? {
+            Some(ttl) => r.region.store(py, key, result, ttl),
+            None => Ok(()),
+        }
+    }
+
+    /// A value read from Redis, if it unpickles and passes `validate`; an
+    /// unreadable one is removed.
+    fn accept(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        key: &str,
+        hit: Hit<Vec<u8>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let value = match loads(py, &hit.value) {
+            Ok(v) => v.unbind(),
+            Err(e) => {
+                log::warn!("dropping cache entry {key:?} that could not be read: {e}");
+                if let Err(e) = r.region.delete(py, key) {
+                    r.region.degrade(py, e)?;
+                }
+                return Ok(None);
+            }
+        };
+        self.validated(py, value, hit.created_at)
+    }
+
+    /// `value` unless `validate` rejects it.
+    fn validated(
+        &self,
+        py: Python<'_>,
+        value: Py<PyAny>,
+        created_at: f64,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        if let Some(validate) = &self.validate {
+            let age = crate::clock::now() - created_at;
+            let entry = self
+                .entry_type
+                .call1(py, (value.clone_ref(py), created_at, age))?;
+            if !validate.bind(py).call1((entry,))?.is_truthy()? {
+                return Ok(None);
             }
         }
-        let ttl = self.ttl_for(result)?;
-        r.region.store(py, key, result, ttl)
+        Ok(Some(value))
+    }
+
+    /// A decorated call on Redis: one round trip returns the value or takes
+    /// the key's distributed lock; on a miss, compute, then store and release
+    /// the lock in a second round trip. Callers that find the lock taken wait
+    /// (without the GIL) for the owner's value, up to `lock_timeout`. When
+    /// Redis is unreachable and the region fails open, the function just runs.
+    #[allow(clippy::too_many_arguments)]
+    fn call_redis(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        redis: &RedisBackend,
+        key: &str,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        overwrite: bool,
+    ) -> PyResult<Py<PyAny>> {
+        if overwrite {
+            return self.compute_on_redis(py, r, redis, key, args, kwargs, None);
+        }
+        let probe = match py.detach(|| redis.get_or_lock(key)) {
+            Ok(p) => {
+                r.region.up();
+                p
+            }
+            Err(e) => {
+                r.region.degrade(py, to_py(e))?;
+                self.stats.miss();
+                return Ok(self.func.bind(py).call(args, kwargs)?.unbind());
+            }
+        };
+        let token = match probe {
+            GetOrLock::Hit(hit) => {
+                if let Some(v) = self.accept(py, r, key, hit)? {
+                    self.stats.hit();
+                    return Ok(v);
+                }
+                None
+            }
+            GetOrLock::Locked(token) => Some(token),
+            GetOrLock::Busy => {
+                match py.detach(|| redis.wait_for(key, r.lock_timeout)) {
+                    Ok(Some(hit)) => {
+                        if let Some(v) = self.accept(py, r, key, hit)? {
+                            self.stats.hit();
+                            return Ok(v);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => r.region.degrade(py, to_py(e))?,
+                }
+                None
+            }
+        };
+        self.compute_on_redis(py, r, redis, key, args, kwargs, token)
+    }
+
+    /// Run the function and store its result on Redis, releasing `token`'s
+    /// lock in the same round trip (or on any failure).
+    #[allow(clippy::too_many_arguments)]
+    fn compute_on_redis(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        redis: &RedisBackend,
+        key: &str,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        token: Option<LockToken>,
+    ) -> PyResult<Py<PyAny>> {
+        let unlock = |token: &Option<LockToken>| {
+            if let Some(t) = token {
+                // Best effort: if it fails, the lock expires after lock_timeout.
+                let _ = py.detach(|| redis.unlock(key, t));
+            }
+        };
+        self.stats.miss();
+        let prepared = self.func.bind(py).call(args, kwargs).and_then(|result| {
+            let ttl = self.store_ttl(&result)?;
+            let data = ttl.map(|_| dumps(&result)).transpose()?;
+            Ok((result, ttl.zip(data)))
+        });
+        let (result, to_store) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                unlock(&token);
+                return Err(e);
+            }
+        };
+        let written = match (&to_store, &token) {
+            (Some((ttl, data)), Some(t)) => {
+                py.detach(|| redis.store_and_unlock(key, data, *ttl, t))
+            }
+            (Some((ttl, data)), None) => py.detach(|| redis.set(key, data, *ttl)),
+            (None, _) => {
+                unlock(&token);
+                Ok(())
+            }
+        };
+        match written {
+            Ok(()) => r.region.up(),
+            Err(e) => r.region.degrade(py, to_py(e))?,
+        }
+        Ok(result.unbind())
     }
 
     /// Keyword arguments minus the per-call flags, and the flags' values.
@@ -268,6 +416,9 @@ impl CachedFunction {
         }
         let r = this.resolved(py)?;
         let key = this.build_key(py, &r, args.as_slice(), kwargs)?;
+        if let Store::Redis(redis) = &r.region.store {
+            return this.call_redis(py, &r, redis, &key, args, kwargs, overwrite);
+        }
         if !overwrite {
             if let Some(v) = this.lookup_valid(py, &r, &key)? {
                 this.stats.hit();
@@ -407,7 +558,7 @@ impl CachedFunction {
     ) -> PyResult<(String, u8, Option<Py<PyAny>>)> {
         let r = self.resolved(py)?;
         let key = self.build_key(py, &r, args.as_slice(), kwargs)?;
-        if matches!(r.region.store, Store::Bytes(_)) {
+        if r.region.store.blocking() {
             return Ok((key, 2, None));
         }
         if peek {
@@ -423,7 +574,14 @@ impl CachedFunction {
     /// counted), else `(False, None)`. Releases the GIL while waiting on I/O.
     fn _peek(&self, py: Python<'_>, key: &str) -> PyResult<(bool, Option<Py<PyAny>>)> {
         let r = self.resolved(py)?;
-        Ok(match self.lookup_valid(py, &r, key)? {
+        let found = match self.lookup_valid(py, &r, key) {
+            Ok(found) => found,
+            Err(e) => {
+                r.region.degrade(py, e)?;
+                None
+            }
+        };
+        Ok(match found {
             Some(v) => {
                 self.stats.hit();
                 (true, Some(v))
@@ -441,6 +599,7 @@ impl CachedFunction {
     fn _store_result(&self, py: Python<'_>, key: &str, result: &Bound<'_, PyAny>) -> PyResult<()> {
         let r = self.resolved(py)?;
         self.store_result(py, &r, key, result)
+            .or_else(|e| r.region.degrade(py, e))
     }
 
     /// Seconds a caller waits for another's computation of the same key.

@@ -21,7 +21,9 @@ create_exception!(
 
 pub fn to_py(err: Error) -> PyErr {
     match err {
-        Error::BadDirectory { .. } | Error::BadPattern(_) => PyValueError::new_err(err.to_string()),
+        Error::BadDirectory { .. } | Error::BadPattern(_) | Error::BadConfig(_) => {
+            PyValueError::new_err(err.to_string())
+        }
         Error::Unavailable(_) => BackendUnavailableError::new_err(err.to_string()),
         _ => CacheError::new_err(err.to_string()),
     }

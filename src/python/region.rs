@@ -8,33 +8,89 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
-use super::errors::to_py;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::errors::{to_py, BackendUnavailableError};
 use super::value::{dumps, loads, Stored};
 use crate::backend::file::FileBackend;
 use crate::backend::memory::MemoryStore;
+use crate::backend::redis::{RedisBackend, RedisOptions};
 use crate::backend::Backend;
 use crate::clock::{now, now_coarse};
 use crate::lock::KeyLocks;
 
+// Regions live behind an Arc, one per (package, backend, ttl): size is moot.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Memory(MemoryStore<Stored>),
     Null,
-    /// A byte store (file, redis): values travel as pickles.
-    Bytes(Box<dyn Backend>),
+    /// Byte stores: values travel as pickles.
+    File(FileBackend),
+    Redis(RedisBackend),
+}
+
+impl Store {
+    /// The byte store behind a file or Redis region.
+    #[inline]
+    fn bytes(&self) -> Option<&dyn Backend> {
+        match self {
+            Store::File(f) => Some(f),
+            Store::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether calls wait on I/O (and so release the GIL).
+    #[inline]
+    pub fn blocking(&self) -> bool {
+        self.bytes().is_some()
+    }
 }
 
 pub struct Region {
     pub store: Store,
     /// In-process dogpile locks for this region's keys.
     pub locks: KeyLocks,
+    /// Decorated calls carry on without the cache when it is unreachable.
+    fail_open: bool,
+    /// An outage is in progress (so it is logged once, not per call).
+    down: AtomicBool,
 }
 
 impl Region {
     pub fn new(store: Store) -> Arc<Self> {
+        Self::with_fail_open(store, false)
+    }
+
+    pub fn with_fail_open(store: Store, fail_open: bool) -> Arc<Self> {
         Arc::new(Self {
             store,
             locks: KeyLocks::new(),
+            fail_open,
+            down: AtomicBool::new(false),
         })
+    }
+
+    /// A decorated call met `err`: if it is the backend being unreachable
+    /// and the region fails open, log it (once per outage) and carry on
+    /// without the cache; otherwise hand the error back.
+    pub fn degrade(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
+        if self.fail_open && err.is_instance_of::<BackendUnavailableError>(py) {
+            if !self.down.swap(true, Ordering::Relaxed) {
+                log::warn!("cache unavailable, calls run uncached until it is back: {err}");
+            }
+            return Ok(());
+        }
+        Err(err)
+    }
+
+    /// A backend call succeeded: end the outage, if one was logged.
+    #[inline]
+    pub fn up(&self) {
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
+            log::warn!("cache reachable again, caching resumed");
+        }
     }
 
     /// The live value under `key` and its `created_at`. A value that fails
@@ -58,7 +114,8 @@ impl Region {
                 }
             }
             Store::Null => Ok(None),
-            Store::Bytes(b) => {
+            Store::File(_) | Store::Redis(_) => {
+                let b = self.store.bytes().expect("byte store");
                 let hit = py.detach(|| b.get(key)).map_err(to_py)?;
                 let Some(hit) = hit else { return Ok(None) };
                 match loads(py, &hit.value) {
@@ -97,7 +154,8 @@ impl Region {
                 Ok(())
             }
             Store::Null => Ok(()),
-            Store::Bytes(b) => {
+            Store::File(_) | Store::Redis(_) => {
+                let b = self.store.bytes().expect("byte store");
                 let data = dumps(value)?;
                 py.detach(|| b.set(key, &data, ttl)).map_err(to_py)
             }
@@ -108,7 +166,10 @@ impl Region {
         match &self.store {
             Store::Memory(m) => Ok(m.remove(key, now()).is_some_and(|(_, live)| live)),
             Store::Null => Ok(false),
-            Store::Bytes(b) => py.detach(|| b.delete(key)).map_err(to_py),
+            Store::File(_) | Store::Redis(_) => {
+                let b = self.store.bytes().expect("byte store");
+                py.detach(|| b.delete(key)).map_err(to_py)
+            }
         }
     }
 
@@ -120,7 +181,10 @@ impl Region {
                 Ok(n)
             }
             Store::Null => Ok(0),
-            Store::Bytes(b) => py.detach(|| b.clear(pattern)).map_err(to_py),
+            Store::File(_) | Store::Redis(_) => {
+                let b = self.store.bytes().expect("byte store");
+                py.detach(|| b.clear(pattern)).map_err(to_py)
+            }
         }
     }
 
@@ -128,7 +192,10 @@ impl Region {
         match &self.store {
             Store::Memory(m) => Ok(m.keys_at(pattern, now())),
             Store::Null => Ok(Vec::new()),
-            Store::Bytes(b) => py.detach(|| b.keys(pattern)).map_err(to_py),
+            Store::File(_) | Store::Redis(_) => {
+                let b = self.store.bytes().expect("byte store");
+                py.detach(|| b.keys(pattern)).map_err(to_py)
+            }
         }
     }
 
@@ -136,12 +203,15 @@ impl Region {
         match &self.store {
             Store::Memory(m) => Ok(m.count_at(pattern, now())),
             Store::Null => Ok(0),
-            Store::Bytes(b) => py.detach(|| b.count(pattern)).map_err(to_py),
+            Store::File(_) | Store::Redis(_) => {
+                let b = self.store.bytes().expect("byte store");
+                py.detach(|| b.count(pattern)).map_err(to_py)
+            }
         }
     }
 
     pub fn close(&self, py: Python<'_>) {
-        if let Store::Bytes(b) = &self.store {
+        if let Some(b) = self.store.bytes() {
             py.detach(|| b.close());
         }
     }
@@ -183,29 +253,63 @@ impl PyBackend {
 
 #[pymethods]
 impl PyBackend {
-    /// A new backend instance: `Backend('memory')`, `Backend('null')`, or
-    /// `Backend('file', path)` (an SQLite database at `path`).
+    /// A new backend instance: `Backend('memory')`, `Backend('null')`,
+    /// `Backend('file', path)` (an SQLite database at `path`), or
+    /// `Backend('redis', url=..., socket_timeout=3.0, lock_timeout=10.0,
+    /// fail_open=True)` (connects on first use, not here).
     #[new]
-    #[pyo3(signature = (kind, path=None))]
-    fn new(kind: &str, path: Option<std::path::PathBuf>) -> PyResult<Self> {
-        let (store, kind) = match (kind, path) {
-            ("memory", None) => (Store::Memory(MemoryStore::new()), "memory"),
-            ("null", None) => (Store::Null, "null"),
-            ("file", Some(path)) => (
-                Store::Bytes(Box::new(FileBackend::open(path).map_err(to_py)?)),
-                "file",
-            ),
-            ("file", None) => return Err(PyValueError::new_err("the file backend needs a path")),
-            (other, _) => return Err(PyValueError::new_err(format!("unknown backend {other:?}"))),
+    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true))]
+    fn new(
+        kind: &str,
+        path: Option<std::path::PathBuf>,
+        url: Option<&str>,
+        socket_timeout: f64,
+        lock_timeout: f64,
+        fail_open: bool,
+    ) -> PyResult<Self> {
+        let seconds = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(PyValueError::new_err(format!(
+                    "{name} must be a number of seconds >= 0, got {v}"
+                )))
+            }
         };
-        Ok(Self::from_region(Region::new(store), kind))
+        let (store, kind) = match (kind, path, url) {
+            ("memory", None, None) => (Store::Memory(MemoryStore::new()), "memory"),
+            ("null", None, None) => (Store::Null, "null"),
+            ("file", Some(path), None) => {
+                (Store::File(FileBackend::open(path).map_err(to_py)?), "file")
+            }
+            ("redis", None, Some(url)) => {
+                let options = RedisOptions {
+                    socket_timeout: seconds("redis_socket_timeout", socket_timeout)?,
+                    lock_timeout: seconds("lock_timeout", lock_timeout)?,
+                    ..RedisOptions::default()
+                };
+                (
+                    Store::Redis(RedisBackend::new(url, options).map_err(to_py)?),
+                    "redis",
+                )
+            }
+            ("file", _, _) => return Err(PyValueError::new_err("the file backend takes a path")),
+            ("redis", _, _) => return Err(PyValueError::new_err("the redis backend takes url=")),
+            (other, _, _) => {
+                return Err(PyValueError::new_err(format!("unknown backend {other:?}")))
+            }
+        };
+        Ok(Self::from_region(
+            Region::with_fail_open(store, fail_open),
+            kind,
+        ))
     }
 
     /// Whether calls may wait on I/O (file, redis), so async callers run
     /// them off the event loop.
     #[getter]
     fn blocking(&self) -> bool {
-        matches!(self.region.store, Store::Bytes(_))
+        self.region.store.blocking()
     }
 
     /// `'memory'`, `'null'`, `'file'` or `'redis'`.
