@@ -28,11 +28,13 @@ fmt: ## format Rust and Python
 	cargo fmt
 	$(PYTHON) -m ruff format python tests bench
 
-lint: ## rustfmt/clippy/ruff checks
+lint: ## rustfmt, clippy, ruff, mypy and stubtest (tools: pip install '.[dev]')
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
 	$(PYTHON) -m ruff check python tests bench
+	$(PYTHON) -m mypy python/cachu
+	MYPYPATH=python $(PYTHON) -m mypy.stubtest cachu._cachu  # the stubs match the built module
 
 bench: ## ours beside the reference and the peers (see bench/README.md)
 	$(PYTHON) bench/run.py

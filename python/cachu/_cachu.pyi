@@ -3,7 +3,25 @@
 from collections.abc import Callable, Iterator
 from typing import Any, final
 
+from typing_extensions import disjoint_base
+
 from cachu.types import CacheEntry
+
+__all__ = [
+    "NO_VALUE",
+    "Backend",
+    "BackendUnavailableError",
+    "CacheError",
+    "CachedFunction",
+    "NoValue",
+    "bump_generation",
+    "is_disabled",
+    "mangle",
+    "region_name",
+    "reset_stats",
+    "set_disabled",
+    "tag_pattern",
+]
 
 @final
 class NoValue:
@@ -20,10 +38,20 @@ class CacheError(Exception):
 class BackendUnavailableError(CacheError):
     """The backend could not be reached or answered with an error."""
 
+@disjoint_base
 class Backend:
     """A cache backend instance (one per ``(package, backend, ttl)`` region)."""
 
-    def __new__(cls, kind: str, path: str | None = None) -> Backend: ...
+    def __new__(
+        cls,
+        kind: str,
+        path: str | None = None,
+        *,
+        url: str | None = None,
+        socket_timeout: float = 3.0,
+        lock_timeout: float = 10.0,
+        fail_open: bool = True,
+    ) -> Backend: ...
     @property
     def kind(self) -> str:
         """``'memory'``, ``'null'``, ``'file'`` or ``'redis'``."""
@@ -43,12 +71,13 @@ class Backend:
     def count(self, pattern: str | None = None) -> int: ...
     def close(self) -> None: ...
 
+@final
 class CachedFunction:
     """What ``@cache`` returns for a sync function."""
 
     __wrapped__: Callable[..., Any]
-    def __init__(
-        self,
+    def __new__(
+        cls,
         func: Callable[..., Any],
         name: str,
         tag: str,
@@ -60,9 +89,9 @@ class CachedFunction:
         validate: Callable[[CacheEntry], object] | None,
         entry_type: type[CacheEntry],
         resolver: Callable[[], tuple[str, Backend, float]],
-    ) -> None: ...
+    ) -> CachedFunction: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-    def __get__(self, obj: object, owner: type | None = None) -> Any: ...
+    def __get__(self, obj: object, owner: type | None = None, /) -> Any: ...
     def get(self, *default: Any, **kwargs: Any) -> Any:
         """The cached value for these keyword arguments; ``KeyError`` if none
         and no ``default``."""

@@ -11,6 +11,7 @@ import pathlib
 import sys
 import threading
 from dataclasses import asdict, dataclass, replace
+from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,8 +43,10 @@ def check_backend(name: object) -> str:
     return name  # type: ignore[return-value]
 
 
-def check_file_dir(path: object) -> str:
-    path = os.fspath(path)  # type: ignore[arg-type]
+def check_file_dir(value: object) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"file_dir must be a path, got {value!r}")
+    path = str(os.fspath(value))
     if not pathlib.Path(path).is_dir():
         raise ValueError(f"file_dir {path!r} is not an existing directory")
     if not os.access(path, os.W_OK | os.X_OK):
@@ -123,7 +126,7 @@ def _defaults_from_env() -> CacheConfig:
 
 def caller_package() -> str | None:
     """The top-level package of the first caller outside cachu."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if name and not name.startswith("cachu"):
