@@ -1,6 +1,26 @@
 //! Regions, key mangling, tag normalisation and glob matching: the string
 //! formats shared with the reference implementation (see COMPAT.md).
 
+use std::sync::OnceLock;
+
+/// A cache key with its hash, computed once per call and shared by the
+/// memory store and the dogpile locks. The hash is seeded randomly per
+/// process (keys come from callers' arguments).
+#[derive(Debug, Clone, Copy)]
+pub struct HashedKey<'a> {
+    pub text: &'a str,
+    pub hash: u64,
+}
+
+impl<'a> HashedKey<'a> {
+    #[inline]
+    pub fn new(text: &'a str) -> Self {
+        static HASHER: OnceLock<ahash::RandomState> = OnceLock::new();
+        let hash = HASHER.get_or_init(ahash::RandomState::new).hash_one(text);
+        Self { text, hash }
+    }
+}
+
 /// The region name of a TTL: `59s`, `5m`, `1h`, `1d`; `-1s` for a callable TTL.
 pub fn region_name(ttl: i64) -> String {
     if ttl < 60 {

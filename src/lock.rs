@@ -7,11 +7,13 @@
 //! Keys are identified by a 64-bit hash, so taking a lock allocates nothing;
 //! two keys whose hashes collide merely share a lock.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nohash_hasher::IntMap;
 use parking_lot::{Condvar, Mutex};
+
+use crate::key::HashedKey;
 
 const SHARDS: usize = 16;
 
@@ -22,14 +24,13 @@ struct Held {
 
 #[derive(Default)]
 struct Shard {
-    held: Mutex<HashMap<u64, Held>>,
+    held: Mutex<IntMap<u64, Held>>,
     released: Condvar,
 }
 
 /// A set of named locks, created on demand and forgotten when released.
 pub struct KeyLocks {
     shards: Box<[Shard]>,
-    hasher: ahash::RandomState,
 }
 
 impl Default for KeyLocks {
@@ -56,17 +57,16 @@ impl KeyLocks {
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            hasher: ahash::RandomState::new(),
         }
     }
 
-    fn locate(&self, key: &str) -> (u64, &Shard) {
-        let id = self.hasher.hash_one(key);
-        (id, &self.shards[(id >> 58) as usize % SHARDS])
+    #[inline]
+    fn locate(&self, key: HashedKey<'_>) -> (u64, &Shard) {
+        (key.hash, &self.shards[(key.hash >> 58) as usize % SHARDS])
     }
 
     /// Take `key` if it is free (or already ours), without waiting.
-    pub fn try_acquire(&self, key: &str) -> Option<KeyGuard<'_>> {
+    pub fn try_acquire(&self, key: HashedKey<'_>) -> Option<KeyGuard<'_>> {
         let (id, shard) = self.locate(key);
         let mut held = shard.held.lock();
         self.take(&mut held, id).then(|| self.guard(id))
@@ -74,7 +74,7 @@ impl KeyLocks {
 
     /// Take `key`, waiting at most `timeout` for its holder to release it.
     /// `None` means the wait timed out; the caller proceeds without the lock.
-    pub fn acquire(&self, key: &str, timeout: Duration) -> Option<KeyGuard<'_>> {
+    pub fn acquire(&self, key: HashedKey<'_>, timeout: Duration) -> Option<KeyGuard<'_>> {
         let deadline = Instant::now() + timeout;
         let (id, shard) = self.locate(key);
         let mut held = shard.held.lock();
@@ -89,12 +89,12 @@ impl KeyLocks {
     }
 
     /// Whether some thread holds `key` now.
-    pub fn is_held(&self, key: &str) -> bool {
+    pub fn is_held(&self, key: HashedKey<'_>) -> bool {
         let (id, shard) = self.locate(key);
         shard.held.lock().contains_key(&id)
     }
 
-    fn take(&self, held: &mut HashMap<u64, Held>, id: u64) -> bool {
+    fn take(&self, held: &mut IntMap<u64, Held>, id: u64) -> bool {
         let me = thread_token();
         match held.get_mut(&id) {
             None => {
@@ -155,7 +155,9 @@ mod tests {
                 let (locks, inside, max) = (locks.clone(), inside.clone(), max.clone());
                 thread::spawn(move || {
                     for _ in 0..50 {
-                        let _g = locks.acquire("k", Duration::from_secs(10)).unwrap();
+                        let _g = locks
+                            .acquire(HashedKey::new("k"), Duration::from_secs(10))
+                            .unwrap();
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         max.fetch_max(now, Ordering::SeqCst);
                         inside.fetch_sub(1, Ordering::SeqCst);
@@ -167,26 +169,26 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(max.load(Ordering::SeqCst), 1);
-        assert!(!locks.is_held("k"));
+        assert!(!locks.is_held(HashedKey::new("k")));
     }
 
     #[test]
     fn reentrant_for_the_holder() {
         let locks = KeyLocks::new();
-        let a = locks.try_acquire("k").unwrap();
-        let b = locks.try_acquire("k").unwrap();
+        let a = locks.try_acquire(HashedKey::new("k")).unwrap();
+        let b = locks.try_acquire(HashedKey::new("k")).unwrap();
         drop(a);
-        assert!(locks.is_held("k"));
+        assert!(locks.is_held(HashedKey::new("k")));
         drop(b);
-        assert!(!locks.is_held("k"));
+        assert!(!locks.is_held(HashedKey::new("k")));
     }
 
     #[test]
     fn other_keys_do_not_wait() {
         let locks = Arc::new(KeyLocks::new());
-        let _g = locks.try_acquire("a").unwrap();
+        let _g = locks.try_acquire(HashedKey::new("a")).unwrap();
         let l2 = locks.clone();
-        let got = thread::spawn(move || l2.try_acquire("b").is_some())
+        let got = thread::spawn(move || l2.try_acquire(HashedKey::new("b")).is_some())
             .join()
             .unwrap();
         assert!(got);
@@ -195,11 +197,13 @@ mod tests {
     #[test]
     fn times_out() {
         let locks = Arc::new(KeyLocks::new());
-        let _g = locks.try_acquire("k").unwrap();
+        let _g = locks.try_acquire(HashedKey::new("k")).unwrap();
         let l2 = locks.clone();
         let (got, waited) = thread::spawn(move || {
             let t = Instant::now();
-            let got = l2.acquire("k", Duration::from_millis(50)).is_some();
+            let got = l2
+                .acquire(HashedKey::new("k"), Duration::from_millis(50))
+                .is_some();
             (got, t.elapsed())
         })
         .join()
@@ -211,9 +215,12 @@ mod tests {
     #[test]
     fn waiter_wakes_on_release() {
         let locks = Arc::new(KeyLocks::new());
-        let g = locks.try_acquire("k").unwrap();
+        let g = locks.try_acquire(HashedKey::new("k")).unwrap();
         let l2 = locks.clone();
-        let h = thread::spawn(move || l2.acquire("k", Duration::from_secs(10)).is_some());
+        let h = thread::spawn(move || {
+            l2.acquire(HashedKey::new("k"), Duration::from_secs(10))
+                .is_some()
+        });
         thread::sleep(Duration::from_millis(20));
         drop(g);
         assert!(h.join().unwrap());

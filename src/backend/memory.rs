@@ -13,11 +13,13 @@ use parking_lot::Mutex;
 use super::{Backend, Hit};
 use crate::clock::now;
 use crate::error::Result;
-use crate::key::glob_match;
+use crate::key::{glob_match, HashedKey};
 
 const SHARDS: usize = 32;
-/// Writes to a shard between two sweeps of its expired entries.
-const SWEEP_EVERY: u32 = 4096;
+/// Seconds between two sweeps of a shard's expired entries. A sweep scans
+/// the whole shard (memory-bound), so it is paced by time, not by writes:
+/// a cache filling fast must not pay a scan every few thousand inserts.
+const SWEEP_INTERVAL: f64 = 1.0;
 
 struct Slot<V> {
     hash: u64,
@@ -36,13 +38,12 @@ impl<V> Slot<V> {
 
 struct Shard<V> {
     table: HashTable<Slot<V>>,
-    writes: u32,
+    last_sweep: f64,
 }
 
 /// Thread-safe map from key to `(value, created_at, expires_at)`.
 pub struct MemoryStore<V> {
     shards: Box<[Mutex<Shard<V>>]>,
-    hasher: ahash::RandomState,
 }
 
 impl<V> Default for MemoryStore<V> {
@@ -58,17 +59,16 @@ impl<V> MemoryStore<V> {
                 .map(|_| {
                     Mutex::new(Shard {
                         table: HashTable::new(),
-                        writes: 0,
+                        last_sweep: 0.0,
                     })
                 })
                 .collect(),
-            hasher: ahash::RandomState::new(),
         }
     }
 
     #[inline]
-    fn locate(&self, key: &str) -> (u64, &Mutex<Shard<V>>) {
-        let hash = self.hasher.hash_one(key);
+    fn locate(&self, key: HashedKey<'_>) -> (u64, &Mutex<Shard<V>>) {
+        let hash = key.hash;
         // Middle bits: hashbrown uses the low bits for the bucket and the top
         // seven for its tags, so sharding on either would starve a shard's
         // table of entropy (long probes, false tag matches).
@@ -81,13 +81,13 @@ impl<V> MemoryStore<V> {
     #[inline]
     pub fn get_with<R>(
         &self,
-        key: &str,
+        key: HashedKey<'_>,
         now: f64,
         f: impl FnOnce(&V, f64) -> R,
     ) -> (Option<R>, Option<V>) {
         let (hash, shard) = self.locate(key);
         let mut shard = shard.lock();
-        match shard.table.find_entry(hash, |s| &*s.key == key) {
+        match shard.table.find_entry(hash, |s| &*s.key == key.text) {
             Ok(entry) => {
                 let slot = entry.get();
                 if slot.live(now) {
@@ -103,18 +103,18 @@ impl<V> MemoryStore<V> {
 
     /// Store `value` under `key`; returns the value it replaced, if any, and
     /// any expired values a periodic sweep removed, for the caller to drop.
-    pub fn insert(&self, key: &str, value: V, created_at: f64, expires_at: f64) -> Vec<V> {
+    pub fn insert(&self, key: HashedKey<'_>, value: V, created_at: f64, expires_at: f64) -> Vec<V> {
         let (hash, shard) = self.locate(key);
         let mut shard = shard.lock();
         let mut dropped = Vec::new();
         let slot = Slot {
             hash,
-            key: key.into(),
+            key: key.text.into(),
             value,
             created_at,
             expires_at,
         };
-        match shard.table.find_entry(hash, |s| &*s.key == key) {
+        match shard.table.find_entry(hash, |s| &*s.key == key.text) {
             Ok(mut entry) => {
                 let old = std::mem::replace(entry.get_mut(), slot);
                 dropped.push(old.value);
@@ -123,20 +123,24 @@ impl<V> MemoryStore<V> {
                 absent.into_table().insert_unique(hash, slot, |s| s.hash);
             }
         }
-        shard.writes += 1;
-        if shard.writes >= SWEEP_EVERY {
-            shard.writes = 0;
-            let t = now();
-            dropped.extend(shard.table.extract_if(|s| !s.live(t)).map(|s| s.value));
+        // `created_at` is the writer's "now".
+        if created_at - shard.last_sweep >= SWEEP_INTERVAL {
+            shard.last_sweep = created_at;
+            dropped.extend(
+                shard
+                    .table
+                    .extract_if(|s| !s.live(created_at))
+                    .map(|s| s.value),
+            );
         }
         dropped
     }
 
     /// Remove `key`; returns the removed value and whether it was live.
-    pub fn remove(&self, key: &str, now: f64) -> Option<(V, bool)> {
+    pub fn remove(&self, key: HashedKey<'_>, now: f64) -> Option<(V, bool)> {
         let (hash, shard) = self.locate(key);
         let mut shard = shard.lock();
-        match shard.table.find_entry(hash, |s| &*s.key == key) {
+        match shard.table.find_entry(hash, |s| &*s.key == key.text) {
             Ok(entry) => {
                 let (slot, _) = entry.remove();
                 let live = slot.live(now);
@@ -204,7 +208,7 @@ impl<V> MemoryStore<V> {
 
 impl Backend for MemoryStore<Vec<u8>> {
     fn get(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
-        let (hit, _) = self.get_with(key, now(), |v, created_at| Hit {
+        let (hit, _) = self.get_with(HashedKey::new(key), now(), |v, created_at| Hit {
             value: v.clone(),
             created_at,
         });
@@ -213,6 +217,7 @@ impl Backend for MemoryStore<Vec<u8>> {
 
     fn set(&self, key: &str, value: &[u8], ttl: f64) -> Result<()> {
         let t = now();
+        let key = HashedKey::new(key);
         if ttl <= 0.0 {
             self.remove(key, t);
         } else {
@@ -222,7 +227,9 @@ impl Backend for MemoryStore<Vec<u8>> {
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        Ok(self.remove(key, now()).is_some_and(|(_, live)| live))
+        Ok(self
+            .remove(HashedKey::new(key), now())
+            .is_some_and(|(_, live)| live))
     }
 
     fn clear(&self, pattern: Option<&str>) -> Result<u64> {
@@ -289,11 +296,29 @@ mod tests {
     fn sweep_drops_expired_entries() {
         let m: MemoryStore<Vec<u8>> = MemoryStore::new();
         let t = now();
-        for i in 0..(SWEEP_EVERY as usize * SHARDS * 2) {
-            m.insert(&format!("k{i}"), vec![], t - 10.0, t - 1.0);
+        for i in 0..1000 {
+            m.insert(
+                HashedKey::new(&format!("dead{i}")),
+                vec![],
+                t - 10.0,
+                t - 1.0,
+            );
         }
-        let stored: usize = m.shards.iter().map(|s| s.lock().table.len()).sum();
-        assert!(stored < SWEEP_EVERY as usize * SHARDS);
+        let stored = |m: &MemoryStore<Vec<u8>>| -> usize {
+            m.shards.iter().map(|s| s.lock().table.len()).sum()
+        };
+        assert!(stored(&m) > 0);
+        // A write more than SWEEP_INTERVAL later sweeps its shard; one write
+        // per shard-sized stride reaches every shard.
+        for i in 0..(SHARDS * 64) {
+            m.insert(
+                HashedKey::new(&format!("live{i}")),
+                vec![],
+                t + SWEEP_INTERVAL,
+                t + 100.0,
+            );
+        }
+        assert_eq!(stored(&m), SHARDS * 64);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::state;
 use super::value::{dumps, loads};
 use crate::backend::redis::{GetOrLock, LockToken, RedisBackend};
 use crate::backend::{Backend, Hit};
-use crate::key;
+use crate::key::{self, HashedKey};
 use crate::stats::Stats;
 
 unsafe extern "C" {
@@ -104,7 +104,12 @@ impl CachedFunction {
 
     /// A stored value that passes `validate`, if any.
     #[inline]
-    fn lookup_valid(&self, py: Python<'_>, r: &Resolved, key: &str) -> PyResult<Option<Py<PyAny>>> {
+    fn lookup_valid(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        key: HashedKey<'_>,
+    ) -> PyResult<Option<Py<PyAny>>> {
         match r.region.lookup(py, key)? {
             Some((value, created_at)) => self.validated(py, value, created_at),
             None => Ok(None),
@@ -132,7 +137,7 @@ impl CachedFunction {
         &self,
         py: Python<'_>,
         r: &Resolved,
-        key: &str,
+        key: HashedKey<'_>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
         overwrite: bool,
@@ -174,7 +179,7 @@ impl CachedFunction {
         &self,
         py: Python<'_>,
         r: &Resolved,
-        key: &str,
+        key: HashedKey<'_>,
         result: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         match self.store_ttl(result)? {
@@ -189,13 +194,16 @@ impl CachedFunction {
         &self,
         py: Python<'_>,
         r: &Resolved,
-        key: &str,
+        key: HashedKey<'_>,
         hit: Hit<Vec<u8>>,
     ) -> PyResult<Option<Py<PyAny>>> {
         let value = match loads(py, &hit.value) {
             Ok(v) => v.unbind(),
             Err(e) => {
-                log::warn!("dropping cache entry {key:?} that could not be read: {e}");
+                log::warn!(
+                    "dropping cache entry {:?} that could not be read: {e}",
+                    key.text
+                );
                 if let Err(e) = r.region.delete(py, key) {
                     r.region.degrade(py, e)?;
                 }
@@ -235,7 +243,7 @@ impl CachedFunction {
         py: Python<'_>,
         r: &Resolved,
         redis: &RedisBackend,
-        key: &str,
+        key: HashedKey<'_>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
         overwrite: bool,
@@ -243,7 +251,7 @@ impl CachedFunction {
         if overwrite {
             return self.compute_on_redis(py, r, redis, key, args, kwargs, None);
         }
-        let probe = match py.detach(|| redis.get_or_lock(key)) {
+        let probe = match py.detach(|| redis.get_or_lock(key.text)) {
             Ok(p) => {
                 r.region.up();
                 p
@@ -264,7 +272,7 @@ impl CachedFunction {
             }
             GetOrLock::Locked(token) => Some(token),
             GetOrLock::Busy => {
-                match py.detach(|| redis.wait_for(key, r.lock_timeout)) {
+                match py.detach(|| redis.wait_for(key.text, r.lock_timeout)) {
                     Ok(Some(hit)) => {
                         if let Some(v) = self.accept(py, r, key, hit)? {
                             self.stats.hit();
@@ -288,7 +296,7 @@ impl CachedFunction {
         py: Python<'_>,
         r: &Resolved,
         redis: &RedisBackend,
-        key: &str,
+        key: HashedKey<'_>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
         token: Option<LockToken>,
@@ -296,7 +304,7 @@ impl CachedFunction {
         let unlock = |token: &Option<LockToken>| {
             if let Some(t) = token {
                 // Best effort: if it fails, the lock expires after lock_timeout.
-                let _ = py.detach(|| redis.unlock(key, t));
+                let _ = py.detach(|| redis.unlock(key.text, t));
             }
         };
         self.stats.miss();
@@ -314,9 +322,9 @@ impl CachedFunction {
         };
         let written = match (&to_store, &token) {
             (Some((ttl, data)), Some(t)) => {
-                py.detach(|| redis.store_and_unlock(key, data, *ttl, t))
+                py.detach(|| redis.store_and_unlock(key.text, data, *ttl, t))
             }
-            (Some((ttl, data)), None) => py.detach(|| redis.set(key, data, *ttl)),
+            (Some((ttl, data)), None) => py.detach(|| redis.set(key.text, data, *ttl)),
             (None, _) => {
                 unlock(&token);
                 Ok(())
@@ -415,17 +423,18 @@ impl CachedFunction {
             return Ok(this.func.bind(py).call(args, kwargs)?.unbind());
         }
         let r = this.resolved(py)?;
-        let key = this.build_key(py, &r, args.as_slice(), kwargs)?;
+        let text = this.build_key(py, &r, args.as_slice(), kwargs)?;
+        let key = HashedKey::new(&text);
         if let Store::Redis(redis) = &r.region.store {
-            return this.call_redis(py, &r, redis, &key, args, kwargs, overwrite);
+            return this.call_redis(py, &r, redis, key, args, kwargs, overwrite);
         }
         if !overwrite {
-            if let Some(v) = this.lookup_valid(py, &r, &key)? {
+            if let Some(v) = this.lookup_valid(py, &r, key)? {
                 this.stats.hit();
                 return Ok(v);
             }
         }
-        this.compute(py, &r, &key, args, kwargs, overwrite)
+        this.compute(py, &r, key, args, kwargs, overwrite)
     }
 
     /// Bind as a method when looked up on an instance.
@@ -473,7 +482,7 @@ impl CachedFunction {
         }
         let r = self.resolved(py)?;
         let key = self.build_key(py, &r, &[], kwargs.as_ref())?;
-        match r.region.lookup(py, &key)? {
+        match r.region.lookup(py, HashedKey::new(&key))? {
             Some((v, _)) => Ok(v),
             None => match default {
                 Some(d) => Ok(d.unbind()),
@@ -495,7 +504,7 @@ impl CachedFunction {
         let r = self.resolved(py)?;
         let key = self.build_key(py, &r, &[], kwargs)?;
         let ttl = self.ttl_for(value)?;
-        r.region.store(py, &key, value, ttl)
+        r.region.store(py, HashedKey::new(&key), value, ttl)
     }
 
     /// Remove the cached value for these keyword arguments.
@@ -503,7 +512,7 @@ impl CachedFunction {
     fn invalidate(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let r = self.resolved(py)?;
         let key = self.build_key(py, &r, &[], kwargs)?;
-        r.region.delete(py, &key).map(|_| ())
+        r.region.delete(py, HashedKey::new(&key)).map(|_| ())
     }
 
     /// Invalidate, then call with these keyword arguments (and cache anew).
@@ -562,7 +571,7 @@ impl CachedFunction {
             return Ok((key, 2, None));
         }
         if peek {
-            if let Some(v) = self.lookup_valid(py, &r, &key)? {
+            if let Some(v) = self.lookup_valid(py, &r, HashedKey::new(&key))? {
                 self.stats.hit();
                 return Ok((key, 1, Some(v)));
             }
@@ -574,7 +583,7 @@ impl CachedFunction {
     /// counted), else `(False, None)`. Releases the GIL while waiting on I/O.
     fn _peek(&self, py: Python<'_>, key: &str) -> PyResult<(bool, Option<Py<PyAny>>)> {
         let r = self.resolved(py)?;
-        let found = match self.lookup_valid(py, &r, key) {
+        let found = match self.lookup_valid(py, &r, HashedKey::new(key)) {
             Ok(found) => found,
             Err(e) => {
                 r.region.degrade(py, e)?;
@@ -598,7 +607,7 @@ impl CachedFunction {
     /// Store a computed result as a call would: `cache_if`, then the TTL.
     fn _store_result(&self, py: Python<'_>, key: &str, result: &Bound<'_, PyAny>) -> PyResult<()> {
         let r = self.resolved(py)?;
-        self.store_result(py, &r, key, result)
+        self.store_result(py, &r, HashedKey::new(key), result)
             .or_else(|e| r.region.degrade(py, e))
     }
 

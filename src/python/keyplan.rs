@@ -2,8 +2,6 @@
 //! COMPAT.md specifies. Everything that depends only on the function's
 //! signature is worked out once, when the function is decorated.
 
-use std::fmt::Write;
-
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{
@@ -183,7 +181,7 @@ fn looks_like_connection(v: &Bound<'_, PyAny>) -> PyResult<bool> {
 pub fn write_repr(out: &mut String, v: &Bound<'_, PyAny>) -> PyResult<()> {
     if v.is_exact_instance_of::<PyInt>() {
         if let Ok(i) = v.extract::<i64>() {
-            let _ = write!(out, "{i}");
+            out.push_str(itoa::Buffer::new().format(i));
             return Ok(());
         }
     } else if v.is_exact_instance_of::<PyString>() {

@@ -18,6 +18,7 @@ use crate::backend::memory::MemoryStore;
 use crate::backend::redis::{RedisBackend, RedisOptions};
 use crate::backend::Backend;
 use crate::clock::{now, now_coarse};
+use crate::key::HashedKey;
 use crate::lock::KeyLocks;
 
 // Regions live behind an Arc, one per (package, backend, ttl): size is moot.
@@ -96,7 +97,7 @@ impl Region {
     /// The live value under `key` and its `created_at`. A value that fails
     /// to unpickle is a miss, and its entry is removed.
     #[inline]
-    pub fn lookup(&self, py: Python<'_>, key: &str) -> PyResult<Option<(Py<PyAny>, f64)>> {
+    pub fn lookup(&self, py: Python<'_>, key: HashedKey<'_>) -> PyResult<Option<(Py<PyAny>, f64)>> {
         match &self.store {
             Store::Memory(m) => {
                 let (found, dead) =
@@ -116,7 +117,7 @@ impl Region {
             Store::Null => Ok(None),
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
-                let hit = py.detach(|| b.get(key)).map_err(to_py)?;
+                let hit = py.detach(|| b.get(key.text)).map_err(to_py)?;
                 let Some(hit) = hit else { return Ok(None) };
                 match loads(py, &hit.value) {
                     Ok(v) => Ok(Some((v.unbind(), hit.created_at))),
@@ -129,8 +130,11 @@ impl Region {
         }
     }
 
-    fn discard(&self, py: Python<'_>, key: &str, why: PyErr) {
-        log::warn!("dropping cache entry {key:?} that could not be read: {why}");
+    fn discard(&self, py: Python<'_>, key: HashedKey<'_>, why: PyErr) {
+        log::warn!(
+            "dropping cache entry {:?} that could not be read: {why}",
+            key.text
+        );
         let _ = self.delete(py, key);
     }
 
@@ -139,7 +143,7 @@ impl Region {
     pub fn store(
         &self,
         py: Python<'_>,
-        key: &str,
+        key: HashedKey<'_>,
         value: &Bound<'_, PyAny>,
         ttl: f64,
     ) -> PyResult<()> {
@@ -149,7 +153,9 @@ impl Region {
         match &self.store {
             Store::Memory(m) => {
                 let stored = Stored::prepare(value)?;
-                let t = now();
+                // The coarse clock is enough for `created_at` (validate's age)
+                // and saves a precise read on every store.
+                let t = now_coarse();
                 drop(m.insert(key, stored, t, t + ttl));
                 Ok(())
             }
@@ -157,18 +163,18 @@ impl Region {
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
                 let data = dumps(value)?;
-                py.detach(|| b.set(key, &data, ttl)).map_err(to_py)
+                py.detach(|| b.set(key.text, &data, ttl)).map_err(to_py)
             }
         }
     }
 
-    pub fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+    pub fn delete(&self, py: Python<'_>, key: HashedKey<'_>) -> PyResult<bool> {
         match &self.store {
             Store::Memory(m) => Ok(m.remove(key, now()).is_some_and(|(_, live)| live)),
             Store::Null => Ok(false),
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
-                py.detach(|| b.delete(key)).map_err(to_py)
+                py.detach(|| b.delete(key.text)).map_err(to_py)
             }
         }
     }
@@ -320,7 +326,7 @@ impl PyBackend {
 
     /// The value under `key`, or `NO_VALUE`.
     fn get(&self, py: Python<'_>, key: &str) -> PyResult<Py<PyAny>> {
-        Ok(match self.region.lookup(py, key)? {
+        Ok(match self.region.lookup(py, HashedKey::new(key))? {
             Some((v, _)) => v,
             None => no_value(py).clone_ref(py).into_any(),
         })
@@ -328,7 +334,7 @@ impl PyBackend {
 
     /// `(value, created_at)`, or `(NO_VALUE, None)`.
     fn get_with_metadata(&self, py: Python<'_>, key: &str) -> PyResult<(Py<PyAny>, Option<f64>)> {
-        Ok(match self.region.lookup(py, key)? {
+        Ok(match self.region.lookup(py, HashedKey::new(key))? {
             Some((v, created)) => (v, Some(created)),
             None => (no_value(py).clone_ref(py).into_any(), None),
         })
@@ -336,12 +342,12 @@ impl PyBackend {
 
     /// Store `value` under `key` for `ttl` seconds (nothing if `ttl <= 0`).
     fn set(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>, ttl: f64) -> PyResult<()> {
-        self.region.store(py, key, value, ttl)
+        self.region.store(py, HashedKey::new(key), value, ttl)
     }
 
     /// Remove `key`.
     fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
-        self.region.delete(py, key).map(|_| ())
+        self.region.delete(py, HashedKey::new(key)).map(|_| ())
     }
 
     /// Remove the entries whose keys match the glob `pattern` (all if None);

@@ -45,11 +45,11 @@ impl Stored {
 
     /// Prepare `value` for storing: share, copy or pickle it.
     pub fn prepare(value: &Bound<'_, PyAny>) -> PyResult<Stored> {
-        match classify(value, 0) {
-            Kind::Immutable => Ok(Stored::Shared(value.clone().unbind())),
-            Kind::Copyable => Ok(Stored::Template(deep_copy(value)?.unbind())),
-            Kind::Other => Ok(Stored::Pickled(dumps(value)?.into())),
-        }
+        Ok(match snapshot(value, 0)? {
+            Snapshot::Same => Stored::Shared(value.clone().unbind()),
+            Snapshot::Copy(copy) => Stored::Template(copy.unbind()),
+            Snapshot::Other => Stored::Pickled(dumps(value)?.into()),
+        })
     }
 
     /// The value for the caller. `Err` only if unpickling fails.
@@ -63,10 +63,13 @@ impl Stored {
     }
 }
 
-#[derive(PartialEq, Eq, Clone, Copy)]
-enum Kind {
-    Immutable,
-    Copyable,
+/// What storing a value takes, found in one walk over it.
+enum Snapshot<'py> {
+    /// Immutable all the way down: share it.
+    Same,
+    /// Plain containers of immutables: this private deep copy.
+    Copy(Bound<'py, PyAny>),
+    /// Anything else: pickle it.
     Other,
 }
 
@@ -81,57 +84,79 @@ fn is_scalar(v: &Bound<'_, PyAny>) -> bool {
         || v.is_exact_instance_of::<PyComplex>()
 }
 
-fn classify(v: &Bound<'_, PyAny>, depth: u32) -> Kind {
+fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
+    use Snapshot::{Copy, Other, Same};
     if is_scalar(v) {
-        return Kind::Immutable;
+        return Ok(Same);
     }
     if depth >= MAX_DEPTH {
-        return Kind::Other;
+        return Ok(Other);
     }
-    let worst = |items: &mut dyn Iterator<Item = Bound<'_, PyAny>>| {
-        let mut kind = Kind::Immutable;
-        for item in items {
-            match classify(&item, depth + 1) {
-                Kind::Other => return Kind::Other,
-                Kind::Copyable => kind = Kind::Copyable,
-                Kind::Immutable => {}
+    let py = v.py();
+    if let Ok(d) = v.cast_exact::<PyDict>() {
+        // Copy the dict in C, then replace the members that need their own copy.
+        let out = d.copy()?;
+        for (k, val) in d.iter() {
+            if !matches!(snapshot(&k, depth + 1)?, Same) {
+                return Ok(Other);
+            }
+            match snapshot(&val, depth + 1)? {
+                Same => {}
+                Copy(c) => out.set_item(k, c)?,
+                Other => return Ok(Other),
             }
         }
-        kind
-    };
+        return Ok(Copy(out.into_any()));
+    }
+    if let Ok(l) = v.cast_exact::<PyList>() {
+        let out = l.get_slice(0, l.len());
+        for (i, item) in l.iter().enumerate() {
+            match snapshot(&item, depth + 1)? {
+                Same => {}
+                Copy(c) => out.set_item(i, c)?,
+                Other => return Ok(Other),
+            }
+        }
+        return Ok(Copy(out.into_any()));
+    }
     if let Ok(t) = v.cast_exact::<PyTuple>() {
-        return worst(&mut t.iter());
+        let mut copies: Option<Vec<Bound<'py, PyAny>>> = None;
+        for (i, item) in t.iter().enumerate() {
+            match snapshot(&item, depth + 1)? {
+                Same => {
+                    if let Some(c) = copies.as_mut() {
+                        c.push(item);
+                    }
+                }
+                Copy(c) => copies
+                    .get_or_insert_with(|| t.iter().take(i).collect())
+                    .push(c),
+                Other => return Ok(Other),
+            }
+        }
+        return Ok(match copies {
+            None => Same,
+            Some(items) => Copy(PyTuple::new(py, items)?.into_any()),
+        });
     }
     if let Ok(s) = v.cast_exact::<PyFrozenSet>() {
         // Set members are hashable; only immutable members keep it shareable.
-        return match worst(&mut s.iter()) {
-            Kind::Immutable => Kind::Immutable,
-            _ => Kind::Other,
-        };
-    }
-    if let Ok(l) = v.cast_exact::<PyList>() {
-        return match worst(&mut l.iter()) {
-            Kind::Other => Kind::Other,
-            _ => Kind::Copyable,
-        };
-    }
-    if let Ok(s) = v.cast_exact::<PySet>() {
-        return match worst(&mut s.iter()) {
-            Kind::Immutable => Kind::Copyable,
-            _ => Kind::Other,
-        };
-    }
-    if let Ok(d) = v.cast_exact::<PyDict>() {
-        for (k, val) in d.iter() {
-            if classify(&k, depth + 1) != Kind::Immutable
-                || classify(&val, depth + 1) == Kind::Other
-            {
-                return Kind::Other;
+        for item in s.iter() {
+            if !matches!(snapshot(&item, depth + 1)?, Same) {
+                return Ok(Other);
             }
         }
-        return Kind::Copyable;
+        return Ok(Same);
     }
-    Kind::Other
+    if let Ok(s) = v.cast_exact::<PySet>() {
+        for item in s.iter() {
+            if !matches!(snapshot(&item, depth + 1)?, Same) {
+                return Ok(Other);
+            }
+        }
+        return Ok(Copy(PySet::new(py, s.iter())?.into_any()));
+    }
+    Ok(Other)
 }
 
 /// Deep copy of a value `classify` accepted: shares immutable leaves and
