@@ -23,6 +23,7 @@ pub mod clock;
 pub mod error;
 pub mod key;
 pub mod lock;
+pub mod runtime;
 pub mod stats;
 
 #[cfg(feature = "python")]

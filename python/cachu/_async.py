@@ -54,6 +54,47 @@ def _release(key: str) -> None:
         done.set_result(None)
 
 
+async def _on_redis(
+    core: _cachu.CachedFunction,
+    fn: Callable[..., Any],
+    key: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    overwrite: bool,
+) -> Any:
+    """A call on Redis, natively async: one round trip reads the value or
+    takes the key's distributed lock; the owner computes, then stores and
+    releases in a second round trip; others wait, suspended, for its value."""
+    lock = None
+    store = True
+    if not overwrite:
+        state, payload = await core._aget_or_lock(key)
+        if state == 1:
+            found, value = core._accept(key, *payload)
+            if found:
+                return value
+        elif state == 2:
+            lock = payload
+        elif state == 0:
+            waited = await core._await_value(key)
+            if waited is not None:
+                found, value = core._accept(key, *waited)
+                if found:
+                    return value
+        else:  # Redis is down and the region fails open: just compute.
+            store = False
+    core._miss()
+    try:
+        result = await fn(*args, **kwargs)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if store:
+        await core._astore(key, result, lock)
+    return result
+
+
 def make_async_cached(
     fn: Callable[..., Any],
     unwrapped: Callable[..., Any],
@@ -99,6 +140,8 @@ def make_async_cached(
         key, state, value = probe(args, kwargs or None, not overwrite)
         if state == 1:
             return value
+        if state == 3:
+            return await _on_redis(core, fn, key, args, kwargs, overwrite)
         blocking = state == 2
         if blocking and not overwrite:
             found, value = await peek(key, True)

@@ -1,6 +1,6 @@
 """Type stubs for the compiled engine module ``cachu._cachu``."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, final
 
 from typing_extensions import disjoint_base
@@ -14,6 +14,7 @@ __all__ = [
     "CacheError",
     "CachedFunction",
     "NoValue",
+    "RedisLock",
     "bump_generation",
     "is_disabled",
     "mangle",
@@ -72,6 +73,13 @@ class Backend:
     def close(self) -> None: ...
 
 @final
+class RedisLock:
+    """A distributed dogpile lock held by an async caller while it computes."""
+
+    def release(self) -> None:
+        """Release the lock (in the background) without storing anything."""
+
+@final
 class CachedFunction:
     """What ``@cache`` returns for a sync function."""
 
@@ -109,6 +117,10 @@ class CachedFunction:
     def _miss(self) -> None: ...
     def _store_result(self, key: str, result: Any) -> None: ...
     def _lock_timeout(self) -> float: ...
+    def _aget_or_lock(self, key: str) -> Awaitable[tuple[int, Any]]: ...
+    def _await_value(self, key: str) -> Awaitable[tuple[bytes, float] | None]: ...
+    def _accept(self, key: str, data: bytes, created_at: float) -> tuple[bool, Any]: ...
+    def _astore(self, key: str, result: Any, lock: RedisLock | None = None) -> Awaitable[None]: ...
     @property
     def _region_ttl(self) -> int: ...
 

@@ -22,3 +22,14 @@ async def run(blocking: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -
     if blocking:
         return await off_loop(fn, *args, **kwargs)
     return fn(*args, **kwargs)
+
+
+def resolve_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Called on the loop's thread when an engine task finishes (through
+    ``call_soon_threadsafe``); a future already cancelled is left alone."""
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)

@@ -8,7 +8,7 @@ from typing import Any
 
 from cachu import _cachu, _regions
 from cachu._offloop import off_loop, run
-from cachu.config import caller_package, check_backend
+from cachu.config import caller_package, check_backend, get_config
 from cachu.types import CacheInfo
 
 _MISSING: Any = object()
@@ -61,16 +61,28 @@ def cache_clear(
     pattern = _cachu.tag_pattern(tag) if tag else None
     removed = 0
     if backend is not None and ttl is not None:
-        removed = _regions.get(package, backend, int(ttl)).clear(pattern)
+        regions = [(backend, int(ttl), _regions.get(package, backend, int(ttl)))]
     else:
-        for name, region_ttl, inst in _regions.existing(package):
-            if backend is not None and name != backend:
-                continue
-            if ttl is not None and region_ttl != int(ttl):
-                continue
+        regions = [
+            (name, region_ttl, inst)
+            for name, region_ttl, inst in _regions.existing(package)
+            if (backend is None or name == backend) and (ttl is None or region_ttl == int(ttl))
+        ]
+    for name, region_ttl, inst in regions:
+        if name == "redis":
+            # All regions (and packages) share one Redis database: clear only
+            # this region's keys, under this package's prefix.
+            prefix = _glob_escape(get_config(package).key_prefix)
+            head = f"{_cachu.region_name(region_ttl)}:{prefix}"
+            removed += inst.clear(head + (pattern or "*"))
+        else:
             removed += inst.clear(pattern)
     _cachu.reset_stats()
     return removed
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def cache_info(fn: Callable[..., Any]) -> CacheInfo:

@@ -10,16 +10,19 @@ use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
+use super::aio;
 use super::errors::to_py;
 use super::keyplan::KeyPlan;
+use super::redis_lock::RedisLock;
 use super::region::{PyBackend, Region, Store};
 use super::state;
 use super::value::{dumps, loads};
 use crate::backend::redis::{GetOrLock, LockToken, RedisBackend};
 use crate::backend::{Backend, Hit};
 use crate::key::{self, HashedKey};
+use crate::runtime;
 use crate::stats::Stats;
 
 unsafe extern "C" {
@@ -567,6 +570,9 @@ impl CachedFunction {
     ) -> PyResult<(String, u8, Option<Py<PyAny>>)> {
         let r = self.resolved(py)?;
         let key = self.build_key(py, &r, args.as_slice(), kwargs)?;
+        if let Store::Redis(_) = r.region.store {
+            return Ok((key, 3, None));
+        }
         if r.region.store.blocking() {
             return Ok((key, 2, None));
         }
@@ -609,6 +615,151 @@ impl CachedFunction {
         let r = self.resolved(py)?;
         self.store_result(py, &r, HashedKey::new(key), result)
             .or_else(|e| r.region.degrade(py, e))
+    }
+
+    /// Async Redis, one round trip: resolves to `(1, (data, created_at))` for
+    /// a stored value (check it with `_accept`), `(2, RedisLock)` when the
+    /// caller took the key's lock, `(0, None)` when another holds it, and
+    /// `(3, None)` when Redis is down and the region fails open.
+    fn _aget_or_lock<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        let region = self.resolved(py)?.region.clone();
+        let work_region = region.clone();
+        let work_key = key.clone();
+        aio::spawn(
+            py,
+            async move {
+                match &work_region.store {
+                    Store::Redis(redis) => redis.get_or_lock_async(&work_key).await,
+                    _ => unreachable!("_aget_or_lock on a region that is not Redis"),
+                }
+            },
+            move |py, out| {
+                let reply = match out {
+                    Ok(GetOrLock::Hit(hit)) => {
+                        (1, (PyBytes::new(py, &hit.value), hit.created_at)).into_pyobject(py)?
+                    }
+                    Ok(GetOrLock::Locked(token)) => {
+                        (2, RedisLock::new(region.clone(), key, token)).into_pyobject(py)?
+                    }
+                    Ok(GetOrLock::Busy) => (0, py.None()).into_pyobject(py)?,
+                    Err(e) => {
+                        region.degrade(py, to_py(e))?;
+                        return Ok((3, py.None()).into_pyobject(py)?.into_any().unbind());
+                    }
+                };
+                region.up();
+                Ok(reply.into_any().unbind())
+            },
+        )
+    }
+
+    /// Async Redis: wait (suspended) for another caller's value, up to the
+    /// lock timeout. Resolves to `(data, created_at)` or `None`.
+    fn _await_value<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        let r = self.resolved(py)?;
+        let (region, timeout) = (r.region.clone(), r.lock_timeout);
+        let work_region = region.clone();
+        aio::spawn(
+            py,
+            async move {
+                match &work_region.store {
+                    Store::Redis(redis) => redis.wait_for_async(&key, timeout).await,
+                    _ => unreachable!("_await_value on a region that is not Redis"),
+                }
+            },
+            move |py, out| match out {
+                Ok(Some(hit)) => Ok((PyBytes::new(py, &hit.value), hit.created_at)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind()),
+                Ok(None) => Ok(py.None()),
+                Err(e) => region.degrade(py, to_py(e)).map(|_| py.None()),
+            },
+        )
+    }
+
+    /// A value read by the async Redis path: `(True, value)` if it unpickles
+    /// and passes `validate` (a hit is counted), else `(False, None)`; an
+    /// unreadable value is deleted in the background.
+    fn _accept(
+        &self,
+        py: Python<'_>,
+        key: String,
+        data: &[u8],
+        created_at: f64,
+    ) -> PyResult<(bool, Option<Py<PyAny>>)> {
+        let value = match loads(py, data) {
+            Ok(v) => v.unbind(),
+            Err(e) => {
+                log::warn!("dropping cache entry {key:?} that could not be read: {e}");
+                let region = self.resolved(py)?.region.clone();
+                runtime::handle().spawn(async move {
+                    if let Store::Redis(redis) = &region.store {
+                        let _ = redis.delete_async(&key).await;
+                    }
+                });
+                return Ok((false, None));
+            }
+        };
+        Ok(match self.validated(py, value, created_at)? {
+            Some(v) => {
+                self.stats.hit();
+                (true, Some(v))
+            }
+            None => (false, None),
+        })
+    }
+
+    /// Async Redis: store a computed result (`cache_if`, TTL, pickle happen
+    /// now, on the caller's thread), releasing `lock` in the same round trip
+    /// when given. Resolves to None; a down Redis is logged when failing open.
+    #[pyo3(signature = (key, result, lock=None))]
+    fn _astore<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        result: &Bound<'py, PyAny>,
+        lock: Option<&Bound<'py, RedisLock>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let token = lock.and_then(|l| l.get().take());
+        let prepared = self
+            .store_ttl(result)
+            .and_then(|ttl| ttl.map(|t| dumps(result).map(|d| (t, d))).transpose());
+        let region = self.resolved(py)?.region.clone();
+        let to_store = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(token) = token {
+                    // Dropping an unused lock releases it.
+                    drop(RedisLock::new(region, key, token));
+                }
+                return Err(e);
+            }
+        };
+        let work_region = region.clone();
+        aio::spawn(
+            py,
+            async move {
+                let Store::Redis(redis) = &work_region.store else {
+                    unreachable!("_astore on a region that is not Redis")
+                };
+                match (to_store, token) {
+                    (Some((ttl, data)), Some(t)) => {
+                        redis.store_and_unlock_async(&key, &data, ttl, &t).await
+                    }
+                    (Some((ttl, data)), None) => redis.set_async(&key, &data, ttl).await,
+                    (None, Some(t)) => redis.unlock_async(&key, &t).await,
+                    (None, None) => Ok(()),
+                }
+            },
+            move |py, out| {
+                match out {
+                    Ok(()) => region.up(),
+                    Err(e) => region.degrade(py, to_py(e))?,
+                }
+                Ok(py.None())
+            },
+        )
     }
 
     /// Seconds a caller waits for another's computation of the same key.

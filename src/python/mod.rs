@@ -1,8 +1,10 @@
 //! The PyO3 module `cachu._cachu`: every export is listed here.
 
+mod aio;
 mod cached;
 mod errors;
 mod keyplan;
+mod redis_lock;
 mod region;
 mod state;
 mod value;
@@ -39,6 +41,8 @@ mod _cachu {
     use super::cached::CachedFunction;
     #[pymodule_export]
     use super::errors::{BackendUnavailableError, CacheError};
+    #[pymodule_export]
+    use super::redis_lock::RedisLock;
     #[pymodule_export]
     use super::region::{NoValue, PyBackend};
     #[pymodule_export]

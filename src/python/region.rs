@@ -90,7 +90,7 @@ impl Region {
     #[inline]
     pub fn up(&self) {
         if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
-            log::warn!("cache reachable again, caching resumed");
+            log::info!("cache reachable again, caching resumed");
         }
     }
 

@@ -41,6 +41,8 @@ use redis::{
     IntoConnectionInfo, RedisError, RedisResult, Script, TlsCertificates, Value,
 };
 
+mod aio;
+
 use super::{Backend, Hit};
 use crate::clock::now;
 use crate::error::{Error, Result};
@@ -210,6 +212,11 @@ impl Pool {
     }
 }
 
+enum Poll {
+    Done(Option<Hit<Vec<u8>>>),
+    Wait,
+}
+
 struct Scripts {
     get_or_lock: Script,
     store_and_unlock: Script,
@@ -228,6 +235,8 @@ pub struct RedisBackend {
     scripts: Scripts,
     /// The server does not know `UNLINK` (before 4.0): delete with `DEL`.
     no_unlink: AtomicBool,
+    /// The multiplexed connection of the async face, and its process.
+    aio: Mutex<Option<(u32, redis::aio::MultiplexedConnection)>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -271,6 +280,7 @@ impl RedisBackend {
                 poll: Script::new(POLL_LUA),
             },
             no_unlink: AtomicBool::new(false),
+            aio: Mutex::new(None),
         })
     }
 
@@ -305,6 +315,11 @@ impl RedisBackend {
                 .arg(secs)
                 .invoke::<Value>(c)
         })?;
+        self.read_get_or_lock(reply, token)
+    }
+
+    /// The reply of the get-or-lock script.
+    fn read_get_or_lock(&self, reply: Value, token: LockToken) -> Result<GetOrLock> {
         let mut items = into_items(reply);
         match items.first().map(as_int) {
             Some(Some(1)) if items.len() == 2 => match decode(into_bytes(items.swap_remove(1))) {
@@ -314,6 +329,24 @@ impl RedisBackend {
             Some(Some(2)) => Ok(GetOrLock::Locked(token)),
             Some(Some(0)) => Ok(GetOrLock::Busy),
             _ => Err(self.bad_reply("get_or_lock")),
+        }
+    }
+
+    /// The reply of one poll: `Done(Some(hit))` once the value is there,
+    /// `Done(None)` once the lock is gone without a value, `Wait` meanwhile.
+    fn read_poll(&self, reply: Value) -> Result<Poll> {
+        let mut items = into_items(reply);
+        if items.len() != 2 {
+            return Err(self.bad_reply("wait_for"));
+        }
+        match (as_int(&items[0]), as_int(&items[1])) {
+            (Some(1), _) => match decode(into_bytes(items.swap_remove(1))) {
+                Some(hit) => Ok(Poll::Done(Some(hit))),
+                None => Err(self.bad_reply("wait_for")),
+            },
+            (Some(0), Some(0)) => Ok(Poll::Done(None)),
+            (Some(0), Some(_)) => Ok(Poll::Wait),
+            _ => Err(self.bad_reply("wait_for")),
         }
     }
 
@@ -366,20 +399,8 @@ impl RedisBackend {
         let mut pause = POLL_FIRST;
         loop {
             let reply = self.run(|c| self.scripts.poll.key(key).key(&lock).invoke::<Value>(c))?;
-            let mut items = into_items(reply);
-            if items.len() != 2 {
-                return Err(self.bad_reply("wait_for"));
-            }
-            match (as_int(&items[0]), as_int(&items[1])) {
-                (Some(1), _) => {
-                    return match decode(into_bytes(items.swap_remove(1))) {
-                        Some(hit) => Ok(Some(hit)),
-                        None => Err(self.bad_reply("wait_for")),
-                    }
-                }
-                (Some(0), Some(0)) => return Ok(None),
-                (Some(0), Some(_)) => {}
-                _ => return Err(self.bad_reply("wait_for")),
+            if let Poll::Done(found) = self.read_poll(reply)? {
+                return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

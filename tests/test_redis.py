@@ -1,0 +1,1272 @@
+"""The Redis backend against a real ``redis-server``.
+
+A module-wide server (127.0.0.1, free port, nothing persisted) is flushed
+before every test; outage, TLS, unix-socket and password tests start servers
+of their own. A raw redis-py client plays the peer: it inspects what cachu
+wrote and writes entries the way the reference (pure-Python cachu 0.2.7)
+does, so the layout in COMPAT.md is checked from both sides:
+
+    value = struct.pack('d', created_at) + pickle.dumps(result), via SETEX
+    lock  = SET lock:{mangled key} <token> NX EX int(lock_timeout)
+
+Keys are written out by hand here (``5m:name|arg=1``), which also pins the
+key format for Redis.
+
+Processes sharing one Redis are in test_redis_processes.py.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import pickle
+import struct
+import threading
+import time
+import uuid
+
+import cachu
+import pytest
+import redis
+from cachu.backends import NO_VALUE
+from cachu.decorator import clear_backends
+from redis_server import (
+    make_ca,
+    make_server_cert,
+    openssl_binary,
+    redis_supports_tls,
+    start_server,
+)
+
+# -- servers and helpers ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = start_server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def r(server):
+    """The raw peer client on the module server, database 0, flushed."""
+    c = server.client()
+    c.flushall()
+    yield c
+    c.close()
+
+
+@pytest.fixture(autouse=True)
+def on_module_server(server, r):
+    """Point this module's package at the module server. At teardown cachu's
+    instances are forgotten without clearing them (the database is flushed
+    before the next test anyway), since some tests leave a server down or
+    unreachable and clearing through it would fail."""
+    cachu.configure(redis_url=server.url)
+    yield
+    clear_backends()
+
+
+@pytest.fixture
+def own_server():
+    """Start extra servers for one test: ``own_server(**RedisServer kwargs)``."""
+    started = []
+
+    def make(**kwargs):
+        s = start_server(**kwargs)
+        started.append(s)
+        return s
+
+    yield make
+    clear_backends()
+    for s in started:
+        s.close()
+
+
+def pack(value, created_at):
+    """A value in the reference's Redis layout."""
+    return struct.pack("d", created_at) + pickle.dumps(value)
+
+
+def put_raw(r, key, value, ttl=300, created_at=None):
+    """Store ``value`` as the reference does (SETEX)."""
+    created_at = time.time() if created_at is None else created_at
+    r.execute_command("SETEX", key, ttl, pack(value, created_at))
+
+
+def read_raw(r, key):
+    """``(created_at, value, pickle bytes)`` of a stored entry."""
+    raw = r.get(key)
+    assert raw is not None, f"{key!r} is not stored"
+    assert len(raw) > 8, raw
+    return struct.unpack("d", raw[:8])[0], pickle.loads(raw[8:]), raw[8:]
+
+
+def raw_keys(r, pattern="*"):
+    return sorted(k.decode() for k in r.scan_iter(match=pattern, count=1000))
+
+
+def assert_no_locks(r):
+    assert raw_keys(r, "lock:*") == []
+
+
+def assert_ttl_about(r, key, ttl):
+    pttl = r.pttl(key)
+    assert (ttl - 3) * 1000 < pttl <= ttl * 1000, (key, pttl)
+
+
+def within(seconds, fn, *args, **kwargs):
+    """Run ``fn`` in a thread; fail (instead of hanging) if it takes longer
+    than ``seconds``. Returns its result or raises its exception."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the test
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn} still running after {seconds}s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def cachu_warnings(caplog):
+    return [
+        r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("cachu")
+    ]
+
+
+# -- decorated calls ---------------------------------------------------------------
+
+
+def test_miss_then_hit_stores_under_the_mangled_key(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def double(x):
+        calls.append(x)
+        return x * 2
+
+    assert double(21) == 42
+    assert double(21) == 42
+    assert double(x=21) == 42
+    assert calls == [21]
+    assert raw_keys(r) == ["5m:double|x=21"]
+    assert_no_locks(r)
+    info = cachu.cache_info(double)
+    assert (info.hits, info.misses, info.currsize) == (2, 1, 1)
+
+
+def test_configured_default_backend_is_redis(r):
+    cachu.configure(backend="redis")
+
+    @cachu.cache(ttl=300)
+    def triple(x):
+        return x * 3
+
+    assert triple(2) == 6
+    assert raw_keys(r) == ["5m:triple|x=2"]
+
+
+@pytest.mark.parametrize(("ttl", "region"), [(59, "59s"), (300, "5m"), (3600, "1h"), (86400, "1d")])
+def test_ttl_regions_and_expiry(r, ttl, region):
+    @cachu.cache(ttl=ttl, backend="redis")
+    def region_fn(n):
+        return [n]
+
+    assert region_fn(1) == [1]
+    key = f"{region}:region_fn|n=1"
+    assert raw_keys(r) == [key]
+    assert_ttl_about(r, key, ttl)
+
+
+def test_short_ttl_expires(r):
+    calls = []
+
+    @cachu.cache(ttl=1, backend="redis")
+    def brief(n):
+        calls.append(n)
+        return n
+
+    brief(1)
+    brief(1)
+    assert calls == [1]
+    time.sleep(1.3)
+    brief(1)
+    assert calls == [1, 1]
+
+
+def test_tag_and_key_prefix_in_the_key(r):
+    cachu.configure(key_prefix="v1:")
+
+    @cachu.cache(ttl=300, backend="redis", tag="user|admin")
+    def get_user(user_id, verbose=False):
+        return {"id": user_id}
+
+    get_user(123)
+    assert raw_keys(r) == ["5m:v1:get_user||user.admin||user_id=123 verbose=False"]
+
+
+def test_exclude_and_underscore_parameters_leave_the_key(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis", exclude={"logger"})
+    def process(logger, user_id, _trace=None):
+        calls.append((logger, user_id))
+        return user_id + 1
+
+    assert process("log-a", 5, _trace=1) == 6
+    assert process("log-b", 5, _trace=2) == 6
+    assert calls == [("log-a", 5)]
+    assert raw_keys(r) == ["5m:process|user_id=5"]
+
+
+def test_cache_if_rejected_result_is_not_stored_and_lock_released(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis", cache_if=lambda res: res is not None)
+    def find(n):
+        calls.append(n)
+        return None if n < 0 else n
+
+    assert find(-1) is None
+    assert find(-1) is None
+    assert calls == [-1, -1]
+    assert raw_keys(r) == []
+    assert find(2) == 2
+    assert find(2) == 2
+    assert calls == [-1, -1, 2]
+    assert raw_keys(r) == ["5m:find|n=2"]
+
+
+def test_validate_sees_created_at_and_rejection_recomputes(r):
+    seen = []
+    accept = {"ok": True}
+    calls = []
+
+    def check(entry):
+        seen.append(entry)
+        return accept["ok"]
+
+    @cachu.cache(ttl=300, backend="redis", validate=check)
+    def priced(symbol):
+        calls.append(symbol)
+        return {"symbol": symbol, "n": len(calls)}
+
+    before = time.time()
+    assert priced("X") == {"symbol": "X", "n": 1}
+    assert priced("X") == {"symbol": "X", "n": 1}
+    assert len(seen) == 1
+    created, _, _ = read_raw(r, "5m:priced|symbol='X'")
+    assert seen[0].created_at == created
+    assert seen[0].value == {"symbol": "X", "n": 1}
+    assert 0 <= seen[0].age < 5
+    assert before - 1 <= created <= time.time() + 1
+
+    accept["ok"] = False
+    assert priced("X") == {"symbol": "X", "n": 2}
+    assert read_raw(r, "5m:priced|symbol='X'")[1] == {"symbol": "X", "n": 2}
+    assert calls == ["X", "X"]
+    assert_no_locks(r)
+
+
+def test_callable_ttl_uses_region_minus_one_and_result_ttl(r):
+    @cachu.cache(ttl=lambda res: res["ttl"], backend="redis")
+    def dyn(n):
+        return {"n": n, "ttl": 120 if n else 0}
+
+    assert dyn(1) == {"n": 1, "ttl": 120}
+    assert raw_keys(r) == ["-1s:dyn|n=1"]
+    assert_ttl_about(r, "-1s:dyn|n=1", 120)
+    # A TTL of 0 stores nothing (and leaves no lock behind).
+    assert dyn(0) == {"n": 0, "ttl": 0}
+    assert raw_keys(r) == ["-1s:dyn|n=1"]
+
+
+def test_skip_and_overwrite_cache(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def counter(n):
+        calls.append(n)
+        return len(calls)
+
+    assert counter(1, _skip_cache=True) == 1
+    assert raw_keys(r) == []
+    assert counter(1) == 2
+    assert counter(1, _skip_cache=True) == 3
+    assert counter(1) == 2
+    assert counter(1, _overwrite_cache=True) == 4
+    assert read_raw(r, "5m:counter|n=1")[1] == 4
+    assert counter(1) == 4
+    assert_no_locks(r)
+
+
+def test_disable_touches_no_redis(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def plain(n):
+        calls.append(n)
+        return n
+
+    cachu.disable()
+    try:
+        plain(1)
+        plain(1)
+    finally:
+        cachu.enable()
+    assert calls == [1, 1]
+    assert raw_keys(r) == []
+    plain(1)
+    plain(1)
+    assert calls == [1, 1, 1]
+
+
+def test_helper_methods(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def get_user(user_id):
+        calls.append(user_id)
+        return {"id": user_id, "call": len(calls)}
+
+    key = "5m:get_user|user_id=1"
+    with pytest.raises(KeyError):
+        get_user.get(user_id=1)
+    assert get_user.get(default=None, user_id=1) is None
+
+    get_user.set({"id": 1, "name": "set"}, user_id=1)
+    assert read_raw(r, key)[1] == {"id": 1, "name": "set"}
+    assert_ttl_about(r, key, 300)
+    assert get_user(1) == {"id": 1, "name": "set"}
+    assert get_user.get(user_id=1) == {"id": 1, "name": "set"}
+    assert calls == []
+
+    get_user.invalidate(user_id=1)
+    assert raw_keys(r) == []
+    assert get_user(1) == {"id": 1, "call": 1}
+
+    assert get_user.refresh(user_id=1) == {"id": 1, "call": 2}
+    assert read_raw(r, key)[1] == {"id": 1, "call": 2}
+
+    assert get_user.original(1) == {"id": 1, "call": 3}
+    assert read_raw(r, key)[1] == {"id": 1, "call": 2}
+    assert get_user.original(2) == {"id": 2, "call": 4}
+    assert raw_keys(r) == [key]
+
+
+def test_crud_functions(r):
+    @cachu.cache(ttl=300, backend="redis", tag="users")
+    def get_user(user_id):
+        return {"id": user_id}
+
+    key = "5m:get_user||users||user_id=7"
+    with pytest.raises(KeyError):
+        cachu.cache_get(get_user, user_id=7)
+    assert cachu.cache_get(get_user, user_id=7, default="none") == "none"
+
+    get_user(7)
+    assert cachu.cache_get(get_user, user_id=7) == {"id": 7}
+
+    cachu.cache_set(get_user, {"id": 7, "name": "Updated"}, user_id=7)
+    assert read_raw(r, key)[1] == {"id": 7, "name": "Updated"}
+    assert get_user(7) == {"id": 7, "name": "Updated"}
+
+    cachu.cache_delete(get_user, user_id=7)
+    assert raw_keys(r) == []
+    cachu.cache_delete(get_user, user_id=7)  # missing: harmless
+    assert cachu.cache_get(get_user, user_id=7, default=None) is None
+
+
+def test_cache_info_currsize_counts_own_live_keys(r):
+    @cachu.cache(ttl=300, backend="redis")
+    def mine(n):
+        return n
+
+    @cachu.cache(ttl=300, backend="redis")
+    def other(n):
+        return n
+
+    for n in range(3):
+        mine(n)
+    other(1)
+    r.set("unrelated", b"x")
+    assert cachu.cache_info(mine).currsize == 3
+    assert cachu.cache_info(other).currsize == 1
+    mine.invalidate(n=0)
+    assert cachu.cache_info(mine).currsize == 2
+
+
+CLEAR_ROWS = {
+    # (cache_clear kwargs, keys removed)
+    "ttl+backend": (
+        {"ttl": 300, "backend": "redis"},
+        {"5m:u5||users||n=1", "5m:u5||users||n=2", "5m:p5||products||n=1", "5m:p5||products||n=2"},
+    ),
+    "ttl+tag+backend": (
+        {"ttl": 300, "tag": "users", "backend": "redis"},
+        {"5m:u5||users||n=1", "5m:u5||users||n=2"},
+    ),
+    "backend": (
+        {"backend": "redis"},
+        {
+            "5m:u5||users||n=1",
+            "5m:u5||users||n=2",
+            "5m:p5||products||n=1",
+            "5m:p5||products||n=2",
+            "1h:u60||users||n=1",
+            "1h:u60||users||n=2",
+            "1h:plain60|n=1",
+            "1h:plain60|n=2",
+        },
+    ),
+    "tag": (
+        {"tag": "users"},
+        {"5m:u5||users||n=1", "5m:u5||users||n=2", "1h:u60||users||n=1", "1h:u60||users||n=2"},
+    ),
+}
+
+
+@pytest.mark.parametrize("row", list(CLEAR_ROWS))
+def test_clearing_table_rows_on_redis(r, row):
+    """API.md's clearing table with backend='redis': a (backend, ttl) clear
+    removes that TTL region only (COMPAT.md: "clears only that region"),
+    a tag clear only that tag, and memory entries are never touched by a
+    redis clear. All regions share one Redis database, so a region's keys
+    are the ones under its ``{region}:`` prefix; the 1h entries must survive
+    a clear of the 300 s region. (The pure-Python reference SCANs ``*``
+    here, wiping the whole database: COMPAT.md's wording wins.)"""
+    kwargs, removed = CLEAR_ROWS[row]
+
+    @cachu.cache(ttl=300, backend="redis", tag="users")
+    def u5(n):
+        return n
+
+    @cachu.cache(ttl=300, backend="redis", tag="products")
+    def p5(n):
+        return n
+
+    @cachu.cache(ttl=3600, backend="redis", tag="users")
+    def u60(n):
+        return n
+
+    @cachu.cache(ttl=3600, backend="redis")
+    def plain60(n):
+        return n
+
+    @cachu.cache(ttl=300, backend="memory", tag="users")
+    def mem_users(n):
+        return n
+
+    for fn in (u5, p5, u60, plain60):
+        fn(1)
+        fn(2)
+    mem_users(1)
+    before = set(raw_keys(r))
+    assert len(before) == 8
+
+    expected_count = len(removed)
+    if row == "tag":  # no backend given: the memory 'users' entry goes too
+        expected_count += 1
+    assert cachu.cache_clear(**kwargs) == expected_count
+    assert set(raw_keys(r)) == before - removed
+    mem_left = cachu.cache_get(mem_users, n=1, default=None)
+    assert mem_left == (None if row == "tag" else 1)
+
+
+def test_cleared_redis_entries_are_recomputed(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis", tag="t")
+    def f(n):
+        calls.append(n)
+        return n
+
+    f(1)
+    f(1)
+    assert cachu.cache_clear(tag="t", backend="redis", ttl=300) == 1
+    f(1)
+    assert calls == [1, 1]
+    info = cachu.cache_info(f)
+    assert (info.hits, info.misses) == (0, 1)
+
+
+def test_copy_semantics(r):
+    @cachu.cache(ttl=300, backend="redis")
+    def items(n):
+        return {"list": [1, 2]}
+
+    first = items(1)
+    first["list"].append(99)
+    second = items(1)
+    assert second == {"list": [1, 2]}
+    second["list"].append(5)
+    assert items(1) == {"list": [1, 2]}
+
+    value = {"x": [1]}
+    items.set(value, n=2)
+    value["x"].append(2)
+    assert items.get(n=2) == {"x": [1]}
+
+    b = cachu.get_backend("redis", ttl=300)
+    obj = [1]
+    b.set("5m:manual|k=1", obj, 300)
+    obj.append(2)
+    got = b.get("5m:manual|k=1")
+    assert got == [1]
+    got.append(3)
+    assert b.get("5m:manual|k=1") == [1]
+
+
+# -- backend objects ---------------------------------------------------------
+
+
+def test_get_backend_methods(r):
+    b = cachu.get_backend("redis", ttl=300)
+    assert b.get("5m:nope") is NO_VALUE
+    assert b.get_with_metadata("5m:nope") == (NO_VALUE, None)
+
+    before = time.time()
+    b.set("5m:manual|a=1", {"a": 1}, 300)
+    b.set("5m:manual|a=2", {"a": 2}, 300)
+    b.set("other:x", "x", 60)
+    created, value, pickled = read_raw(r, "5m:manual|a=1")
+    assert value == {"a": 1}
+    assert pickled == pickle.dumps({"a": 1})
+    assert before - 1 <= created <= time.time() + 1
+    assert_ttl_about(r, "5m:manual|a=1", 300)
+    assert_ttl_about(r, "other:x", 60)
+
+    assert b.get("5m:manual|a=1") == {"a": 1}
+    value, created_meta = b.get_with_metadata("5m:manual|a=1")
+    assert value == {"a": 1}
+    assert created_meta == created
+
+    keys = b.keys("5m:manual|*")
+    assert iter(keys) is keys
+    assert sorted(keys) == ["5m:manual|a=1", "5m:manual|a=2"]
+    assert sorted(b.keys()) == ["5m:manual|a=1", "5m:manual|a=2", "other:x"]
+    assert b.count("5m:manual|*") == 2
+    assert b.count("5m:manual|a=[12]") == 2
+    assert b.count("5m:manual|a=?") == 2
+    assert b.count() == 3
+
+    b.delete("5m:manual|a=1")
+    assert b.get("5m:manual|a=1") is NO_VALUE
+    b.delete("5m:manual|a=1")  # missing: harmless
+    assert b.clear("5m:manual|*") == 1
+    assert raw_keys(r) == ["other:x"]
+    assert b.clear("5m:manual|*") == 0
+
+
+def test_backend_reads_reference_written_metadata(r):
+    put_raw(r, "5m:peer|k=1", ["peer"], created_at=1_700_000_000.125)
+    b = cachu.get_backend("redis", ttl=300)
+    assert b.get_with_metadata("5m:peer|k=1") == (["peer"], 1_700_000_000.125)
+
+
+# -- the stored format, both ways ----------------------------------------------
+
+
+def test_stored_bytes_are_the_reference_layout(r):
+    result = {"id": 5, "tags": ("a", "b"), "score": 1.5, "blob": b"\x00\xff", "none": None}
+
+    @cachu.cache(ttl=300, backend="redis")
+    def record(n):
+        return result
+
+    before = time.time()
+    record(5)
+    after = time.time()
+    raw = r.get("5m:record|n=5")
+    assert raw[8:] == pickle.dumps(result)
+    (created,) = struct.unpack("d", raw[:8])
+    assert before - 0.5 <= created <= after + 0.5
+    assert_ttl_about(r, "5m:record|n=5", 300)
+
+
+def test_reference_written_value_is_a_hit(r):
+    calls = []
+    seen = []
+
+    def check(entry):
+        seen.append((entry.value, entry.created_at, entry.age))
+        return True
+
+    @cachu.cache(ttl=300, backend="redis", validate=check)
+    def lookup(name):
+        calls.append(name)
+        return "computed"
+
+    created = time.time() - 1000.25
+    put_raw(r, "5m:lookup|name='a'", {"from": "peer"}, created_at=created)
+    assert lookup("a") == {"from": "peer"}
+    assert lookup(name="a") == {"from": "peer"}
+    assert calls == []
+    assert seen[0][:2] == ({"from": "peer"}, created)
+    assert 999 < seen[0][2] < 1010
+    assert cachu.cache_info(lookup).hits == 2
+
+
+def test_waits_for_a_foreign_lock_and_reads_its_value(r):
+    """Another client (a reference process, say) holds the key's dogpile
+    lock: our call waits and returns the value that client stores."""
+    key = "5m:contended|n=1"
+    r.set(f"lock:{key}", "peer-token", nx=True, ex=10)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def contended(n):
+        calls.append(n)
+        return "ours"
+
+    def peer_finishes():
+        time.sleep(0.3)
+        put_raw(r, key, "theirs")
+        r.delete(f"lock:{key}")
+
+    t = threading.Thread(target=peer_finishes)
+    t.start()
+    t0 = time.monotonic()
+    try:
+        assert within(8, contended, 1) == "theirs"
+    finally:
+        t.join()
+    elapsed = time.monotonic() - t0
+    assert 0.25 <= elapsed < 3, elapsed
+    assert calls == []
+
+
+def test_lock_of_a_dead_owner_expires(r):
+    """The owner of ``lock:{key}`` died: after the lock expires the waiter
+    runs the function itself."""
+    cachu.configure(lock_timeout=2)
+    key = "5m:orphaned|n=1"
+    r.set(f"lock:{key}", "dead-owner", nx=True, ex=2)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def orphaned(n):
+        calls.append(n)
+        return "computed"
+
+    t0 = time.monotonic()
+    assert within(10, orphaned, 1) == "computed"
+    elapsed = time.monotonic() - t0
+    assert 1.0 <= elapsed < 4.0, elapsed
+    assert calls == [1]
+    assert read_raw(r, key)[1] == "computed"
+    assert orphaned(1) == "computed"
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("bad", [b"hello world, not a pickle", b"abc"], ids=["long", "3-bytes"])
+def test_non_cachu_value_is_a_miss_and_replaced(r, bad):
+    key = "5m:victim|n=1"
+    r.set(key, bad)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def victim(n):
+        calls.append(n)
+        return {"fine": n}
+
+    assert victim(1) == {"fine": 1}
+    assert calls == [1]
+    assert read_raw(r, key)[1] == {"fine": 1}
+    assert victim(1) == {"fine": 1}
+    assert calls == [1]
+    assert_no_locks(r)
+
+
+@pytest.mark.parametrize("bad", [b"hello world, not a pickle", b"abc"], ids=["long", "3-bytes"])
+def test_non_cachu_value_read_by_crud_is_missing_and_removed(r, bad):
+    @cachu.cache(ttl=300, backend="redis")
+    def victim(n):
+        return n
+
+    r.set("5m:victim|n=1", bad)
+    assert cachu.cache_get(victim, n=1, default="missing") == "missing"
+    assert r.get("5m:victim|n=1") is None
+    r.set("5m:victim|n=1", bad)
+    assert cachu.get_backend("redis", ttl=300).get("5m:victim|n=1") is NO_VALUE
+    assert r.get("5m:victim|n=1") is None
+
+
+def test_unpicklable_result_raises_before_anything_is_written(r):
+    bad = {"on": False}
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def maker(n):
+        calls.append(n)
+        return threading.Lock() if bad["on"] else {"n": n}
+
+    maker(1)
+    stored = r.get("5m:maker|n=1")
+    bad["on"] = True
+    with pytest.raises((TypeError, pickle.PicklingError)):
+        maker(2)
+    assert r.get("5m:maker|n=2") is None
+    with pytest.raises((TypeError, pickle.PicklingError)):
+        maker(1, _overwrite_cache=True)
+    assert r.get("5m:maker|n=1") == stored
+    with pytest.raises((TypeError, pickle.PicklingError)):
+        maker.set(threading.Lock(), n=3)
+    assert raw_keys(r) == ["5m:maker|n=1"]
+    assert_no_locks(r)
+    assert maker(1) == {"n": 1}
+    assert calls == [1, 2, 1]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://x", "redis://host:notaport", "redis://host:99999/0", "localhost:6379", ""]
+)
+def test_malformed_url_rejected_at_configure(server, url):
+    with pytest.raises(ValueError):
+        cachu.configure(redis_url=url)
+    assert cachu.get_config().redis_url == server.url
+
+
+def test_database_number_in_the_url(server, r):
+    cachu.configure(redis_url=f"redis://127.0.0.1:{server.port}/2")
+
+    @cachu.cache(ttl=300, backend="redis")
+    def in_db2(n):
+        return n
+
+    in_db2(1)
+    assert raw_keys(r) == []
+    db2 = server.client(db=2)
+    try:
+        assert [k.decode() for k in db2.scan_iter()] == ["5m:in_db2|n=1"]
+    finally:
+        db2.close()
+
+
+# -- round trips -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def requests_seen(server):
+    """The commands clients sent to the server while the block ran, as
+    ``[command name, ...]``, commands run *inside* scripts excluded.
+
+    INFO commandstats cannot tell a script's own ``redis.call``s from client
+    requests (Redis 7 counts both), so the requests are read from MONITOR,
+    which tags script-internal commands as coming from 'lua'. A
+    commandstats cross-check confirms the count of EVALSHA/EVAL calls.
+    """
+    peer = server.client()
+    peer.ping()  # connected (and its HELLO sent) before MONITOR starts
+    marker = f"cachu-test-end-{uuid.uuid4().hex}"
+    seen = []
+    watcher = server.client()
+    with watcher.monitor() as mon:
+
+        def listen():
+            while True:
+                cmd = mon.next_command()
+                if marker in cmd["command"]:
+                    return
+                if cmd.get("client_type") == "lua":
+                    continue
+                seen.append(cmd["command"].split(" ", 1)[0].upper())
+
+        t = threading.Thread(target=listen, daemon=True)
+        t.start()
+        peer.config_resetstat()
+        out = {"commands": seen}
+        yield out
+        stats = peer.info("commandstats")
+        peer.echo(marker)
+        t.join(10)
+        assert not t.is_alive()
+    watcher.close()
+    peer.close()
+    # The test's own bookkeeping (MONITOR does not show admin commands
+    # such as CONFIG; INFO it does).
+    seen[:] = [c for c in seen if c not in ("CONFIG", "INFO")]
+    scripts = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+    out["scripts_by_commandstats"] = scripts
+    assert scripts == sum(c in ("EVALSHA", "EVAL") for c in seen), (stats, seen)
+
+
+def test_hit_is_one_round_trip_and_miss_at_most_two(server, r):
+    @cachu.cache(ttl=300, backend="redis")
+    def rt(n):
+        return n
+
+    # Warm up: the connection is made and the scripts are loaded once per
+    # server (a first EVALSHA may meet NOSCRIPT); neither is counted.
+    rt(0)
+    rt(0)
+
+    with requests_seen(server) as hit:
+        assert rt(0) == 0
+    assert len(hit["commands"]) == 1, hit
+    assert hit["commands"][0] in ("EVALSHA", "EVAL", "GET"), hit
+
+    with requests_seen(server) as miss:
+        assert rt(1) == 1
+    assert 1 <= len(miss["commands"]) <= 2, miss
+    assert read_raw(r, "5m:rt|n=1")[1] == 1
+    assert_no_locks(r)
+
+
+def test_clear_uses_scan_in_batches_not_keys(server, r):
+    n = 20_000
+    payload = pack("v", time.time())
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        pipe.execute_command("SETEX", f"5m:bulk|i={i}", 300, payload)
+    pipe.execute()
+    assert r.dbsize() == n
+
+    cachu.get_backend("redis", ttl=300).count("5m:none")  # connect first
+    r.config_resetstat()
+    assert cachu.cache_clear(backend="redis", ttl=300) == n
+    stats = r.info("commandstats")
+    assert r.dbsize() == 0
+    assert "cmdstat_keys" not in stats, stats
+    assert stats["cmdstat_scan"]["calls"] >= 2, stats
+    deletes = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("unlink", "del"))
+    assert deletes >= 2, stats
+
+
+# -- outages -------------------------------------------------------------------------
+
+
+def test_outage_fails_open_logs_once_and_recovers(own_server, caplog):
+    srv = own_server()
+    cachu.configure(redis_url=srv.url, redis_socket_timeout=0.5)
+    peer = srv.client()
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def resilient(n):
+        calls.append(n)
+        return n * 10
+
+    assert resilient(1) == 10
+    assert resilient(1) == 10
+    assert calls == [1]
+
+    caplog.set_level(logging.WARNING)
+    srv.stop()
+    caplog.clear()
+    for _ in range(5):
+        t0 = time.monotonic()
+        assert within(5, resilient, 1) == 10
+        assert time.monotonic() - t0 < 0.5 + 1
+    assert calls == [1] * 6
+    outage_warnings = cachu_warnings(caplog)
+    assert len(outage_warnings) == 1, [r.getMessage() for r in outage_warnings]
+
+    srv.start()
+    assert within(5, resilient, 2) == 20  # miss, stored
+    assert within(5, resilient, 2) == 20  # hit
+    assert calls == [1] * 6 + [2]
+    assert read_raw(peer, "5m:resilient|n=2")[1] == 20
+
+    # A second outage is logged again, once.
+    srv.stop()
+    caplog.clear()
+    for _ in range(5):
+        assert within(5, resilient, 3) == 30
+    assert len(cachu_warnings(caplog)) == 1
+    peer.close()
+
+
+def test_fail_open_false_raises_cache_error(own_server):
+    srv = own_server()
+    cachu.configure(redis_url=srv.url, redis_socket_timeout=0.5, fail_open=False)
+
+    @cachu.cache(ttl=300, backend="redis")
+    def strict(n):
+        return n
+
+    assert strict(1) == 1
+    srv.stop()
+    with pytest.raises(cachu.CacheError):
+        within(5, strict, 1)
+    with pytest.raises(cachu.CacheError):
+        within(5, strict, 2)
+
+
+def test_black_holed_address_times_out_and_fails_open():
+    """A listening socket that never accepts: connects hang in the backlog
+    or reads never answer; the socket timeout bounds each call."""
+    hole = socket_listening_never_accepting()
+    try:
+        port = hole.getsockname()[1]
+        cachu.configure(redis_url=f"redis://127.0.0.1:{port}/0", redis_socket_timeout=0.3)
+        calls = []
+
+        @cachu.cache(ttl=300, backend="redis")
+        def through(n):
+            calls.append(n)
+            return n + 1
+
+        for n in (1, 2):
+            t0 = time.monotonic()
+            assert within(10, through, n) == n + 1
+            assert time.monotonic() - t0 < 1.5
+        assert calls == [1, 2]
+    finally:
+        hole.close()
+
+
+def socket_listening_never_accepting():
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    return s
+
+
+def test_crud_and_backend_objects_raise_while_down(own_server):
+    srv = own_server()
+    cachu.configure(redis_url=srv.url, redis_socket_timeout=0.5)
+
+    @cachu.cache(ttl=300, backend="redis")
+    def fn(n):
+        return n
+
+    fn(1)
+    b = cachu.get_backend("redis", ttl=300)
+    srv.stop()
+    for op in (
+        lambda: cachu.cache_get(fn, n=1),
+        lambda: cachu.cache_get(fn, n=1, default=None),
+        lambda: cachu.cache_set(fn, 5, n=1),
+        lambda: cachu.cache_delete(fn, n=1),
+        lambda: cachu.cache_clear(backend="redis", ttl=300),
+        lambda: fn.get(n=1),
+        lambda: fn.set(1, n=1),
+        lambda: fn.invalidate(n=1),
+        lambda: b.get("k"),
+        lambda: b.get_with_metadata("k"),
+        lambda: b.set("k", 1, 300),
+        lambda: b.delete("k"),
+        lambda: b.clear(),
+        lambda: list(b.keys()),
+        lambda: b.count(),
+    ):
+        with pytest.raises(cachu.CacheError):
+            within(5, op)
+    assert within(5, fn, 1) == 1  # the decorated call still fails open
+
+
+# -- connection forms --------------------------------------------------------------
+
+
+def test_unix_socket_url(own_server):
+    srv = own_server(unixsocket=True)
+    sock = srv.unixsocket
+    cachu.configure(redis_url=f"unix://{sock}?db=1")
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def via_socket(n):
+        calls.append(n)
+        return [n]
+
+    assert via_socket(1) == [1]
+    assert via_socket(1) == [1]
+    assert calls == [1]
+    peer = srv.client(db=1)
+    try:
+        assert read_raw(peer, "5m:via_socket|n=1")[1] == [1]
+    finally:
+        peer.close()
+    db0 = srv.client(db=0)
+    try:
+        assert db0.dbsize() == 0
+    finally:
+        db0.close()
+
+
+def test_password_url(own_server):
+    srv = own_server(password="secret")
+    cachu.configure(redis_url=f"redis://:secret@127.0.0.1:{srv.port}/0")
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def guarded(n):
+        calls.append(n)
+        return n
+
+    assert guarded(1) == 1
+    assert guarded(1) == 1
+    assert calls == [1]
+    peer = srv.client()
+    try:
+        assert read_raw(peer, "5m:guarded|n=1")[1] == 1
+    finally:
+        peer.close()
+
+    cachu.configure(redis_url=f"redis://:wrong@127.0.0.1:{srv.port}/0", redis_socket_timeout=0.5)
+    assert within(5, guarded, 2) == 2  # fails open
+    assert within(5, guarded, 2) == 2
+    assert calls == [1, 2, 2]
+    with pytest.raises(cachu.CacheError):
+        within(5, cachu.get_backend("redis", ttl=300).get, "5m:guarded|n=1")
+
+
+def test_get_redis_client(server, r):
+    @cachu.cache(ttl=300, backend="redis")
+    def seen_by_client(n):
+        return n
+
+    seen_by_client(1)
+    client = cachu.get_redis_client()
+    try:
+        assert isinstance(client, redis.Redis)
+        assert client.ping()
+        assert client.exists("5m:seen_by_client|n=1") == 1
+    finally:
+        client.close()
+    client = cachu.get_redis_client(f"redis://127.0.0.1:{server.port}/3")
+    try:
+        assert client.ping()
+        client.set("direct_key", "value")
+        db3 = server.client(db=3)
+        assert db3.get("direct_key") == b"value"
+        db3.close()
+        assert r.get("direct_key") is None
+    finally:
+        client.close()
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    if openssl_binary() is None:
+        pytest.skip("openssl CLI not found: cannot make test certificates")
+    ok, why = redis_supports_tls()
+    if not ok:
+        pytest.skip(why)
+    d = str(tmp_path_factory.mktemp("tls"))
+    ca = make_ca(d, "ca")
+    server_cert = make_server_cert(d, ca)
+    other_ca = make_ca(d, "other-ca")
+    return {
+        "ca": ca["cert"],
+        "cert": server_cert["cert"],
+        "key": server_cert["key"],
+        "other_ca": other_ca["cert"],
+    }
+
+
+@pytest.fixture
+def tls_server(tls_files, own_server):
+    return own_server(
+        tls={"cert": tls_files["cert"], "key": tls_files["key"], "ca": tls_files["ca"]}
+    )
+
+
+def test_tls_with_ca_file(tls_server, tls_files):
+    cachu.configure(
+        redis_url=f"rediss://127.0.0.1:{tls_server.port}/0?ssl_ca_certs={tls_files['ca']}"
+    )
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def secure(n):
+        calls.append(n)
+        return {"n": n}
+
+    assert secure(1) == {"n": 1}
+    assert secure(1) == {"n": 1}
+    assert calls == [1]
+    peer = tls_server.client()
+    try:
+        assert read_raw(peer, "5m:secure|n=1")[1] == {"n": 1}
+    finally:
+        peer.close()
+    assert cachu.get_backend("redis", ttl=300).count() == 1
+
+
+def test_tls_without_verification(tls_server):
+    cachu.configure(redis_url=f"rediss://127.0.0.1:{tls_server.port}/0?ssl_cert_reqs=none")
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def unverified(n):
+        calls.append(n)
+        return n
+
+    assert unverified(1) == 1
+    assert unverified(1) == 1
+    assert calls == [1]
+
+
+def test_tls_wrong_ca_fails_open_but_backend_raises(tls_server, tls_files):
+    cachu.configure(
+        redis_url=(f"rediss://127.0.0.1:{tls_server.port}/0?ssl_ca_certs={tls_files['other_ca']}"),
+        redis_socket_timeout=1.0,
+    )
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def distrusted(n):
+        calls.append(n)
+        return n
+
+    assert within(5, distrusted, 1) == 1
+    assert within(5, distrusted, 1) == 1
+    assert calls == [1, 1]
+    with pytest.raises(cachu.CacheError):
+        within(5, cachu.get_backend("redis", ttl=300).get, "5m:distrusted|n=1")
+    peer = tls_server.client()
+    try:
+        assert peer.dbsize() == 0
+    finally:
+        peer.close()
+
+
+# -- async ---------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_async_decorator_miss_then_hit(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def fetch(n):
+        calls.append(n)
+        await asyncio.sleep(0)
+        return {"n": n}
+
+    assert await fetch(1) == {"n": 1}
+    assert await fetch(1) == {"n": 1}
+    assert calls == [1]
+    created, _, pickled = read_raw(r, "5m:fetch|n=1")
+    assert pickled == pickle.dumps({"n": 1})
+    assert abs(created - time.time()) < 5
+    info = await cachu.async_cache_info(fetch)
+    assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
+    assert_no_locks(r)
+
+
+@pytest.mark.asyncio
+async def test_async_crud(r):
+    @cachu.async_cache(ttl=300, backend="redis")
+    async def fetch_user(user_id):
+        return {"id": user_id}
+
+    assert await cachu.async_cache_get(fetch_user, user_id=1, default=None) is None
+    await cachu.async_cache_set(fetch_user, {"id": 1, "name": "set"}, user_id=1)
+    assert read_raw(r, "5m:fetch_user|user_id=1")[1] == {"id": 1, "name": "set"}
+    assert await fetch_user(1) == {"id": 1, "name": "set"}
+    assert await fetch_user.get(user_id=1) == {"id": 1, "name": "set"}
+    await cachu.async_cache_delete(fetch_user, user_id=1)
+    assert raw_keys(r) == []
+    with pytest.raises(KeyError):
+        await cachu.async_cache_get(fetch_user, user_id=1)
+    await fetch_user(2)
+    assert await cachu.async_cache_clear(backend="redis", ttl=300) == 1
+    assert raw_keys(r) == []
+
+
+@pytest.mark.asyncio
+async def test_async_redis_io_does_not_block_the_loop(r):
+    """The server is paused for 0.5 s (CLIENT PAUSE), so the lookup waits on
+    the network; a heartbeat task keeps ticking all along."""
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def slow(n):
+        await asyncio.sleep(0.2)
+        return n
+
+    await slow(0)  # connection made
+    beats = []
+    stop = asyncio.Event()
+
+    async def heartbeat():
+        while not stop.is_set():
+            beats.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    hb = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0.02)
+    r.client_pause(500, all=True)
+    t0 = time.monotonic()
+    assert await slow(1) == 1
+    elapsed = time.monotonic() - t0
+    stop.set()
+    await hb
+    assert elapsed >= 0.55, elapsed  # the pause and the function both happened
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    assert max(gaps) < 0.25, max(gaps)
+
+
+@pytest.mark.asyncio
+async def test_sync_and_async_share_entries(r):
+    calls = []
+
+    def make_sync():
+        @cachu.cache(ttl=300, backend="redis")
+        def shared(n):
+            calls.append(("sync", n))
+            return {"n": n, "by": "sync"}
+
+        return shared
+
+    def make_async():
+        @cachu.cache(ttl=300, backend="redis")
+        async def shared(n):
+            calls.append(("async", n))
+            return {"n": n, "by": "async"}
+
+        return shared
+
+    sync_fn, async_fn = make_sync(), make_async()
+    assert sync_fn(1) == {"n": 1, "by": "sync"}
+    assert await async_fn(1) == {"n": 1, "by": "sync"}
+    assert await async_fn(2) == {"n": 2, "by": "async"}
+    assert sync_fn(2) == {"n": 2, "by": "async"}
+    assert calls == [("sync", 1), ("async", 2)]
+    assert await cachu.async_cache_get(sync_fn, n=2) == {"n": 2, "by": "async"}
+    assert cachu.cache_get(async_fn, n=1) == {"n": 1, "by": "sync"}
+    assert raw_keys(r) == ["5m:shared|n=1", "5m:shared|n=2"]
+
+
+@pytest.mark.asyncio
+async def test_async_call_waits_for_a_foreign_lock(r):
+    """COMPAT.md: a decorated miss on redis takes the Redis lock, so a
+    coroutine must also wait for a lock another process holds (API.md: the
+    async decorator works identically to the sync one; the reference's
+    async path takes ``lock:{key}`` as well)."""
+    key = "5m:acontended|n=1"
+    r.set(f"lock:{key}", "peer-token", nx=True, ex=10)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def acontended(n):
+        calls.append(n)
+        return "ours"
+
+    def peer_finishes():
+        time.sleep(0.3)
+        put_raw(r, key, "theirs")
+        r.delete(f"lock:{key}")
+
+    t = threading.Thread(target=peer_finishes)
+    t.start()
+    try:
+        assert await asyncio.wait_for(acontended(1), 8) == "theirs"
+    finally:
+        await asyncio.to_thread(t.join)
+    assert calls == []
