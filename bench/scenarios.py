@@ -44,30 +44,51 @@ NKEYS = 64
 KEYS = list(range(NKEYS))
 TTL = 300
 
-# The scenarios, in the order they are reported.  ``group`` is what
-# ``--only`` selects; ``impls`` lists every implementation that may run the
+# The scenarios, in the order they are reported.  ``groups`` are what
+# ``--only`` selects (a scenario runs if any of its groups is asked for, and
+# needs the redis server if 'redis' is among them); ``impls`` lists every implementation that may run the
 # scenario: 'cachu' runs in both interpreters (as "ours" and "reference"),
 # the others only in the main one.  ``kind`` picks the timing loop.
 SCENARIOS = [
-    {'name': 'memory hit', 'group': 'memory', 'kind': 'hit',
+    {'name': 'memory hit', 'groups': ('memory',), 'kind': 'hit',
      'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
-    {'name': 'memory hit, int result', 'group': 'memory', 'kind': 'hit',
+    {'name': 'memory hit, int result', 'groups': ('memory',), 'kind': 'hit',
      'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
-    {'name': 'memory miss + store', 'group': 'memory', 'kind': 'miss',
+    {'name': 'memory miss + store', 'groups': ('memory',), 'kind': 'miss',
      'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
-    {'name': 'async memory hit', 'group': 'async', 'kind': 'hit',
+    {'name': 'async memory hit', 'groups': ('async',), 'kind': 'hit',
      'impls': ['cachu', 'cashews', 'moka-py']},
-    {'name': 'file hit', 'group': 'file', 'kind': 'hit',
+    {'name': 'async memory miss + store', 'groups': ('async',), 'kind': 'miss',
+     'impls': ['cachu', 'cashews', 'moka-py']},
+    {'name': 'file hit', 'groups': ('file',), 'kind': 'hit',
      'impls': ['cachu', 'diskcache']},
-    {'name': 'file miss + store', 'group': 'file', 'kind': 'slow_miss',
+    {'name': 'file miss + store', 'groups': ('file',), 'kind': 'slow_miss',
      'impls': ['cachu', 'diskcache']},
-    {'name': 'redis hit', 'group': 'redis', 'kind': 'hit',
+    {'name': 'redis hit', 'groups': ('redis',), 'kind': 'hit',
      'impls': ['cachu', 'redis-py GET+unpickle']},
-    {'name': 'redis miss + store', 'group': 'redis', 'kind': 'slow_miss',
+    {'name': 'redis miss + store', 'groups': ('redis',), 'kind': 'slow_miss',
      'impls': ['cachu', 'redis-py SET+pickle']},
+    # kept after the sync redis rows: the redis scenarios run pinned to one CPU
+    {'name': 'async redis hit', 'groups': ('async', 'redis'), 'kind': 'hit',
+     'impls': ['cachu', 'redis.asyncio GET+unpickle', 'cashews']},
+    {'name': 'async redis miss + store', 'groups': ('async', 'redis'), 'kind': 'slow_miss',
+     'impls': ['cachu', 'redis.asyncio SET+pickle', 'cashews']},
 ]
 SCENARIO_BY_NAME = {s['name']: s for s in SCENARIOS}
 GROUPS = ['memory', 'async', 'file', 'redis']
+
+
+def selected(scenario, groups):
+    """Whether a scenario (dict or name) belongs to any of these groups."""
+    if isinstance(scenario, str):
+        scenario = SCENARIO_BY_NAME[scenario]
+    return any(g in groups for g in scenario['groups'])
+
+
+def needs_redis(scenario):
+    if isinstance(scenario, str):
+        scenario = SCENARIO_BY_NAME[scenario]
+    return 'redis' in scenario['groups']
 
 # Loop sizes per kind: (calls in the first calibration batch, fewest calls
 # in a timed repeat, most calls in a timed repeat).
@@ -136,6 +157,15 @@ async def _atime_hits(f, n, keys):
             await f(k)
     t1 = perf_counter_ns()
     return (t1 - t0) / (len(outer) * len(keys))
+
+
+async def _atime_fresh(f, n, start):
+    args = range(start, start + n)
+    t0 = perf_counter_ns()
+    for x in args:
+        await f(x)
+    t1 = perf_counter_ns()
+    return (t1 - t0) / n
 
 
 # ---------------------------------------------------------------------------
@@ -233,15 +263,28 @@ class MissCase(Case):
         return ns
 
 
-class AsyncHitCase(Case):
+class AsyncCase(Case):
+    """Base of the async cases: everything runs in the worker's one event loop."""
+
+    def await_(self, coro, gc_off=False):
+        was = _gc_off() if gc_off else False
+        try:
+            return self.env.loop().run_until_complete(coro)
+        finally:
+            if was:
+                gc.enable()
+
+
+class AsyncHitCase(AsyncCase):
     """An async def warmed with the 64 keys; awaited in a loop in one event loop."""
+
+    keys = KEYS
 
     def build(self):
         raise NotImplementedError
 
     def setup(self):
         self.fn = self.build()
-        loop = self.env.loop()
 
         async def warm():
             for k in KEYS:
@@ -249,18 +292,43 @@ class AsyncHitCase(Case):
             got = await self.fn(5)
             if got != user(5):
                 raise AssertionError(f'wrong result: {got!r}')
-        loop.run_until_complete(warm())
+        self.await_(warm())
 
     def run(self, n):
         before = self.calls
-        was = _gc_off()
-        try:
-            ns = self.env.loop().run_until_complete(_atime_hits(self.fn, n, KEYS))
-        finally:
-            if was:
-                gc.enable()
+        ns = self.await_(_atime_hits(self.fn, n, self.keys), gc_off=True)
         if self.calls != before:
             self.env.notes.append(f'{self.calls - before} calls missed the cache')
+        return ns
+
+
+class AsyncMissCase(AsyncCase):
+    """An async def awaited with a fresh argument each call: every call misses and stores."""
+
+    kind = 'miss'
+
+    def build(self):
+        raise NotImplementedError
+
+    def setup(self):
+        self.fn = self.build()
+        self.next = 10_000_000
+        self.await_(self.fn(self.next - 1))  # create the backend outside the timed loop
+
+    def check(self):
+        async def twice(x):
+            return await self.fn(x), await self.fn(x)
+        x = self.next - 2
+        if self.await_(twice(x)) != (user(x), user(x)):
+            raise AssertionError('wrong result')
+
+    def run(self, n):
+        start = self.next
+        self.next += n
+        before = self.calls
+        ns = self.await_(_atime_fresh(self.fn, n, start), gc_off=True)
+        if self.calls - before != n:
+            self.env.notes.append(f'{n - (self.calls - before)} of {n} fresh calls did not run the function')
         return ns
 
 
@@ -338,7 +406,7 @@ def _miss_variant(hit_cls):
     return Miss
 
 
-# -- async memory hit -----------------------------------------------------------
+# -- async: memory and redis -------------------------------------------------------
 
 def _async_counted(case):
     async def body(x):
@@ -347,12 +415,35 @@ def _async_counted(case):
     return body
 
 
+def _cachu_async(case, name, backend):
+    import cachu
+    if backend == 'redis':
+        case.env.configure_redis()
+    body = _async_counted(case)
+    body.__name__ = body.__qualname__ = name
+    return cachu.cache(ttl=TTL, backend=backend)(body)
+
+
 class CachuAsyncHit(AsyncHitCase):
     def build(self):
-        import cachu
-        body = _async_counted(self)
-        body.__name__ = body.__qualname__ = 'bench_async_hit'
-        return cachu.cache(ttl=TTL, backend='memory')(body)
+        return _cachu_async(self, 'bench_async_hit', 'memory')
+
+
+class CachuAsyncMiss(AsyncMissCase):
+    def build(self):
+        return _cachu_async(self, 'bench_async_miss', 'memory')
+
+
+class CachuAsyncRedisHit(AsyncHitCase):
+    def build(self):
+        return _cachu_async(self, 'bench_async_redis_hit', 'redis')
+
+
+class CachuAsyncRedisMiss(AsyncMissCase):
+    kind = 'slow_miss'
+
+    def build(self):
+        return _cachu_async(self, 'bench_async_redis_miss', 'redis')
 
 
 class CashewsAsyncHit(AsyncHitCase):
@@ -362,10 +453,87 @@ class CashewsAsyncHit(AsyncHitCase):
         return cashews.cache(ttl='5m', key='bench_async_hit:{x}')(_async_counted(self))
 
 
+class CashewsCase(AsyncCase):
+    """cashews on a Cache of its own; suppress=False so redis errors raise."""
+
+    url = 'mem://'
+    key = ''
+
+    def build(self):
+        import cashews
+        self.cache = cashews.Cache()
+        if self.url == 'redis':
+            self.cache.setup(self.env.need_redis_url(), suppress=False)
+        else:
+            self.cache.setup(self.url)
+        return self.cache(ttl='5m', key=self.key + ':{x}')(_async_counted(self))
+
+    def close(self):
+        self.await_(self.cache.close())
+
+
+class CashewsAsyncMiss(CashewsCase, AsyncMissCase):
+    key = 'bench_async_miss'
+
+
+class CashewsAsyncRedisHit(CashewsCase, AsyncHitCase):
+    url, key = 'redis', 'bench_async_redis_hit'
+
+
+class CashewsAsyncRedisMiss(CashewsCase, AsyncMissCase):
+    kind = 'slow_miss'
+    url, key = 'redis', 'bench_async_redis_miss'
+
+
 class MokaAsyncHit(AsyncHitCase):
     def build(self):
         import moka_py
         return moka_py.cached(maxsize=1024, ttl=TTL)(_async_counted(self))
+
+
+class MokaAsyncMiss(AsyncMissCase):
+    build = MokaAsyncHit.build
+
+
+class RawAsyncRedisGet(AsyncHitCase):
+    """The bare async GET round trip: redis.asyncio GET of a pickled dict, then unpickle."""
+
+    keys = tuple(f'bench:araw:{k}'.encode() for k in KEYS)
+
+    def setup(self):
+        client = self.env.aredis_client()
+
+        async def fill():
+            for k, name in zip(KEYS, self.keys):
+                await client.set(name, pickle.dumps(user(k)), ex=TTL)
+        self.await_(fill())
+        get, loads = client.get, pickle.loads
+
+        async def fn(name):
+            return loads(await get(name))
+        self.fn = fn
+
+    def check(self):
+        got = self.await_(self.fn(self.keys[3]))
+        if got != user(3):
+            raise AssertionError(f'wrong result: {got!r}')
+
+
+class RawAsyncRedisSet(AsyncMissCase):
+    """One redis.asyncio SET (with expiry) of a freshly pickled dict."""
+
+    kind = 'slow_miss'
+
+    def build(self):
+        client = self.env.aredis_client()
+        set_, dumps = client.set, pickle.dumps
+
+        async def fn(x):
+            self.calls += 1
+            value = user(x)
+            await set_(f'bench:arawset:{x}', dumps(value), ex=TTL)
+            return value
+        return fn
 
 
 # -- file ---------------------------------------------------------------------------
@@ -474,6 +642,9 @@ CASES = {
     ('async memory hit', 'cachu'): CachuAsyncHit,
     ('async memory hit', 'cashews'): CashewsAsyncHit,
     ('async memory hit', 'moka-py'): MokaAsyncHit,
+    ('async memory miss + store', 'cachu'): CachuAsyncMiss,
+    ('async memory miss + store', 'cashews'): CashewsAsyncMiss,
+    ('async memory miss + store', 'moka-py'): MokaAsyncMiss,
     ('file hit', 'cachu'): CachuFileHit,
     ('file hit', 'diskcache'): DiskcacheHit,
     ('file miss + store', 'cachu'): CachuFileMiss,
@@ -482,6 +653,12 @@ CASES = {
     ('redis hit', 'redis-py GET+unpickle'): RawRedisGet,
     ('redis miss + store', 'cachu'): CachuRedisMiss,
     ('redis miss + store', 'redis-py SET+pickle'): RawRedisSet,
+    ('async redis hit', 'cachu'): CachuAsyncRedisHit,
+    ('async redis hit', 'redis.asyncio GET+unpickle'): RawAsyncRedisGet,
+    ('async redis hit', 'cashews'): CashewsAsyncRedisHit,
+    ('async redis miss + store', 'cachu'): CachuAsyncRedisMiss,
+    ('async redis miss + store', 'redis.asyncio SET+pickle'): RawAsyncRedisSet,
+    ('async redis miss + store', 'cashews'): CashewsAsyncRedisMiss,
 }
 
 
@@ -506,6 +683,7 @@ class Env:
         self._tmpdir = None
         self._loop = None
         self._client = None
+        self._aclient = None
         self._file_configured = False
         self._redis_configured = False
         self.notes = []
@@ -543,24 +721,37 @@ class Env:
             cachu.configure(file_dir=path)
             self._file_configured = True
 
-    def configure_redis(self):
+    def need_redis_url(self):
         if not self.redis_url:
             raise Unsupported('no redis server')
+        return self.redis_url
+
+    def configure_redis(self):
         if not self._redis_configured:
             import cachu
-            cachu.configure(redis_url=self.redis_url)
+            cachu.configure(redis_url=self.need_redis_url())
             self._redis_configured = True
 
     def redis_client(self):
-        if not self.redis_url:
-            raise Unsupported('no redis server')
         if self._client is None:
             import redis
-            self._client = redis.Redis.from_url(self.redis_url)
+            self._client = redis.Redis.from_url(self.need_redis_url())
         return self._client
+
+    def aredis_client(self):
+        """A redis.asyncio client, used from this worker's one event loop."""
+        if self._aclient is None:
+            import redis.asyncio
+            self._aclient = redis.asyncio.Redis.from_url(self.need_redis_url())
+        return self._aclient
 
     def close(self):
         if self._loop is not None:
+            if self._aclient is not None:
+                try:
+                    self._loop.run_until_complete(self._aclient.aclose())
+                except Exception:
+                    pass
             try:
                 self._loop.close()
             except Exception:
@@ -667,7 +858,7 @@ def batch(env, groups, repeats, target_s):
     worker = Worker(env)
     results = []
     for sc in SCENARIOS:
-        if sc['group'] not in groups:
+        if not selected(sc, groups):
             continue
         for impl in worker.impls_for(sc['name']):
             row = {'scenario': sc['name'], 'impl': impl, 'ns': None, 'error': None, 'notes': []}
