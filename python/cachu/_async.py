@@ -68,21 +68,32 @@ async def _on_redis(
     lock = None
     store = True
     if not overwrite:
-        state, payload = await core._aget_or_lock(key)
-        if state == 1:
-            found, value = core._accept(key, *payload)
-            if found:
-                return value
-        elif state == 2:
-            lock = payload
-        elif state == 0:
-            waited = await core._await_value(key)
+        # Until the lock timeout: read or lock; if another caller holds the
+        # lock, wait for its value; if it let go without storing, try again
+        # (one of the waiters then computes, not all of them).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + core._lock_timeout()
+        while True:
+            state, payload = await core._aget_or_lock(key)
+            if state == 1:
+                found, value = core._accept(key, *payload)
+                if found:
+                    return value
+                break
+            if state == 2:
+                lock = payload
+                break
+            if state == 3:  # Redis is down and the region fails open.
+                store = False
+                break
+            waited = await core._await_value(key, max(0.0, deadline - loop.time()))
             if waited is not None:
                 found, value = core._accept(key, *waited)
                 if found:
                     return value
-        else:  # Redis is down and the region fails open: just compute.
-            store = False
+                break
+            if loop.time() >= deadline:
+                break
     core._miss()
     try:
         result = await fn(*args, **kwargs)

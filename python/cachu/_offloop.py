@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from cachu import _cachu
 
 T = TypeVar("T")
 
@@ -33,3 +36,8 @@ def resolve_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_result(value)
     else:
         fut.set_exception(value)
+
+
+# Before the interpreter finalizes, stop the engine's I/O thread from calling
+# back into Python (see src/python/aio.rs).
+atexit.register(_cachu.shutdown_io)

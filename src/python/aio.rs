@@ -4,6 +4,8 @@
 //! waits on the network.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -11,6 +13,26 @@ use pyo3::sync::PyOnceLock;
 use crate::runtime;
 
 static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Set at interpreter exit: finished work no longer reaches Python. A
+/// runtime thread that tried to take the GIL while the interpreter is
+/// finalizing would be torn down by CPython mid-Rust-frame (an abort).
+static CLOSING: AtomicBool = AtomicBool::new(false);
+/// Completions between "not closing yet" and "done with Python".
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Registered with `atexit`: stop handing results to Python, and wait (with
+/// the GIL released, at most a second) for the completions already under way.
+#[pyfunction]
+pub fn shutdown_io(py: Python<'_>) {
+    CLOSING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
 
 /// Run `work` on the runtime; `finish` turns its output into the Python
 /// result (with the GIL, on the runtime's thread: keep it to conversions).
@@ -30,7 +52,13 @@ where
     let (event_loop, target) = (event_loop.unbind(), future.clone().unbind());
     runtime::handle().spawn(async move {
         let output = work.await;
-        Python::attach(|py| {
+        // Announce first, then check: `shutdown_io` waits for whoever got in.
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        if CLOSING.load(Ordering::SeqCst) {
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        Python::try_attach(|py| {
             let (ok, value) = match finish(py, output) {
                 Ok(v) => (true, v),
                 Err(e) => (false, e.into_value(py).into_any()),

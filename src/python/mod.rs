@@ -38,6 +38,8 @@ fn reset_stats() {
 #[pymodule]
 mod _cachu {
     #[pymodule_export]
+    use super::aio::shutdown_io;
+    #[pymodule_export]
     use super::cached::CachedFunction;
     #[pymodule_export]
     use super::errors::{BackendUnavailableError, CacheError};

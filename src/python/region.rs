@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::errors::{to_py, BackendUnavailableError};
@@ -57,6 +57,10 @@ pub struct Region {
     fail_open: bool,
     /// An outage is in progress (so it is logged once, not per call).
     down: AtomicBool,
+    /// Bumped after every write to a byte store through this region, once
+    /// the write is done: a miss that saw no bump since before its lookup
+    /// cannot have been filled in by another thread of this process.
+    writes: AtomicU64,
 }
 
 impl Region {
@@ -70,7 +74,19 @@ impl Region {
             locks: KeyLocks::new(),
             fail_open,
             down: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
         })
+    }
+
+    /// How many writes to a byte store this region has finished.
+    #[inline]
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::Release);
     }
 
     /// A decorated call met `err`: if it is the backend being unreachable
@@ -163,7 +179,9 @@ impl Region {
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
                 let data = dumps(value)?;
-                py.detach(|| b.set(key.text, &data, ttl)).map_err(to_py)
+                let done = py.detach(|| b.set(key.text, &data, ttl));
+                self.wrote();
+                done.map_err(to_py)
             }
         }
     }
@@ -174,7 +192,9 @@ impl Region {
             Store::Null => Ok(false),
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
-                py.detach(|| b.delete(key.text)).map_err(to_py)
+                let done = py.detach(|| b.delete(key.text));
+                self.wrote();
+                done.map_err(to_py)
             }
         }
     }
@@ -189,7 +209,9 @@ impl Region {
             Store::Null => Ok(0),
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
-                py.detach(|| b.clear(pattern)).map_err(to_py)
+                let done = py.detach(|| b.clear(pattern));
+                self.wrote();
+                done.map_err(to_py)
             }
         }
     }

@@ -1,6 +1,9 @@
 //! `CachedFunction`: what `@cache` returns for a sync function. Calling it is
 //! the hot path, done in one Rust call: read the flags, build the key, look
 //! it up, and only on a miss take the dogpile lock and call the function.
+//! The Redis paths live in `redis.rs`.
+
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,19 +13,13 @@ use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
-use super::aio;
-use super::errors::to_py;
 use super::keyplan::KeyPlan;
 use super::redis_lock::RedisLock;
 use super::region::{PyBackend, Region, Store};
 use super::state;
-use super::value::{dumps, loads};
-use crate::backend::redis::{GetOrLock, LockToken, RedisBackend};
-use crate::backend::{Backend, Hit};
 use crate::key::{self, HashedKey};
-use crate::runtime;
 use crate::stats::Stats;
 
 unsafe extern "C" {
@@ -136,6 +133,7 @@ impl CachedFunction {
     }
 
     /// The miss path: take the key's dogpile lock, look again, call, store.
+    #[allow(clippy::too_many_arguments)]
     fn compute(
         &self,
         py: Python<'_>,
@@ -144,6 +142,7 @@ impl CachedFunction {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
         overwrite: bool,
+        writes_before: u64,
     ) -> PyResult<Py<PyAny>> {
         let locks = &r.region.locks;
         // Wait for another thread's computation without holding the GIL.
@@ -154,8 +153,13 @@ impl CachedFunction {
         // Look again unless nothing can have been stored since the first
         // look: stores happen under the GIL, and an in-memory lookup never
         // releases it, so if the lock was free the first miss still stands.
-        let looked_without_gil = r.region.store.blocking();
-        if !overwrite && (waited || looked_without_gil) {
+        // A blocking (file) lookup releases the GIL, but another thread's
+        // store in between bumps the region's write count before it releases
+        // the key, which we then took: no bump, no such store. (Another
+        // process may still have stored since; as it may just after a
+        // second look, so that look would not settle it either.)
+        let stored_meanwhile = r.region.store.blocking() && r.region.writes() != writes_before;
+        if !overwrite && (waited || stored_meanwhile) {
             if let Some(v) = self.lookup_valid(py, r, key)? {
                 self.stats.hit();
                 return Ok(v);
@@ -191,31 +195,6 @@ impl CachedFunction {
         }
     }
 
-    /// A value read from Redis, if it unpickles and passes `validate`; an
-    /// unreadable one is removed.
-    fn accept(
-        &self,
-        py: Python<'_>,
-        r: &Resolved,
-        key: HashedKey<'_>,
-        hit: Hit<Vec<u8>>,
-    ) -> PyResult<Option<Py<PyAny>>> {
-        let value = match loads(py, &hit.value) {
-            Ok(v) => v.unbind(),
-            Err(e) => {
-                log::warn!(
-                    "dropping cache entry {:?} that could not be read: {e}",
-                    key.text
-                );
-                if let Err(e) = r.region.delete(py, key) {
-                    r.region.degrade(py, e)?;
-                }
-                return Ok(None);
-            }
-        };
-        self.validated(py, value, hit.created_at)
-    }
-
     /// `value` unless `validate` rejects it.
     fn validated(
         &self,
@@ -233,111 +212,6 @@ impl CachedFunction {
             }
         }
         Ok(Some(value))
-    }
-
-    /// A decorated call on Redis: one round trip returns the value or takes
-    /// the key's distributed lock; on a miss, compute, then store and release
-    /// the lock in a second round trip. Callers that find the lock taken wait
-    /// (without the GIL) for the owner's value, up to `lock_timeout`. When
-    /// Redis is unreachable and the region fails open, the function just runs.
-    #[allow(clippy::too_many_arguments)]
-    fn call_redis(
-        &self,
-        py: Python<'_>,
-        r: &Resolved,
-        redis: &RedisBackend,
-        key: HashedKey<'_>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-        overwrite: bool,
-    ) -> PyResult<Py<PyAny>> {
-        if overwrite {
-            return self.compute_on_redis(py, r, redis, key, args, kwargs, None);
-        }
-        let probe = match py.detach(|| redis.get_or_lock(key.text)) {
-            Ok(p) => {
-                r.region.up();
-                p
-            }
-            Err(e) => {
-                r.region.degrade(py, to_py(e))?;
-                self.stats.miss();
-                return Ok(self.func.bind(py).call(args, kwargs)?.unbind());
-            }
-        };
-        let token = match probe {
-            GetOrLock::Hit(hit) => {
-                if let Some(v) = self.accept(py, r, key, hit)? {
-                    self.stats.hit();
-                    return Ok(v);
-                }
-                None
-            }
-            GetOrLock::Locked(token) => Some(token),
-            GetOrLock::Busy => {
-                match py.detach(|| redis.wait_for(key.text, r.lock_timeout)) {
-                    Ok(Some(hit)) => {
-                        if let Some(v) = self.accept(py, r, key, hit)? {
-                            self.stats.hit();
-                            return Ok(v);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => r.region.degrade(py, to_py(e))?,
-                }
-                None
-            }
-        };
-        self.compute_on_redis(py, r, redis, key, args, kwargs, token)
-    }
-
-    /// Run the function and store its result on Redis, releasing `token`'s
-    /// lock in the same round trip (or on any failure).
-    #[allow(clippy::too_many_arguments)]
-    fn compute_on_redis(
-        &self,
-        py: Python<'_>,
-        r: &Resolved,
-        redis: &RedisBackend,
-        key: HashedKey<'_>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-        token: Option<LockToken>,
-    ) -> PyResult<Py<PyAny>> {
-        let unlock = |token: &Option<LockToken>| {
-            if let Some(t) = token {
-                // Best effort: if it fails, the lock expires after lock_timeout.
-                let _ = py.detach(|| redis.unlock(key.text, t));
-            }
-        };
-        self.stats.miss();
-        let prepared = self.func.bind(py).call(args, kwargs).and_then(|result| {
-            let ttl = self.store_ttl(&result)?;
-            let data = ttl.map(|_| dumps(&result)).transpose()?;
-            Ok((result, ttl.zip(data)))
-        });
-        let (result, to_store) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                unlock(&token);
-                return Err(e);
-            }
-        };
-        let written = match (&to_store, &token) {
-            (Some((ttl, data)), Some(t)) => {
-                py.detach(|| redis.store_and_unlock(key.text, data, *ttl, t))
-            }
-            (Some((ttl, data)), None) => py.detach(|| redis.set(key.text, data, *ttl)),
-            (None, _) => {
-                unlock(&token);
-                Ok(())
-            }
-        };
-        match written {
-            Ok(()) => r.region.up(),
-            Err(e) => r.region.degrade(py, to_py(e))?,
-        }
-        Ok(result.unbind())
     }
 
     /// Keyword arguments minus the per-call flags, and the flags' values.
@@ -431,13 +305,14 @@ impl CachedFunction {
         if let Store::Redis(redis) = &r.region.store {
             return this.call_redis(py, &r, redis, key, args, kwargs, overwrite);
         }
+        let writes_before = r.region.writes();
         if !overwrite {
             if let Some(v) = this.lookup_valid(py, &r, key)? {
                 this.stats.hit();
                 return Ok(v);
             }
         }
-        this.compute(py, &r, key, args, kwargs, overwrite)
+        this.compute(py, &r, key, args, kwargs, overwrite, writes_before)
     }
 
     /// Bind as a method when looked up on an instance.
@@ -622,65 +497,25 @@ impl CachedFunction {
     /// caller took the key's lock, `(0, None)` when another holds it, and
     /// `(3, None)` when Redis is down and the region fails open.
     fn _aget_or_lock<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        let region = self.resolved(py)?.region.clone();
-        let work_region = region.clone();
-        let work_key = key.clone();
-        aio::spawn(
-            py,
-            async move {
-                match &work_region.store {
-                    Store::Redis(redis) => redis.get_or_lock_async(&work_key).await,
-                    _ => unreachable!("_aget_or_lock on a region that is not Redis"),
-                }
-            },
-            move |py, out| {
-                let reply = match out {
-                    Ok(GetOrLock::Hit(hit)) => {
-                        (1, (PyBytes::new(py, &hit.value), hit.created_at)).into_pyobject(py)?
-                    }
-                    Ok(GetOrLock::Locked(token)) => {
-                        (2, RedisLock::new(region.clone(), key, token)).into_pyobject(py)?
-                    }
-                    Ok(GetOrLock::Busy) => (0, py.None()).into_pyobject(py)?,
-                    Err(e) => {
-                        region.degrade(py, to_py(e))?;
-                        return Ok((3, py.None()).into_pyobject(py)?.into_any().unbind());
-                    }
-                };
-                region.up();
-                Ok(reply.into_any().unbind())
-            },
-        )
+        self.aget_or_lock(py, key)
     }
 
-    /// Async Redis: wait (suspended) for another caller's value, up to the
-    /// lock timeout. Resolves to `(data, created_at)` or `None`.
-    fn _await_value<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        let r = self.resolved(py)?;
-        let (region, timeout) = (r.region.clone(), r.lock_timeout);
-        let work_region = region.clone();
-        aio::spawn(
-            py,
-            async move {
-                match &work_region.store {
-                    Store::Redis(redis) => redis.wait_for_async(&key, timeout).await,
-                    _ => unreachable!("_await_value on a region that is not Redis"),
-                }
-            },
-            move |py, out| match out {
-                Ok(Some(hit)) => Ok((PyBytes::new(py, &hit.value), hit.created_at)
-                    .into_pyobject(py)?
-                    .into_any()
-                    .unbind()),
-                Ok(None) => Ok(py.None()),
-                Err(e) => region.degrade(py, to_py(e)).map(|_| py.None()),
-            },
-        )
+    /// Async Redis: wait (suspended) for another caller's value, up to
+    /// `timeout` seconds (default: the lock timeout). Resolves to
+    /// `(data, created_at)`, or `None` once the lock is gone without a value
+    /// or the time is up.
+    #[pyo3(signature = (key, timeout=None))]
+    fn _await_value<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.await_value(py, key, timeout)
     }
 
-    /// A value read by the async Redis path: `(True, value)` if it unpickles
-    /// and passes `validate` (a hit is counted), else `(False, None)`; an
-    /// unreadable value is deleted in the background.
+    /// `(True, value)` for a value read by the async Redis path that
+    /// unpickles and passes `validate` (a hit is counted), else `(False, None)`.
     fn _accept(
         &self,
         py: Python<'_>,
@@ -688,31 +523,11 @@ impl CachedFunction {
         data: &[u8],
         created_at: f64,
     ) -> PyResult<(bool, Option<Py<PyAny>>)> {
-        let value = match loads(py, data) {
-            Ok(v) => v.unbind(),
-            Err(e) => {
-                log::warn!("dropping cache entry {key:?} that could not be read: {e}");
-                let region = self.resolved(py)?.region.clone();
-                runtime::handle().spawn(async move {
-                    if let Store::Redis(redis) = &region.store {
-                        let _ = redis.delete_async(&key).await;
-                    }
-                });
-                return Ok((false, None));
-            }
-        };
-        Ok(match self.validated(py, value, created_at)? {
-            Some(v) => {
-                self.stats.hit();
-                (true, Some(v))
-            }
-            None => (false, None),
-        })
+        self.accept_read(py, key, data, created_at)
     }
 
-    /// Async Redis: store a computed result (`cache_if`, TTL, pickle happen
-    /// now, on the caller's thread), releasing `lock` in the same round trip
-    /// when given. Resolves to None; a down Redis is logged when failing open.
+    /// Async Redis: store a computed result, releasing `lock` in the same
+    /// round trip when given. Resolves to None.
     #[pyo3(signature = (key, result, lock=None))]
     fn _astore<'py>(
         &self,
@@ -721,45 +536,7 @@ impl CachedFunction {
         result: &Bound<'py, PyAny>,
         lock: Option<&Bound<'py, RedisLock>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let token = lock.and_then(|l| l.get().take());
-        let prepared = self
-            .store_ttl(result)
-            .and_then(|ttl| ttl.map(|t| dumps(result).map(|d| (t, d))).transpose());
-        let region = self.resolved(py)?.region.clone();
-        let to_store = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                if let Some(token) = token {
-                    // Dropping an unused lock releases it.
-                    drop(RedisLock::new(region, key, token));
-                }
-                return Err(e);
-            }
-        };
-        let work_region = region.clone();
-        aio::spawn(
-            py,
-            async move {
-                let Store::Redis(redis) = &work_region.store else {
-                    unreachable!("_astore on a region that is not Redis")
-                };
-                match (to_store, token) {
-                    (Some((ttl, data)), Some(t)) => {
-                        redis.store_and_unlock_async(&key, &data, ttl, &t).await
-                    }
-                    (Some((ttl, data)), None) => redis.set_async(&key, &data, ttl).await,
-                    (None, Some(t)) => redis.unlock_async(&key, &t).await,
-                    (None, None) => Ok(()),
-                }
-            },
-            move |py, out| {
-                match out {
-                    Ok(()) => region.up(),
-                    Err(e) => region.degrade(py, to_py(e))?,
-                }
-                Ok(py.None())
-            },
-        )
+        self.astore(py, key, result, lock)
     }
 
     /// Seconds a caller waits for another's computation of the same key.

@@ -1,0 +1,1558 @@
+"""Async caching on the Redis backend, against a real ``redis-server``.
+
+The memory and file versions of these tests are in test_async.py and
+test_async_loops.py. Here every async decorator option, helper, CRUD
+function and AsyncBackend method runs with ``backend='redis'``, and the
+natively async Redis path (one round trip to read or take ``lock:{key}``,
+suspended polling while another client holds it, store-and-unlock in one
+round trip) is checked under concurrency, cancellation, several processes,
+several event loops and threads, and outages.
+
+A module-wide server (127.0.0.1, free port, nothing persisted) is flushed
+before every test; outage tests start servers of their own. A raw redis-py
+client plays the peer: it reads what cachu wrote and writes entries and
+locks the way the reference (pure-Python cachu 0.2.7) does:
+
+    value = struct.pack('d', created_at) + pickle.dumps(result), via SETEX
+    lock  = SET lock:{mangled key} <token> NX EX int(lock_timeout)
+
+The package's ``lock_timeout`` is 30 s unless a test says otherwise, so a
+lock left behind shows up as a long wait, which the ``WAIT`` guards and the
+explicit elapsed-time bounds turn into failures.
+"""
+
+import asyncio
+import json
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import cachu
+import pytest
+from cachu.backends import NO_VALUE, AsyncBackend
+from cachu.decorator import clear_backends
+from redis_server import free_port, start_server
+
+LOCK_TIMEOUT = 30
+WAIT = 10  # guards waits that should end long before it; only catches hangs
+JOIN_TIMEOUT = 30
+PICKLE_ERRORS = (TypeError, pickle.PicklingError, AttributeError)
+
+
+# -- servers and helpers ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = start_server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def r(server):
+    """The raw peer client on the module server, database 0, flushed."""
+    c = server.client()
+    c.flushall()
+    yield c
+    c.close()
+
+
+@pytest.fixture(autouse=True)
+def on_module_server(server, r):
+    """Point this module's package at the module server, with a long lock
+    timeout. At teardown cachu's instances are forgotten without clearing
+    them (the next test flushes the database), since some tests leave their
+    own server down."""
+    cachu.configure(redis_url=server.url, lock_timeout=LOCK_TIMEOUT)
+    yield
+    clear_backends()
+
+
+@pytest.fixture
+def own_server():
+    """Start extra servers for one test: ``own_server(**RedisServer kwargs)``."""
+    started = []
+
+    def make(**kwargs):
+        s = start_server(**kwargs)
+        started.append(s)
+        return s
+
+    yield make
+    clear_backends()
+    for s in started:
+        s.close()
+
+
+def pack(value, created_at):
+    """A value in the reference's Redis layout."""
+    return struct.pack("d", created_at) + pickle.dumps(value)
+
+
+def put_raw(r, key, value, ttl=300, created_at=None):
+    """Store ``value`` as the reference does (SETEX)."""
+    created_at = time.time() if created_at is None else created_at
+    r.execute_command("SETEX", key, ttl, pack(value, created_at))
+
+
+def read_raw(r, key):
+    """``(created_at, value, pickle bytes)`` of a stored entry."""
+    raw = r.get(key)
+    assert raw is not None, f"{key!r} is not stored"
+    assert len(raw) > 8, raw
+    return struct.unpack("d", raw[:8])[0], pickle.loads(raw[8:]), raw[8:]
+
+
+def raw_keys(r, pattern="*"):
+    return sorted(k.decode() for k in r.scan_iter(match=pattern, count=1000))
+
+
+def assert_no_locks(r):
+    assert raw_keys(r, "lock:*") == []
+
+
+def assert_ttl_about(r, key, ttl):
+    pttl = r.pttl(key)
+    assert (ttl - 3) * 1000 < pttl <= ttl * 1000, (key, pttl)
+
+
+async def wait_until(predicate, timeout, what):
+    """Poll ``predicate`` every 10 ms; the seconds it took to become true,
+    or a failure after ``timeout``."""
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - t0
+
+
+async def wait_no_locks(r, timeout=1.0):
+    """A released lock is deleted in the background: wait for it."""
+    return await wait_until(lambda: not raw_keys(r, "lock:*"), timeout, "lock:* still present")
+
+
+class Boom(Exception):
+    pass
+
+
+@cachu.cache(ttl=300, backend="redis")
+async def module_level_cube(x):
+    """Decorated once, at import, and used from several event loops."""
+    await asyncio.sleep(0)
+    return x**3
+
+
+# -- decorator options ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorator", [cachu.cache, cachu.async_cache], ids=["cache", "async"])
+async def test_miss_then_hit_stores_the_reference_layout(r, decorator):
+    calls = []
+    result = {"id": 5, "tags": ("a", "b"), "score": 1.5, "blob": b"\x00\xff", "none": None}
+
+    @decorator(ttl=300, backend="redis")
+    async def record(n):
+        calls.append(n)
+        await asyncio.sleep(0)
+        return result
+
+    before = time.time()
+    assert await record(5) == result
+    after = time.time()
+    assert await record(5) == result
+    assert await record(n=5) == result
+    assert calls == [5]
+    assert raw_keys(r) == ["5m:record|n=5"]
+    raw = r.get("5m:record|n=5")
+    assert raw[8:] == pickle.dumps(result)
+    (created,) = struct.unpack("d", raw[:8])
+    assert before - 0.5 <= created <= after + 0.5
+    assert_ttl_about(r, "5m:record|n=5", 300)
+    assert_no_locks(r)
+    info = await cachu.async_cache_info(record)
+    assert (info.hits, info.misses, info.currsize) == (2, 1, 1)
+
+
+@pytest.mark.asyncio
+async def test_keys_and_bytes_identical_to_the_sync_path(r):
+    """The same function, decorated sync and async, writes the same keys,
+    the same bytes (after the 8-byte created_at) and the same TTL."""
+    cachu.configure(key_prefix="v1:")
+    result = {"id": 5, "nested": [1, (2, 3)], "f": 0.1}
+
+    def make_sync():
+        @cachu.cache(ttl=3600, backend="redis", tag="users", exclude={"log"})
+        def record(user_id, kind="plain", *more, log=None, flag=False, **extra):
+            return result
+
+        return record
+
+    def make_async():
+        @cachu.cache(ttl=3600, backend="redis", tag="users", exclude={"log"})
+        async def record(user_id, kind="plain", *more, log=None, flag=False, **extra):
+            return result
+
+        return record
+
+    calls = [
+        ((5,), {}),
+        ((5, "full", 1, 2), {"flag": True, "x": "y"}),
+        ((), {"user_id": 6, "log": object(), "_trace": 1}),
+    ]
+    expected = [
+        "1h:v1:record||users||flag=True kind='full' user_id=5 vararg1=1 vararg2=2 x='y'",
+        "1h:v1:record||users||kind='plain' user_id=5",
+        "1h:v1:record||users||kind='plain' user_id=6",
+    ]
+    sync_fn, async_fn = make_sync(), make_async()
+
+    def layout():
+        out = {}
+        for key in raw_keys(r):
+            raw = r.get(key)
+            out[key] = (len(raw), struct.unpack("d", raw[:8])[0], raw[8:], r.pttl(key))
+        return out
+
+    t0 = time.time()
+    for args, kwargs in calls:
+        sync_fn(*args, **kwargs)
+    sync_layout = layout()
+    r.flushdb()
+    for args, kwargs in calls:
+        await async_fn(*args, **kwargs)
+    async_layout = layout()
+    t1 = time.time()
+
+    assert sorted(sync_layout) == expected
+    assert sorted(async_layout) == expected
+    for key in expected:
+        s_len, s_created, s_pickle, s_pttl = sync_layout[key]
+        a_len, a_created, a_pickle, a_pttl = async_layout[key]
+        assert a_pickle == s_pickle == pickle.dumps(result)
+        assert a_len == s_len == 8 + len(pickle.dumps(result))
+        assert t0 - 0.5 <= s_created <= a_created <= t1 + 0.5
+        assert 3597_000 < a_pttl <= 3600_000 and 3597_000 < s_pttl <= 3600_000
+    assert_no_locks(r)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("ttl", "region"), [(59, "59s"), (300, "5m"), (3600, "1h"), (86400, "1d")])
+async def test_ttl_regions(r, ttl, region):
+    @cachu.cache(ttl=ttl, backend="redis")
+    async def region_fn(n):
+        return [n]
+
+    assert await region_fn(1) == [1]
+    key = f"{region}:region_fn|n=1"
+    assert raw_keys(r) == [key]
+    assert_ttl_about(r, key, ttl)
+    assert read_raw(r, key)[1] == [1]
+
+
+@pytest.mark.asyncio
+async def test_short_ttl_expires(r):
+    calls = []
+
+    @cachu.cache(ttl=1, backend="redis")
+    async def brief(n):
+        calls.append(n)
+        return n
+
+    await brief(1)
+    await brief(1)
+    assert calls == [1]
+    await asyncio.sleep(1.3)
+    assert raw_keys(r) == []
+    await brief(1)
+    assert calls == [1, 1]
+
+
+@pytest.mark.asyncio
+async def test_callable_ttl(r):
+    calls = []
+
+    @cachu.cache(ttl=lambda res: res["ttl"], backend="redis")
+    async def dyn(n):
+        calls.append(n)
+        return {"n": n, "ttl": 120 if n else 0}
+
+    assert await dyn(1) == {"n": 1, "ttl": 120}
+    assert raw_keys(r) == ["-1s:dyn|n=1"]
+    assert_ttl_about(r, "-1s:dyn|n=1", 120)
+    assert await dyn(1) == {"n": 1, "ttl": 120}
+    assert calls == [1]
+    # A TTL of 0 stores nothing, and leaves no lock behind.
+    assert await dyn(0) == {"n": 0, "ttl": 0}
+    assert raw_keys(r) == ["-1s:dyn|n=1"]
+    await wait_no_locks(r)
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(dyn(0), WAIT) == {"n": 0, "ttl": 0}
+    assert time.monotonic() - t0 < 5
+    assert calls == [1, 0, 0]
+
+
+@pytest.mark.asyncio
+async def test_tag_and_key_prefix(r):
+    cachu.configure(key_prefix="v2:")
+
+    @cachu.cache(ttl=300, backend="redis", tag="user|admin")
+    async def get_user(user_id, verbose=False):
+        return {"id": user_id}
+
+    @cachu.async_cache(ttl=300, backend="redis", tag="products")
+    async def get_product(pid):
+        return {"pid": pid}
+
+    await get_user(123)
+    await get_user(124)
+    await get_product(1)
+    assert raw_keys(r) == [
+        "5m:v2:get_product||products||pid=1",
+        "5m:v2:get_user||user.admin||user_id=123 verbose=False",
+        "5m:v2:get_user||user.admin||user_id=124 verbose=False",
+    ]
+    removed = await cachu.async_cache_clear(tag="user|admin", backend="redis", ttl=300)
+    assert removed == 2
+    assert raw_keys(r) == ["5m:v2:get_product||products||pid=1"]
+    assert await cachu.async_cache_clear(backend="redis", ttl=300) == 1
+    assert raw_keys(r) == []
+
+
+@pytest.mark.asyncio
+async def test_package_option_uses_that_packages_config(server, r):
+    cachu.configure(package="otherpkg", redis_url=server.url, key_prefix="o:")
+    cachu.configure(key_prefix="mine:")
+
+    @cachu.cache(ttl=300, backend="redis", package="otherpkg")
+    async def theirs(n):
+        return n
+
+    @cachu.async_cache(ttl=300, backend="redis")
+    async def ours(n):
+        return n
+
+    await theirs(1)
+    await ours(1)
+    assert raw_keys(r) == ["5m:mine:ours|n=1", "5m:o:theirs|n=1"]
+    assert await cachu.async_cache_clear(backend="redis", ttl=300, package="otherpkg") == 1
+    assert raw_keys(r) == ["5m:mine:ours|n=1"]
+
+
+@pytest.mark.asyncio
+async def test_exclude_and_underscore_parameters(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis", exclude={"logger"})
+    async def process(logger, user_id, _trace=None):
+        calls.append((logger, user_id))
+        return user_id + 1
+
+    assert await process("log-a", 5, _trace=1) == 6
+    assert await process("log-b", 5, _trace=2) == 6
+    assert calls == [("log-a", 5)]
+    assert raw_keys(r) == ["5m:process|user_id=5"]
+
+
+@pytest.mark.asyncio
+async def test_cache_if_rejected_result_is_not_stored_and_lock_released(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis", cache_if=lambda res: res is not None)
+    async def find(n):
+        calls.append(n)
+        return None if n < 0 else n
+
+    assert await find(-1) is None
+    await wait_no_locks(r)
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(find(-1), WAIT) is None
+    assert time.monotonic() - t0 < 5
+    assert calls == [-1, -1]
+    assert raw_keys(r) == []
+    assert await find(2) == 2
+    assert await find(2) == 2
+    assert calls == [-1, -1, 2]
+    assert raw_keys(r) == ["5m:find|n=2"]
+    await wait_no_locks(r)
+
+
+@pytest.mark.asyncio
+async def test_validate_sees_created_at_and_rejection_recomputes(r):
+    seen = []
+    accept = {"ok": True}
+    calls = []
+
+    def check(entry):
+        seen.append(entry)
+        return accept["ok"]
+
+    @cachu.cache(ttl=300, backend="redis", validate=check)
+    async def priced(symbol):
+        calls.append(symbol)
+        return {"symbol": symbol, "n": len(calls)}
+
+    assert await priced("X") == {"symbol": "X", "n": 1}
+    assert await priced("X") == {"symbol": "X", "n": 1}
+    assert len(seen) == 1
+    created, _, _ = read_raw(r, "5m:priced|symbol='X'")
+    assert seen[0].created_at == created
+    assert seen[0].value == {"symbol": "X", "n": 1}
+    assert 0 <= seen[0].age < 5
+
+    accept["ok"] = False
+    assert await priced("X") == {"symbol": "X", "n": 2}
+    assert read_raw(r, "5m:priced|symbol='X'")[1] == {"symbol": "X", "n": 2}
+    assert calls == ["X", "X"]
+
+    # An entry written by a peer in the reference layout is validated too.
+    accept["ok"] = True
+    peer_created = time.time() - 1000.25
+    put_raw(r, "5m:priced|symbol='Y'", {"from": "peer"}, created_at=peer_created)
+    assert await priced("Y") == {"from": "peer"}
+    assert seen[-1].created_at == peer_created
+    assert 999 < seen[-1].age < 1010
+    assert calls == ["X", "X"]
+    await wait_no_locks(r)
+
+
+@pytest.mark.asyncio
+async def test_skip_and_overwrite_cache(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def counter(n):
+        calls.append(n)
+        return len(calls)
+
+    assert await counter(1, _skip_cache=True) == 1
+    assert raw_keys(r) == []
+    assert await counter(1) == 2
+    assert await counter(1, _skip_cache=True) == 3
+    assert await counter(1) == 2
+    assert await counter(1, _overwrite_cache=True) == 4
+    assert read_raw(r, "5m:counter|n=1")[1] == 4
+    assert await counter(1) == 4
+    assert calls == [1, 1, 1, 1]
+    assert_no_locks(r)
+
+
+@pytest.mark.asyncio
+async def test_disable_touches_no_redis(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def plain(n):
+        calls.append(n)
+        return n
+
+    cachu.disable()
+    try:
+        await plain(1)
+        await plain(1)
+    finally:
+        cachu.enable()
+    assert calls == [1, 1]
+    assert raw_keys(r) == []
+    await plain(1)
+    await plain(1)
+    assert calls == [1, 1, 1]
+    assert raw_keys(r) == ["5m:plain|n=1"]
+
+
+@pytest.mark.asyncio
+async def test_helper_methods(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def get_user(user_id):
+        calls.append(user_id)
+        return {"id": user_id, "call": len(calls)}
+
+    key = "5m:get_user|user_id=1"
+    with pytest.raises(KeyError):
+        await get_user.get(user_id=1)
+    assert await get_user.get(default=None, user_id=1) is None
+
+    await get_user.set({"id": 1, "name": "set"}, user_id=1)
+    assert read_raw(r, key)[1] == {"id": 1, "name": "set"}
+    assert_ttl_about(r, key, 300)
+    assert await get_user(1) == {"id": 1, "name": "set"}
+    assert await get_user.get(user_id=1) == {"id": 1, "name": "set"}
+    assert calls == []
+
+    await get_user.invalidate(user_id=1)
+    assert raw_keys(r) == []
+    assert await get_user(1) == {"id": 1, "call": 1}
+
+    assert await get_user.refresh(user_id=1) == {"id": 1, "call": 2}
+    assert read_raw(r, key)[1] == {"id": 1, "call": 2}
+
+    assert await get_user.original(1) == {"id": 1, "call": 3}
+    assert read_raw(r, key)[1] == {"id": 1, "call": 2}
+    assert await get_user.original(2) == {"id": 2, "call": 4}
+    assert raw_keys(r) == [key]
+    assert_no_locks(r)
+
+
+@pytest.mark.asyncio
+async def test_async_crud_functions(r):
+    @cachu.async_cache(ttl=300, backend="redis", tag="users")
+    async def fetch_user(user_id):
+        return {"id": user_id}
+
+    key = "5m:fetch_user||users||user_id=7"
+    with pytest.raises(KeyError):
+        await cachu.async_cache_get(fetch_user, user_id=7)
+    assert await cachu.async_cache_get(fetch_user, user_id=7, default="none") == "none"
+
+    await fetch_user(7)
+    assert await cachu.async_cache_get(fetch_user, user_id=7) == {"id": 7}
+
+    await cachu.async_cache_set(fetch_user, {"id": 7, "name": "Updated"}, user_id=7)
+    assert read_raw(r, key)[1] == {"id": 7, "name": "Updated"}
+    assert_ttl_about(r, key, 300)
+    assert await fetch_user(7) == {"id": 7, "name": "Updated"}
+
+    info = await cachu.async_cache_info(fetch_user)
+    assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
+
+    await cachu.async_cache_delete(fetch_user, user_id=7)
+    assert raw_keys(r) == []
+    await cachu.async_cache_delete(fetch_user, user_id=7)  # missing: harmless
+    assert await cachu.async_cache_get(fetch_user, user_id=7, default=None) is None
+
+    for n in range(3):
+        await fetch_user(n)
+    r.set("unrelated", b"x")
+    assert (await cachu.async_cache_info(fetch_user)).currsize == 3
+    assert await cachu.async_cache_clear(tag="users", backend="redis", ttl=300) == 3
+    info = await cachu.async_cache_info(fetch_user)
+    assert (info.hits, info.misses, info.currsize) == (0, 0, 0)
+    assert raw_keys(r) == ["unrelated"]
+
+    async def plain(user_id):
+        return user_id
+
+    with pytest.raises(ValueError):
+        await cachu.async_cache_get(plain, user_id=1)
+
+
+@pytest.mark.asyncio
+async def test_async_backend_methods(r):
+    ab = await cachu.get_async_backend("redis", ttl=300)
+    assert isinstance(ab, AsyncBackend)
+    assert ab.kind == "redis"
+    assert await ab.get("5m:nope") is NO_VALUE
+    assert await ab.get_with_metadata("5m:nope") == (NO_VALUE, None)
+
+    before = time.time()
+    await ab.set("5m:manual|a=1", {"a": 1}, 300)
+    await ab.aset("5m:manual|a=2", {"a": 2}, 300)
+    await ab.set("other:x", "x", 60)
+    created, value, pickled = read_raw(r, "5m:manual|a=1")
+    assert value == {"a": 1}
+    assert pickled == pickle.dumps({"a": 1})
+    assert before - 1 <= created <= time.time() + 1
+    assert_ttl_about(r, "5m:manual|a=1", 300)
+    assert_ttl_about(r, "other:x", 60)
+
+    assert await ab.get("5m:manual|a=1") == {"a": 1}
+    assert await ab.aget("5m:manual|a=2") == {"a": 2}
+    assert await ab.get_with_metadata("5m:manual|a=1") == ({"a": 1}, created)
+    assert await ab.aget_with_metadata("5m:manual|a=1") == ({"a": 1}, created)
+
+    assert sorted([k async for k in ab.keys("5m:manual|*")]) == ["5m:manual|a=1", "5m:manual|a=2"]
+    assert sorted([k async for k in ab.akeys()]) == ["5m:manual|a=1", "5m:manual|a=2", "other:x"]
+    assert await ab.count("5m:manual|a=[12]") == 2
+    assert await ab.acount("5m:manual|a=?") == 2
+    assert await ab.count() == 3
+
+    await ab.delete("5m:manual|a=1")
+    assert await ab.get("5m:manual|a=1") is NO_VALUE
+    await ab.adelete("5m:manual|a=1")  # missing: harmless
+    assert await ab.clear("5m:manual|*") == 1
+    assert raw_keys(r) == ["other:x"]
+    assert await ab.aclear("5m:manual|*") == 0
+
+    put_raw(r, "5m:peer|k=1", ["peer"], created_at=1_700_000_000.125)
+    assert await ab.get_with_metadata("5m:peer|k=1") == (["peer"], 1_700_000_000.125)
+
+    # the sync backend object's awaitable methods reach the same data
+    b = cachu.get_backend("redis", ttl=300)
+    assert await b.aget("5m:peer|k=1") == ["peer"]
+    assert sorted([k async for k in b.akeys()]) == ["5m:peer|k=1", "other:x"]
+    assert await b.acount() == 2
+    assert await ab.aclear() == 2
+    assert raw_keys(r) == []
+    await ab.aclose()
+
+
+@pytest.mark.asyncio
+async def test_clear_async_backends_keeps_redis_entries(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def kept(n):
+        calls.append(n)
+        return n
+
+    await kept(1)
+    assert await cachu.clear_async_backends() is None
+    assert raw_keys(r) == ["5m:kept|n=1"]
+    assert await kept(1) == 1  # a new instance reads the stored entry
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_copy_semantics(r):
+    @cachu.cache(ttl=300, backend="redis")
+    async def items(n):
+        return {"list": [1, 2]}
+
+    first = await items(1)
+    first["list"].append(99)
+    second = await items(1)
+    assert second == {"list": [1, 2]}
+    second["list"].append(5)
+    assert await items(1) == {"list": [1, 2]}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bad", [b"hello world, not a pickle", b"abc"], ids=["long", "3-bytes"])
+async def test_non_cachu_value_is_a_miss_and_replaced(r, bad):
+    key = "5m:victim|n=1"
+    r.set(key, bad)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def victim(n):
+        calls.append(n)
+        return {"fine": n}
+
+    assert await victim(1) == {"fine": 1}
+    assert calls == [1]
+    await asyncio.sleep(0.2)  # the bad entry is deleted in the background
+    assert read_raw(r, key)[1] == {"fine": 1}
+    assert await victim(1) == {"fine": 1}
+    assert calls == [1]
+    r.set(key, bad)
+    assert await cachu.async_cache_get(victim, n=1, default="missing") == "missing"
+    assert r.get(key) is None
+    await wait_no_locks(r)
+
+
+# -- sync and async share entries ------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_sync_and_async_share_entries_both_ways(r):
+    calls = []
+
+    def make_sync():
+        @cachu.cache(ttl=300, backend="redis")
+        def shared(n):
+            calls.append(("sync", n))
+            return {"n": n, "by": "sync"}
+
+        return shared
+
+    def make_async():
+        @cachu.cache(ttl=300, backend="redis")
+        async def shared(n):
+            calls.append(("async", n))
+            return {"n": n, "by": "async"}
+
+        return shared
+
+    sync_fn, async_fn = make_sync(), make_async()
+    # sync decorated call -> async hit
+    assert sync_fn(1) == {"n": 1, "by": "sync"}
+    assert await async_fn(1) == {"n": 1, "by": "sync"}
+    # sync cache_set / .set -> async hit
+    cachu.cache_set(sync_fn, {"n": 2, "by": "cache_set"}, n=2)
+    assert await async_fn(2) == {"n": 2, "by": "cache_set"}
+    sync_fn.set({"n": 3, "by": "sync .set"}, n=3)
+    assert await async_fn(n=3) == {"n": 3, "by": "sync .set"}
+    # async decorated call -> sync cache_get and sync hit
+    assert await async_fn(4) == {"n": 4, "by": "async"}
+    assert cachu.cache_get(sync_fn, n=4) == {"n": 4, "by": "async"}
+    assert cachu.cache_get(async_fn, n=4) == {"n": 4, "by": "async"}
+    assert sync_fn(4) == {"n": 4, "by": "async"}
+    # async CRUD -> sync
+    await cachu.async_cache_set(async_fn, {"n": 5, "by": "async_cache_set"}, n=5)
+    assert sync_fn(5) == {"n": 5, "by": "async_cache_set"}
+    await cachu.async_cache_delete(async_fn, n=5)
+    assert cachu.cache_get(sync_fn, n=5, default=None) is None
+    assert calls == [("sync", 1), ("async", 4)]
+    assert raw_keys(r) == [f"5m:shared|n={n}" for n in (1, 2, 3, 4)]
+    assert_no_locks(r)
+
+
+# -- locks held by others ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_foreign_lock_makes_the_call_wait_for_the_peers_value(r):
+    key = "5m:contended|n=1"
+    r.set(f"lock:{key}", "peer-token", nx=True, ex=10)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def contended(n):
+        calls.append(n)
+        return "ours"
+
+    async def peer_finishes():
+        await asyncio.sleep(0.3)
+        put_raw(r, key, "theirs")
+        r.delete(f"lock:{key}")
+
+    peer = asyncio.create_task(peer_finishes())
+    t0 = time.monotonic()
+    results = await asyncio.wait_for(asyncio.gather(*(contended(1) for _ in range(5))), 8)
+    elapsed = time.monotonic() - t0
+    await peer
+    assert results == ["theirs"] * 5
+    assert 0.25 <= elapsed < 3, elapsed
+    assert calls == []
+    assert read_raw(r, key)[1] == "theirs"
+    info = await cachu.async_cache_info(contended)
+    assert (info.hits, info.misses) == (5, 0)
+
+
+@pytest.mark.asyncio
+async def test_lock_of_a_dead_owner_expires(r):
+    cachu.configure(lock_timeout=2)
+    key = "5m:orphaned|n=1"
+    r.set(f"lock:{key}", "dead-owner", nx=True, ex=2)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def orphaned(n):
+        calls.append(n)
+        return "computed"
+
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(orphaned(1), WAIT) == "computed"
+    elapsed = time.monotonic() - t0
+    assert 1.0 <= elapsed < 4.0, elapsed
+    assert calls == [1]
+    assert read_raw(r, key)[1] == "computed"
+    assert await orphaned(1) == "computed"
+    assert calls == [1]
+    await wait_no_locks(r)
+
+
+@pytest.mark.asyncio
+async def test_lock_is_taken_with_the_reference_layout_while_computing(r):
+    started = asyncio.Event()
+    gate = asyncio.Event()
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def held(n):
+        started.set()
+        await gate.wait()
+        return n
+
+    task = asyncio.create_task(held(1))
+    await asyncio.wait_for(started.wait(), WAIT)
+    lock = "lock:5m:held|n=1"
+    assert raw_keys(r) == [lock]
+    token = r.get(lock)
+    assert token
+    assert LOCK_TIMEOUT - 2 <= r.ttl(lock) <= LOCK_TIMEOUT
+    # a peer's SET NX on the same lock fails while we hold it
+    assert r.set(lock, "peer", nx=True, ex=5) is None
+    gate.set()
+    assert await asyncio.wait_for(task, WAIT) == 1
+    assert raw_keys(r) == ["5m:held|n=1"]  # stored and unlocked in one go
+
+
+# -- the event loop is never blocked -----------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_event_loop_is_never_blocked(r):
+    slow_calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def slow(key):
+        slow_calls.append(key)
+        await asyncio.sleep(0.3)
+        return key
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def hot(i):
+        return {"i": i, "payload": "x" * 500}
+
+    for i in range(20):
+        await hot(i)
+
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + 1.0
+    lateness = []
+    done = {"hits": 0, "written": 0}
+
+    async def heartbeat():
+        while loop.time() < stop:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            lateness.append(loop.time() - before - 0.005)
+
+    async def hitter(i):
+        while loop.time() < stop:
+            assert (await hot(i % 20))["i"] == i % 20
+            done["hits"] += 1
+            i += 1
+
+    async def writer(i):
+        while loop.time() < stop:
+            await hot(i)  # a miss: lock, compute, store and unlock
+            done["written"] += 1
+            i += 1
+
+    beat = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0)
+    workers = [asyncio.create_task(slow("k")) for _ in range(100)]
+    workers += [asyncio.create_task(hitter(n)) for n in range(8)]
+    workers += [asyncio.create_task(writer(1000 * (n + 1))) for n in range(2)]
+    results = await asyncio.wait_for(asyncio.gather(*workers), WAIT)
+    await asyncio.wait_for(beat, WAIT)
+
+    assert results[:100] == ["k"] * 100
+    assert slow_calls == ["k"]
+    assert done["hits"] > 50 and done["written"] > 5, done
+    assert len(lateness) >= 20
+    assert max(lateness) < 0.05, f"heartbeat late by {max(lateness) * 1000:.1f} ms"
+
+
+# -- dogpile prevention ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_dogpile_100_tasks_run_the_function_once(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def slow(key):
+        calls.append(key)
+        await asyncio.sleep(0.2)
+        return {"key": key, "computed": len(calls)}
+
+    results = await asyncio.wait_for(asyncio.gather(*(slow("k") for _ in range(100))), WAIT)
+    assert calls == ["k"]
+    assert results == [{"key": "k", "computed": 1}] * 100
+    info = await cachu.async_cache_info(slow)
+    assert (info.hits, info.misses, info.currsize) == (99, 1, 1)
+    assert raw_keys(r) == ["5m:slow|key='k'"]
+    assert await slow("k") == {"key": "k", "computed": 1}
+
+
+@pytest.mark.asyncio
+async def test_dogpile_with_many_keys(r):
+    calls = []
+
+    @cachu.async_cache(ttl=300, backend="redis")
+    async def slow(key):
+        calls.append(key)
+        await asyncio.sleep(0.05)
+        return key.upper()
+
+    keys = [f"k{i}" for i in range(10)]
+    results = await asyncio.wait_for(
+        asyncio.gather(*(slow(k) for _ in range(10) for k in keys)), WAIT
+    )
+    assert sorted(calls) == sorted(keys)
+    assert results == [k.upper() for _ in range(10) for k in keys]
+    assert len(raw_keys(r)) == 10
+    assert_no_locks(r)
+
+
+CHILD = """
+import asyncio, json, os, sys, time, traceback
+
+import cachu
+import redis
+
+PKG = "adogpile"
+url, start, tasks, out = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+cachu.configure(redis_url=url, package=PKG, fail_open=False, lock_timeout=30)
+peer = redis.Redis.from_url(url)
+
+
+@cachu.cache(ttl=300, backend="redis", package=PKG)
+async def slow_answer(n):
+    peer.incr("adogpile:runs")
+    await asyncio.sleep(0.5)
+    return {"n": n, "computed_by": os.getpid()}
+
+
+async def one():
+    t0 = time.monotonic()
+    value = await slow_answer(7)
+    return value, time.monotonic() - t0
+
+
+async def main():
+    delay = start - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    outcomes = await asyncio.gather(*(one() for _ in range(tasks)), return_exceptions=True)
+    report = {"results": [], "elapsed": [], "errors": []}
+    for o in outcomes:
+        if isinstance(o, BaseException):
+            report["errors"].append("".join(traceback.format_exception(o)))
+        else:
+            report["results"].append(o[0])
+            report["elapsed"].append(o[1])
+    with open(out, "w") as f:
+        json.dump(report, f)
+
+
+asyncio.run(main())
+# Leave without interpreter finalization: a crash at exit is the subject of
+# test_process_exits_cleanly_after_async_redis_calls, not of this test.
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def run_children(argv_list, timeout=60):
+    """Start one child per argv at once; wait for all of them (killing the
+    rest if one hangs). Returns ``[(returncode, stdout, stderr), ...]``."""
+    children = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv in argv_list
+    ]
+    outcomes = []
+    try:
+        for child in children:
+            stdout, stderr = child.communicate(timeout=timeout)
+            outcomes.append((child.returncode, stdout, stderr))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    return outcomes
+
+
+def test_dogpile_across_two_processes(server, r, tmp_path):
+    """2 processes x 50 tasks, each process on its own event loop, call one
+    missing key at the same moment: the function runs once in total."""
+    script = tmp_path / "adogpile_child.py"
+    script.write_text(CHILD)
+    start = time.time() + 2.0
+    outs = [tmp_path / f"out{i}.json" for i in range(2)]
+    outcomes = run_children(
+        [[sys.executable, str(script), server.url, repr(start), "50", str(out)] for out in outs]
+    )
+    for code, stdout, stderr in outcomes:
+        assert code == 0, f"child failed ({code}):\n{stdout}\n{stderr}"
+    assert time.time() >= start, "children finished before the start time: too slow to start"
+
+    reports = [json.loads(out.read_text()) for out in outs]
+    assert [e for rep in reports for e in rep["errors"]] == []
+    results = [res for rep in reports for res in rep["results"]]
+    assert len(results) == 100
+    assert int(r.get("adogpile:runs")) == 1
+    assert all(res == results[0] for res in results), results
+    assert results[0]["n"] == 7
+    assert max(e for rep in reports for e in rep["elapsed"]) < 5
+    raw = r.get("5m:slow_answer|n=7")
+    assert pickle.loads(raw[8:]) == results[0]
+    assert raw_keys(r, "lock:*") == []
+
+
+EXIT_CHILD = """
+import asyncio, sys, threading, time
+
+import cachu
+
+url, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cachu.configure(redis_url=url, package="aexit")
+
+
+@cachu.cache(ttl=300, backend="redis", package="aexit")
+async def answer(n):
+    return n * 2
+
+
+async def once():
+    assert await answer(n) == 2 * n  # a miss: computed and stored
+    print("ok", flush=True)
+
+
+async def busy():
+    async def hit(i):
+        while True:
+            assert await answer(i % 10) == 2 * (i % 10)
+
+    await asyncio.gather(*(hit(i) for i in range(100)))
+
+
+if mode == "once":
+    asyncio.run(once())
+else:
+    # daemon threads, each on its own loop, still making cached calls when
+    # the main thread ends
+    for _ in range(2):
+        threading.Thread(target=asyncio.run, args=(busy(),), daemon=True).start()
+    time.sleep(0.2)
+    print("ok", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("mode", "batches"), [("once", 2), ("busy", 3)], ids=["once", "busy"])
+def test_process_exits_cleanly_after_async_redis_calls(server, r, tmp_path, mode, batches):
+    """A script whose async Redis calls are done (``once``: one call under
+    asyncio.run, then the end of the script), or still going on in daemon
+    threads (``busy``), must exit with status 0 when its main thread ends,
+    as it does with the sync API. Several runs, 4 at a time."""
+    script = tmp_path / "aexit_child.py"
+    script.write_text(EXIT_CHILD)
+    outcomes = []
+    for batch in range(batches):
+        outcomes += run_children(
+            [[sys.executable, str(script), server.url, mode, str(4 * batch + i)] for i in range(4)]
+        )
+    assert all(out == "ok\n" for _, out, _ in outcomes), outcomes  # the work was done
+    codes = [code for code, _, _ in outcomes]
+    errs = [err[-300:] for code, _, err in outcomes if code]
+    assert codes == [0] * len(codes), f"exit statuses {codes} (-6 is SIGABRT); stderr: {errs}"
+
+
+# -- cancellation --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_cancelled_waiter_does_not_break_the_others(r):
+    started = asyncio.Event()
+    gate = asyncio.Event()
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def guarded(key):
+        calls.append(key)
+        started.set()
+        await gate.wait()
+        return f"value-{len(calls)}"
+
+    computer = asyncio.create_task(guarded("k"))
+    await asyncio.wait_for(started.wait(), WAIT)
+    waiters = [asyncio.create_task(guarded("k")) for _ in range(10)]
+    await asyncio.sleep(0.1)  # every waiter is polling by now
+    for task in waiters[:4]:
+        task.cancel()
+    await asyncio.sleep(0.05)
+    gate.set()
+    t0 = time.monotonic()
+    results = await asyncio.wait_for(
+        asyncio.gather(computer, *waiters, return_exceptions=True), WAIT
+    )
+    assert time.monotonic() - t0 < 5
+    assert results[0] == "value-1"
+    assert all(isinstance(x, asyncio.CancelledError) for x in results[1:5]), results[1:5]
+    assert results[5:] == ["value-1"] * 6
+    assert calls == ["k"]
+    assert await guarded("k") == "value-1"
+    assert raw_keys(r) == ["5m:guarded|key='k'"]
+
+
+@pytest.mark.asyncio
+async def test_cancelled_computation_releases_the_lock_and_stores_nothing(r):
+    started = asyncio.Event()
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def compute(key):
+        calls.append(key)
+        if len(calls) == 1:
+            started.set()
+            await asyncio.sleep(60)  # cancelled long before
+        return f"value-{len(calls)}"
+
+    key = "5m:compute|key='k'"
+    task = asyncio.create_task(compute("k"))
+    await asyncio.wait_for(started.wait(), WAIT)
+    assert r.exists(f"lock:{key}") == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    released_after = await wait_no_locks(r, timeout=1.0)
+    assert released_after < 1.0
+    await asyncio.sleep(0.2)  # nothing arrives later either
+    assert raw_keys(r) == []
+    assert await compute.get(default=None, key="k") is None
+    info = await cachu.async_cache_info(compute)
+    assert info.currsize == 0
+    # the next caller computes, without waiting for the lock timeout
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(compute("k"), WAIT) == "value-2"
+    assert time.monotonic() - t0 < 5
+    assert await compute("k") == "value-2"
+    assert calls == ["k", "k"]
+    assert read_raw(r, key)[1] == "value-2"
+    assert_no_locks(r)
+
+
+@pytest.mark.asyncio
+async def test_timed_out_computation_releases_the_lock(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def compute(key):
+        calls.append(key)
+        if len(calls) == 1:
+            await asyncio.sleep(5)
+        return f"value-{len(calls)}"
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(compute("k"), 0.2)
+    await wait_no_locks(r, timeout=1.0)
+    assert raw_keys(r) == []
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(compute("k"), WAIT) == "value-2"
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("ending", ["cancelled", "raised"])
+async def test_waiters_of_a_holder_that_stores_nothing(r, ending):
+    """The lock holder is cancelled, or raises, while 10 tasks poll for its
+    value. They must not wait for the lock timeout (30 s), must never see
+    the abandoned value, and, as on memory and file (test_async_loops.py)
+    and per COMPAT.md ("concurrent callers of one missing key run the
+    function once"), exactly one of them computes the key again."""
+    started = asyncio.Event()
+    gate = asyncio.Event()
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def compute(key):
+        calls.append(key)
+        if len(calls) == 1:
+            started.set()
+            await gate.wait()
+            if ending == "raised":
+                raise Boom("holder failed")
+            return "abandoned-value"
+        await asyncio.sleep(0.05)
+        return f"value-{len(calls)}"
+
+    holder = asyncio.create_task(compute("k"))
+    await asyncio.wait_for(started.wait(), WAIT)
+    waiters = [asyncio.create_task(compute("k")) for _ in range(10)]
+    await asyncio.sleep(0.1)  # every waiter is polling by now
+    if ending == "cancelled":
+        holder.cancel()
+    else:
+        gate.set()
+    t0 = time.monotonic()
+    results = await asyncio.wait_for(asyncio.gather(*waiters), WAIT)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(asyncio.CancelledError if ending == "cancelled" else Boom):
+        await holder
+    assert "abandoned-value" not in results
+    await wait_no_locks(r)
+    assert calls == ["k", "k"], f"{len(calls) - 1} waiters recomputed the key"
+    assert results == ["value-2"] * 10
+    assert read_raw(r, "5m:compute|key='k'")[1] == "value-2"
+
+
+@pytest.mark.asyncio
+async def test_tasks_cancelled_while_taking_the_lock_leave_it_free(r):
+    """Cancelled while their first round trip (read or take the lock) is in
+    flight: whichever of them won the lock must release it."""
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def fetch(key):
+        calls.append(key)
+        return key
+
+    tasks = [asyncio.create_task(fetch("k")) for _ in range(20)]
+    await asyncio.sleep(0)  # each has sent its round trip
+    for t in tasks:
+        t.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+    await wait_no_locks(r, timeout=1.0)
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(fetch("k"), WAIT) == "k"
+    assert time.monotonic() - t0 < 5
+    assert calls == ["k"]
+    assert raw_keys(r) == ["5m:fetch|key='k'"]
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_exception_propagates_and_releases_the_lock(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def fragile(n):
+        calls.append(n)
+        await asyncio.sleep(0)
+        if len(calls) == 1:
+            raise Boom("first")
+        return "recovered"
+
+    with pytest.raises(Boom, match="first"):
+        await fragile(1)
+    assert raw_keys(r, "5m:*") == []
+    await wait_no_locks(r, timeout=1.0)
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(fragile(1), WAIT) == "recovered"
+    assert time.monotonic() - t0 < 5
+    assert calls == [1, 1]
+    assert read_raw(r, "5m:fragile|n=1")[1] == "recovered"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["cache_if", "ttl", "validate"])
+async def test_exceptions_from_callbacks_propagate_and_release_the_lock(r, where):
+    armed = {"on": True}
+
+    def hook(*_):
+        if armed["on"]:
+            raise Boom(where)
+        return True
+
+    opts = {"cache_if": hook} if where == "cache_if" else {}
+    if where == "ttl":
+        opts["ttl"] = lambda res: hook() and 300
+    else:
+        opts["ttl"] = 300
+    if where == "validate":
+        opts["validate"] = hook
+    calls = []
+
+    @cachu.cache(backend="redis", **opts)
+    async def cb(n):
+        calls.append(n)
+        return n
+
+    region = "-1s" if where == "ttl" else "5m"
+    key = f"{region}:cb|n=1"
+    if where == "validate":
+        put_raw(r, key, "stored")  # validate only runs on a stored value
+    with pytest.raises(Boom, match=where):
+        await cb(1)
+    await wait_no_locks(r, timeout=1.0)
+    if where == "validate":
+        assert read_raw(r, key)[1] == "stored"
+    else:
+        assert raw_keys(r) == []
+    armed["on"] = False
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(cb(1), WAIT) == ("stored" if where == "validate" else 1)
+    assert time.monotonic() - t0 < 5
+    assert raw_keys(r) == [key]
+
+
+@pytest.mark.asyncio
+async def test_unpicklable_result_raises_and_nothing_is_written(r):
+    bad = {"on": False}
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def maker(n):
+        calls.append(n)
+        return threading.Lock() if bad["on"] else {"n": n}
+
+    await maker(1)
+    stored = r.get("5m:maker|n=1")
+    bad["on"] = True
+    with pytest.raises(PICKLE_ERRORS):
+        await maker(2)
+    await wait_no_locks(r, timeout=1.0)
+    assert r.get("5m:maker|n=2") is None
+    with pytest.raises(PICKLE_ERRORS):
+        await maker(1, _overwrite_cache=True)
+    assert r.get("5m:maker|n=1") == stored
+    with pytest.raises(PICKLE_ERRORS):
+        await maker.set(threading.Lock(), n=3)
+    with pytest.raises(PICKLE_ERRORS):
+        await cachu.async_cache_set(maker, threading.Lock(), n=3)
+    ab = await cachu.get_async_backend("redis", ttl=300)
+    with pytest.raises(PICKLE_ERRORS):
+        await ab.set("5m:maker|n=4", threading.Lock(), 300)
+    assert raw_keys(r) == ["5m:maker|n=1"]
+    await wait_no_locks(r)
+    bad["on"] = False
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(maker(2), WAIT) == {"n": 2}
+    assert time.monotonic() - t0 < 5
+    assert await maker(1) == {"n": 1}
+    assert calls == [1, 2, 1, 2]
+
+
+# -- outages -----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_outage_fails_open_and_caching_resumes(own_server):
+    srv = own_server()
+    cachu.configure(redis_url=srv.url, redis_socket_timeout=0.5)
+    peer = srv.client()
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def resilient(n):
+        calls.append(n)
+        return n * 10
+
+    assert await resilient(1) == 10
+    assert await resilient(1) == 10
+    assert calls == [1]
+
+    srv.stop()
+    for _ in range(5):
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(resilient(1), WAIT) == 10
+        assert time.monotonic() - t0 < 0.5 + 1
+    assert calls == [1] * 6
+    t0 = time.monotonic()
+    results = await asyncio.wait_for(asyncio.gather(*(resilient(2) for _ in range(20))), WAIT)
+    assert results == [20] * 20
+    assert time.monotonic() - t0 < 0.5 + 1
+    assert calls == [1] * 6 + [2] * 20
+    # the helpers are not decorated calls: they report the outage
+    with pytest.raises(cachu.CacheError):
+        await asyncio.wait_for(resilient.get(n=1), WAIT)
+    with pytest.raises(cachu.CacheError):
+        await asyncio.wait_for(cachu.async_cache_set(resilient, 5, n=1), WAIT)
+
+    srv.start()
+    del calls[:]
+    assert await asyncio.wait_for(resilient(3), WAIT) == 30  # miss, stored
+    assert await asyncio.wait_for(resilient(3), WAIT) == 30  # hit
+    assert calls == [3]
+    assert read_raw(peer, "5m:resilient|n=3")[1] == 30
+    assert raw_keys(peer, "lock:*") == []
+    peer.close()
+
+
+@pytest.mark.asyncio
+async def test_fail_open_false_raises_cache_error_from_the_await(own_server):
+    srv = own_server()
+    cachu.configure(redis_url=srv.url, redis_socket_timeout=0.5, fail_open=False)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def strict(n):
+        calls.append(n)
+        return n
+
+    assert await strict(1) == 1
+    srv.stop()
+    for n in (1, 2):
+        t0 = time.monotonic()
+        with pytest.raises(cachu.CacheError) as info:
+            await asyncio.wait_for(strict(n), WAIT)
+        assert isinstance(info.value, cachu.CacheError)
+        assert time.monotonic() - t0 < 0.5 + 1
+    assert calls == [1]  # the function did not run
+    srv.start()
+    assert await asyncio.wait_for(strict(2), WAIT) == 2
+    assert calls == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_server_dies_during_a_computation_fails_open(own_server):
+    srv = own_server()
+    cachu.configure(redis_url=srv.url, redis_socket_timeout=0.5)
+    started = asyncio.Event()
+    gate = asyncio.Event()
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def fn(n):
+        calls.append(n)
+        started.set()
+        await gate.wait()
+        return n * 2
+
+    holder = asyncio.create_task(fn(1))
+    await asyncio.wait_for(started.wait(), WAIT)
+    waiters = [asyncio.create_task(fn(1)) for _ in range(5)]
+    await asyncio.sleep(0.1)
+    srv.stop()
+    gate.set()
+    t0 = time.monotonic()
+    results = await asyncio.wait_for(asyncio.gather(holder, *waiters), WAIT)
+    assert results == [2] * 6
+    assert time.monotonic() - t0 < 0.5 + 1.5
+    srv.start()
+    del calls[:]
+    assert await asyncio.wait_for(fn(3), WAIT) == 6
+    assert await asyncio.wait_for(fn(3), WAIT) == 6
+    assert calls == [3]
+
+
+@pytest.mark.asyncio
+async def test_unreachable_from_the_start_fails_open():
+    port = free_port()  # nothing listens there
+    cachu.configure(redis_url=f"redis://127.0.0.1:{port}/0", redis_socket_timeout=0.5)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def through(n):
+        calls.append(n)
+        return n + 1
+
+    for n in (1, 1, 2):
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(through(n), WAIT) == n + 1
+        assert time.monotonic() - t0 < 0.5 + 1
+    assert calls == [1, 1, 2]
+    with pytest.raises(cachu.CacheError):
+        ab = await cachu.get_async_backend("redis", ttl=300)
+        await asyncio.wait_for(ab.get("5m:through|n=1"), WAIT)
+
+
+# -- event loops and threads -----------------------------------------------------------------
+
+
+def test_several_event_loops_one_after_another(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def fetch(key):
+        calls.append(key)
+        await asyncio.sleep(0.05)
+        return f"{key}-{len(calls)}"
+
+    async def round_(n):
+        shared = await asyncio.gather(*(fetch("shared") for _ in range(20)))
+        own = await asyncio.gather(*(fetch(f"loop{n}") for _ in range(20)))
+        return shared, own
+
+    for n in range(3):
+        shared, own = asyncio.run(round_(n))
+        assert shared == ["shared-1"] * 20
+        assert len(set(own)) == 1
+    assert calls == ["shared", "loop0", "loop1", "loop2"]
+    assert asyncio.run(fetch.get(key="loop1")) == "loop1-3"
+    info = asyncio.run(cachu.async_cache_info(fetch))
+    assert (info.misses, info.currsize) == (4, 4)
+    assert raw_keys(r, "lock:*") == []
+
+
+def test_module_level_function_under_several_asyncio_runs(r):
+    assert asyncio.run(module_level_cube(3)) == 27
+    assert asyncio.run(module_level_cube(3)) == 27
+    assert asyncio.run(module_level_cube.get(x=3)) == 27
+    assert raw_keys(r) == ["5m:module_level_cube|x=3"]
+
+
+@pytest.mark.asyncio
+async def test_module_level_function_in_a_pytest_asyncio_loop(r):
+    assert await module_level_cube.get(default=None, x=4) is None  # flushed between tests
+    assert await asyncio.gather(*(module_level_cube(4) for _ in range(20))) == [64] * 20
+    assert raw_keys(r) == ["5m:module_level_cube|x=4"]
+
+
+def test_loop_closed_during_a_computation_releases_the_lock(r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def fetch(key):
+        calls.append(key)
+        if len(calls) == 1:
+            await asyncio.sleep(10)
+        return len(calls)
+
+    async def abandon():
+        asyncio.get_running_loop().create_task(fetch("k"))
+        await asyncio.sleep(0.1)
+        # asyncio.run cancels the still-running computation on the way out
+
+    asyncio.run(abandon())
+    assert calls == ["k"]
+    deadline = time.monotonic() + 1.0
+    while raw_keys(r, "lock:*") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert raw_keys(r) == []
+    t0 = time.monotonic()
+    assert asyncio.run(asyncio.wait_for(fetch("k"), WAIT)) == 2
+    assert time.monotonic() - t0 < 5
+    assert asyncio.run(fetch("k")) == 2
+
+
+def run_threads(targets, timeout=JOIN_TIMEOUT):
+    """Run each target in its own thread; re-raise the first error."""
+    errors = []
+
+    def guard(fn):
+        def run():
+            try:
+                fn()
+            except BaseException as exc:  # re-raised below
+                errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=guard(t), daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "thread did not finish"
+    if errors:
+        raise errors[0]
+
+
+def test_threads_each_running_their_own_loop(r):
+    """4 threads, each with its own loop, share one Redis lock: the shared
+    key is computed once in total, each thread's own key once."""
+    lock = threading.Lock()
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def fetch(key):
+        with lock:
+            calls.append((key, threading.get_ident()))
+        await asyncio.sleep(0.1)
+        return f"{key}:{threading.get_ident()}"
+
+    n_threads = 4
+    barrier = threading.Barrier(n_threads)
+    results = [None] * n_threads
+    idents = [None] * n_threads
+
+    async def main(t):
+        shared = await asyncio.gather(*(fetch("shared") for _ in range(25)))
+        own = await asyncio.gather(*(fetch(f"thread{t}") for _ in range(10)))
+        return shared, own
+
+    def worker(t):
+        def run():
+            idents[t] = threading.get_ident()
+            barrier.wait(JOIN_TIMEOUT)
+            results[t] = asyncio.run(main(t))
+
+        return run
+
+    run_threads([worker(t) for t in range(n_threads)])
+
+    shared_calls = [ident for key, ident in calls if key == "shared"]
+    assert len(shared_calls) == 1, calls
+    shared_value = f"shared:{shared_calls[0]}"
+    for t, (shared, own) in enumerate(results):
+        assert shared == [shared_value] * 25
+        assert own == [f"thread{t}:{idents[t]}"] * 10
+    assert sorted(key for key, _ in calls if key != "shared") == [
+        f"thread{t}" for t in range(n_threads)
+    ]
+    assert asyncio.run(fetch("shared")) == shared_value
+    assert len(raw_keys(r)) == 1 + n_threads
