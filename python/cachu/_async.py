@@ -2,9 +2,12 @@
 
 The wrapper stays a real ``async def`` (so ``inspect.iscoroutinefunction``
 holds); the key building, lookups and stores are the same Rust calls the
-sync path makes. Memory lookups run inline (they never wait); file and Redis
-lookups run off the event loop. Concurrent tasks missing the same key wait
-on a per-loop, per-key future: one computes, the others read its result.
+sync path makes. Memory lookups run inline (they never wait) and file
+lookups run in the loop's thread pool; concurrent tasks missing the same key
+there wait on a per-loop, per-key future, so one computes and the others
+read its result. Redis is natively async (``_on_redis``): the engine's I/O
+thread does the round trips and the distributed lock is shared with every
+other process, sync or async.
 """
 
 from __future__ import annotations
