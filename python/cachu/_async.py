@@ -21,7 +21,6 @@ from typing import Any
 from cachu import _cachu
 from cachu._offloop import off_loop
 from cachu._offloop import run as _run
-from cachu.types import CacheEntry
 
 # loop -> {key: future done when the computing task finishes}
 _inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[None]]] = (
@@ -109,32 +108,8 @@ async def _on_redis(
     return result
 
 
-def make_async_cached(
-    fn: Callable[..., Any],
-    unwrapped: Callable[..., Any],
-    tag: str,
-    region_ttl: int,
-    ttl: Any,
-    exclude: list[str],
-    cache_if: Callable[[Any], bool] | None,
-    validate: Callable[[CacheEntry], bool] | None,
-    resolve: Callable[[], Any],
-) -> Callable[..., Any]:
-    from cachu.decorator import _signature_params
-
-    core = _cachu.CachedFunction(
-        fn,
-        unwrapped.__name__,
-        tag,
-        region_ttl,
-        ttl,
-        _signature_params(unwrapped),
-        exclude,
-        cache_if,
-        validate,
-        CacheEntry,
-        resolve,
-    )
+def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callable[..., Any]:
+    """The ``async def`` that caches coroutine function ``fn`` through ``core``."""
     probe = core._probe
     is_disabled = _cachu.is_disabled
 

@@ -62,12 +62,6 @@ def cache(
 
     def decorator(fn: F) -> F:
         unwrapped = getattr(fn, "__wrapped__", fn)
-        if inspect.iscoroutinefunction(fn):
-            from cachu._async import make_async_cached
-
-            return make_async_cached(  # type: ignore[return-value]
-                fn, unwrapped, tag, region_ttl, ttl, exclude_names, cache_if, validate, resolve
-            )
         cached = _cachu.CachedFunction(
             fn,
             unwrapped.__name__,
@@ -81,6 +75,10 @@ def cache(
             CacheEntry,
             resolve,
         )
+        if inspect.iscoroutinefunction(fn):
+            from cachu._async import async_wrapper
+
+            return async_wrapper(fn, cached)  # type: ignore[return-value]
         functools.update_wrapper(cached, fn)
         return cached  # type: ignore[return-value]
 
