@@ -26,32 +26,48 @@ from cachu._offloop import run as _run
 _inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[None]]] = (
     weakref.WeakKeyDictionary()
 )
+# The last loop's table, to skip the weak-dictionary lookup on the common path
+# (one loop per thread; replacing the pair is atomic).
+_last: tuple[Callable[[], object], dict[str, asyncio.Future[None]]] = (lambda: None, {})
 
 
-async def _acquire(key: str, timeout: float) -> bool:
+def _table(loop: asyncio.AbstractEventLoop) -> dict[str, asyncio.Future[None]]:
+    global _last
+    last_loop, table = _last
+    if last_loop() is loop:
+        return table
+    table = _inflight.get(loop) or _inflight.setdefault(loop, {})
+    _last = (weakref.ref(loop), table)
+    return table
+
+
+async def _acquire(
+    loop: asyncio.AbstractEventLoop,
+    table: dict[str, asyncio.Future[None]],
+    key: str,
+    timeout: float,
+) -> tuple[bool, bool]:
     """Become the task computing ``key`` on this loop; wait (suspended, at
-    most ``timeout`` seconds) while another task does. False on timeout."""
-    loop = asyncio.get_running_loop()
-    table = _inflight.get(loop)
-    if table is None:
-        table = _inflight[loop] = {}
+    most ``timeout`` seconds) while another task does. Returns (owner,
+    waited): not the owner on timeout; `waited` if the task was suspended."""
+    waited = False
     deadline = loop.time() + timeout
     while (busy := table.get(key)) is not None:
         remaining = deadline - loop.time()
         if remaining <= 0:
-            return False
+            return False, True
+        waited = True
         try:
             # shield: a waiter's cancellation must not cancel the holder's future.
             await asyncio.wait_for(asyncio.shield(busy), remaining)
         except asyncio.TimeoutError:
-            return False
+            return False, True
     table[key] = loop.create_future()
-    return True
+    return True, waited
 
 
-def _release(key: str) -> None:
-    table = _inflight.get(asyncio.get_running_loop())
-    done = table.pop(key, None) if table else None
+def _release(table: dict[str, asyncio.Future[None]], key: str) -> None:
+    done = table.pop(key, None)
     if done is not None and not done.done():
         done.set_result(None)
 
@@ -136,9 +152,17 @@ def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callab
             found, value = await peek(key, True)
             if found:
                 return value
-        owner = await _acquire(key, core._lock_timeout())
+        loop = asyncio.get_running_loop()
+        table = _table(loop)
+        if key in table:
+            owner, waited = await _acquire(loop, table, key, core._lock_timeout())
+        else:  # Uncontended: take it without suspending.
+            table[key] = loop.create_future()
+            owner, waited = True, False
         try:
-            if not overwrite:
+            # Look again unless nothing can have changed: an in-memory probe
+            # and an uncontended acquire never let another task run.
+            if not overwrite and (waited or blocking):
                 found, value = await peek(key, blocking)
                 if found:
                     return value
@@ -151,7 +175,7 @@ def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callab
             return result
         finally:
             if owner:
-                _release(key)
+                _release(table, key)
 
     backend_blocks = lambda: core._backend().blocking  # noqa: E731
 
