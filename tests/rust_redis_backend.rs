@@ -897,3 +897,71 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn try_lock_wait_for_newer_and_delete_if_unchanged() {
+    let server = Server::start();
+    let b = Arc::new(server.backend());
+    let key = "5m:g|x=1";
+
+    // A value is there: try_lock still takes the lock (to recompute it).
+    b.set(key, b"old", 60.0).unwrap();
+    let old = b.get(key).unwrap().unwrap();
+    let token = b.try_lock(key).unwrap().expect("the lock is free");
+    assert!(b.try_lock(key).unwrap().is_none(), "held by now");
+
+    // A waiter for something newer than `old` waits past it until the
+    // holder stores, and gets the new value.
+    let waiter = {
+        let b = Arc::clone(&b);
+        let after = old.created_at;
+        thread::spawn(move || b.wait_for_newer(key, Some(after), Duration::from_secs(5)))
+    };
+    thread::sleep(Duration::from_millis(100));
+    b.store_and_unlock(key, b"new", 60.0, &token).unwrap();
+    let got = waiter.join().unwrap().unwrap().expect("the newer value");
+    assert_eq!(got.value, b"new");
+
+    // Removing an unreadable value only removes that exact value.
+    b.delete_if_unchanged(key, &old).unwrap();
+    assert_eq!(
+        b.get(key).unwrap().unwrap().value,
+        b"new",
+        "a newer value is kept"
+    );
+    let current = b.get(key).unwrap().unwrap();
+    b.delete_if_unchanged(key, &current).unwrap();
+    assert!(b.get(key).unwrap().is_none());
+
+    // With the lock gone and only an old value, waiting for a newer one ends.
+    b.set(key, b"older", 60.0).unwrap();
+    let older = b.get(key).unwrap().unwrap();
+    assert!(b
+        .wait_for_newer(key, Some(older.created_at), Duration::from_secs(5))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn async_face_matches_the_sync_one() {
+    let server = Server::start();
+    let b = Arc::new(server.backend());
+    let key = "5m:h|x=1";
+    let rt = cachu::runtime::handle();
+    let b2 = Arc::clone(&b);
+    let (first, hit) = rt.block_on(async move {
+        let first = b2.get_or_lock_async(key).await.unwrap();
+        let GetOrLock::Locked(token) = &first else {
+            panic!("expected the lock, got {first:?}")
+        };
+        b2.store_and_unlock_async(key, b"v", 60.0, token)
+            .await
+            .unwrap();
+        (first, b2.get_async(key).await.unwrap())
+    });
+    assert!(matches!(first, GetOrLock::Locked(_)));
+    assert_eq!(hit.unwrap().value, b"v");
+    // The sync face reads what the async one wrote, lock released.
+    assert_eq!(b.get(key).unwrap().unwrap().value, b"v");
+    assert!(b.try_lock(key).unwrap().is_some());
+}

@@ -87,29 +87,37 @@ async def _on_redis(
     store = True
     if not overwrite:
         # Until the lock timeout: read or lock; if another caller holds the
-        # lock, wait for its value; if it let go without storing, try again
-        # (one of the waiters then computes, not all of them).
+        # lock, wait for its value; if it let go without storing, try again,
+        # so that one caller computes, not all of them. A value `validate`
+        # rejects is recomputed under the lock too, and its waiters wait for a
+        # newer one (`stale` is the rejected value's created_at).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + core._lock_timeout()
+        stale = None
         while True:
-            state, payload = await core._aget_or_lock(key)
-            if state == 1:
-                found, value = core._accept(key, *payload)
-                if found:
-                    return value
-                break
+            if stale is None:
+                state, payload = await core._aget_or_lock(key)
+            else:
+                state, payload = await core._atry_lock(key)
             if state == 2:
                 lock = payload
                 break
             if state == 3:  # Redis is down and the region fails open.
                 store = False
                 break
-            waited = await core._await_value(key, max(0.0, deadline - loop.time()))
-            if waited is not None:
-                found, value = core._accept(key, *waited)
-                if found:
+            if state == 1:
+                read = payload
+            else:
+                read = await core._await_value(key, max(0.0, deadline - loop.time()), stale)
+            if read is not None:
+                verdict, value = core._accept(key, *read)
+                if verdict == 1:
                     return value
-                break
+                if verdict == 0:
+                    stale = read[1]
+                else:  # It did not unpickle: remove it and read again.
+                    await core._adelete_unreadable(key, *read)
+                    stale = None
             if loop.time() >= deadline:
                 break
     core._miss()

@@ -147,10 +147,42 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Async [`RedisBackend::wait_for`]: polls without blocking a thread.
-    pub async fn wait_for_async(
+    /// Async [`RedisBackend::delete_if_unchanged`].
+    pub async fn delete_if_unchanged_async(&self, key: &str, hit: &Hit<Vec<u8>>) -> Result<()> {
+        let raw = encode(&hit.value, hit.created_at);
+        let mut conn = self.connection().await?;
+        let _: Value = self
+            .scripts
+            .compare_delete
+            .key(key)
+            .arg(&raw[..])
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(())
+    }
+
+    /// Async [`RedisBackend::try_lock`]: one `SET NX`.
+    pub async fn try_lock_async(&self, key: &str) -> Result<Option<LockToken>> {
+        let token = LockToken::random();
+        let mut conn = self.connection().await?;
+        let reply: Value = redis::cmd("SET")
+            .arg(lock_key(key))
+            .arg(token.as_str())
+            .arg("NX")
+            .arg("EX")
+            .arg(self.lock_secs())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(matches!(reply, Value::Okay).then_some(token))
+    }
+
+    /// Async [`RedisBackend::wait_for_newer`]: polls without blocking a thread.
+    pub async fn wait_for_newer_async(
         &self,
         key: &str,
+        newer_than: Option<f64>,
         timeout: Duration,
     ) -> Result<Option<Hit<Vec<u8>>>> {
         let deadline = Instant::now() + timeout;
@@ -166,7 +198,7 @@ impl RedisBackend {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| self.failed(&e))?;
-            if let Poll::Done(found) = self.read_poll(reply)? {
+            if let Poll::Done(found) = self.read_poll(reply, newer_than)? {
                 return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());

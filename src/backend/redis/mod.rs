@@ -108,8 +108,9 @@ return 0
 /// `{0, 1}` while the lock is held and `{0, 0}` once it is gone.
 const POLL_LUA: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v and string.len(v) >= 8 then return {1, v} end
-return {0, redis.call('EXISTS', KEYS[2])}
+local l = redis.call('EXISTS', KEYS[2])
+if v and string.len(v) >= 8 then return {1, v, l} end
+return {0, l}
 ";
 
 /// Settings of a [`RedisBackend`].
@@ -332,22 +333,64 @@ impl RedisBackend {
         }
     }
 
-    /// The reply of one poll: `Done(Some(hit))` once the value is there,
-    /// `Done(None)` once the lock is gone without a value, `Wait` meanwhile.
-    fn read_poll(&self, reply: Value) -> Result<Poll> {
+    /// The reply of one poll: `Done(Some(hit))` once a value (newer than
+    /// `newer_than`, if given) is there, `Done(None)` once the lock is gone
+    /// without one, `Wait` meanwhile.
+    fn read_poll(&self, reply: Value, newer_than: Option<f64>) -> Result<Poll> {
         let mut items = into_items(reply);
-        if items.len() != 2 {
-            return Err(self.bad_reply("wait_for"));
-        }
-        match (as_int(&items[0]), as_int(&items[1])) {
-            (Some(1), _) => match decode(into_bytes(items.swap_remove(1))) {
-                Some(hit) => Ok(Poll::Done(Some(hit))),
-                None => Err(self.bad_reply("wait_for")),
-            },
-            (Some(0), Some(0)) => Ok(Poll::Done(None)),
-            (Some(0), Some(_)) => Ok(Poll::Wait),
+        let locked = match items.last().and_then(as_int) {
+            Some(l) => l != 0,
+            None => return Err(self.bad_reply("wait_for")),
+        };
+        match (items.len(), items.first().and_then(as_int)) {
+            (3, Some(1)) => {
+                let Some(hit) = decode(into_bytes(items.swap_remove(1))) else {
+                    return Err(self.bad_reply("wait_for"));
+                };
+                if newer_than.is_none_or(|t| hit.created_at > t) {
+                    Ok(Poll::Done(Some(hit)))
+                } else if locked {
+                    Ok(Poll::Wait)
+                } else {
+                    Ok(Poll::Done(None))
+                }
+            }
+            (2, Some(0)) if locked => Ok(Poll::Wait),
+            (2, Some(0)) => Ok(Poll::Done(None)),
             _ => Err(self.bad_reply("wait_for")),
         }
+    }
+
+    /// One round trip: remove `key` only if it still holds `hit` (a value
+    /// that turned out unreadable); a value stored since is kept.
+    pub fn delete_if_unchanged(&self, key: &str, hit: &Hit<Vec<u8>>) -> Result<()> {
+        let raw = encode(&hit.value, hit.created_at);
+        self.run(|c| {
+            self.scripts
+                .compare_delete
+                .key(key)
+                .arg(&raw[..])
+                .invoke::<Value>(c)
+        })
+        .map(|_| ())
+    }
+
+    /// One round trip: take the dogpile lock of `key` if it is free, whatever
+    /// the value (used to recompute a value that `validate` rejected).
+    pub fn try_lock(&self, key: &str) -> Result<Option<LockToken>> {
+        let token = LockToken::random();
+        let lock = lock_key(key);
+        let secs = self.lock_secs();
+        let reply = self.run(|c| {
+            redis::cmd("SET")
+                .arg(&lock)
+                .arg(token.as_str())
+                .arg("NX")
+                .arg("EX")
+                .arg(secs)
+                .query::<Value>(c)
+        })?;
+        Ok(matches!(reply, Value::Okay).then_some(token))
     }
 
     /// One round trip: store `value` under `key` for `ttl` seconds (nothing,
@@ -394,12 +437,24 @@ impl RedisBackend {
     /// `key` appears (returned), its lock disappears without a value, or
     /// `timeout` passes (both `None`: compute it yourself).
     pub fn wait_for(&self, key: &str, timeout: Duration) -> Result<Option<Hit<Vec<u8>>>> {
+        self.wait_for_newer(key, None, timeout)
+    }
+
+    /// [`RedisBackend::wait_for`] a value stored after `newer_than` (a
+    /// `created_at`): an older value present meanwhile is waited out while
+    /// the lock is held.
+    pub fn wait_for_newer(
+        &self,
+        key: &str,
+        newer_than: Option<f64>,
+        timeout: Duration,
+    ) -> Result<Option<Hit<Vec<u8>>>> {
         let deadline = Instant::now() + timeout;
         let lock = lock_key(key);
         let mut pause = POLL_FIRST;
         loop {
             let reply = self.run(|c| self.scripts.poll.key(key).key(&lock).invoke::<Value>(c))?;
-            if let Poll::Done(found) = self.read_poll(reply)? {
+            if let Poll::Done(found) = self.read_poll(reply, newer_than)? {
                 return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());

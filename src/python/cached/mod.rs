@@ -500,30 +500,49 @@ impl CachedFunction {
         self.aget_or_lock(py, key)
     }
 
-    /// Async Redis: wait (suspended) for another caller's value, up to
-    /// `timeout` seconds (default: the lock timeout). Resolves to
-    /// `(data, created_at)`, or `None` once the lock is gone without a value
-    /// or the time is up.
-    #[pyo3(signature = (key, timeout=None))]
+    /// Async Redis: wait (suspended) for another caller's value (one stored
+    /// after `newer_than`, if given), up to `timeout` seconds (default: the
+    /// lock timeout). Resolves to `(data, created_at)`, or `None` once the
+    /// lock is gone without such a value or the time is up.
+    #[pyo3(signature = (key, timeout=None, newer_than=None))]
     fn _await_value<'py>(
         &self,
         py: Python<'py>,
         key: String,
         timeout: Option<f64>,
+        newer_than: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.await_value(py, key, timeout)
+        self.await_value(py, key, timeout, newer_than)
     }
 
-    /// `(True, value)` for a value read by the async Redis path that
-    /// unpickles and passes `validate` (a hit is counted), else `(False, None)`.
+    /// `(1, value)` for a value read by the async Redis path that unpickles
+    /// and passes `validate` (a hit is counted), `(0, None)` if `validate`
+    /// rejects it, `(-1, None)` if it does not unpickle.
     fn _accept(
         &self,
         py: Python<'_>,
+        key: &str,
+        data: &[u8],
+        created_at: f64,
+    ) -> PyResult<(i8, Option<Py<PyAny>>)> {
+        self.accept_read(py, key, data, created_at)
+    }
+
+    /// Async Redis, one round trip: take the key's lock if it is free.
+    fn _atry_lock<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        self.atry_lock(py, key)
+    }
+
+    /// Async Redis: remove `key` if it still holds the unreadable value
+    /// `data` stored at `created_at` (one read since is kept).
+    fn _adelete_unreadable<'py>(
+        &self,
+        py: Python<'py>,
         key: String,
         data: &[u8],
         created_at: f64,
-    ) -> PyResult<(bool, Option<Py<PyAny>>)> {
-        self.accept_read(py, key, data, created_at)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.adelete_unreadable(py, key, data.to_vec(), created_at)
     }
 
     /// Async Redis: store a computed result, releasing `lock` in the same

@@ -16,18 +16,26 @@ use crate::python::errors::to_py;
 use crate::python::redis_lock::RedisLock;
 use crate::python::region::Store;
 use crate::python::value::{dumps, loads};
-use crate::runtime;
+
+/// What a value read from Redis is good for.
+pub(super) enum Verdict {
+    Value(Py<PyAny>),
+    Rejected(f64),
+    Unreadable,
+}
 
 impl CachedFunction {
-    /// A value read from Redis, if it unpickles and passes `validate`; an
-    /// unreadable one is removed.
+    /// What to make of a value read from Redis: use it, recompute it
+    /// (`validate` rejected it; it was stored at the given time), or read
+    /// again (it did not unpickle and was removed).
     pub(super) fn accept(
         &self,
         py: Python<'_>,
         r: &Resolved,
+        redis: &RedisBackend,
         key: HashedKey<'_>,
         hit: Hit<Vec<u8>>,
-    ) -> PyResult<Option<Py<PyAny>>> {
+    ) -> PyResult<Verdict> {
         let value = match loads(py, &hit.value) {
             Ok(v) => v.unbind(),
             Err(e) => {
@@ -35,13 +43,16 @@ impl CachedFunction {
                     "dropping cache entry {:?} that could not be read: {e}",
                     key.text
                 );
-                if let Err(e) = r.region.delete(py, key) {
-                    r.region.degrade(py, e)?;
+                if let Err(e) = py.detach(|| redis.delete_if_unchanged(key.text, &hit)) {
+                    r.region.degrade(py, to_py(e))?;
                 }
-                return Ok(None);
+                return Ok(Verdict::Unreadable);
             }
         };
-        self.validated(py, value, hit.created_at)
+        Ok(match self.validated(py, value, hit.created_at)? {
+            Some(v) => Verdict::Value(v),
+            None => Verdict::Rejected(hit.created_at),
+        })
     }
 
     /// A decorated call on Redis: one round trip returns the value or takes
@@ -64,11 +75,20 @@ impl CachedFunction {
             return self.compute_on_redis(py, r, redis, key, args, kwargs, None);
         }
         // Until the lock timeout: read or lock; if another caller holds the
-        // lock, wait for its value; if it let go without storing, try again
-        // (one of the waiters then computes, not all of them).
+        // lock, wait for its value; if it let go without storing, try again,
+        // so that one caller computes, not all of them. A value `validate`
+        // rejects is recomputed under the lock too, and its waiters wait for
+        // a newer one (`stale` is the rejected value's `created_at`).
         let deadline = Instant::now() + r.lock_timeout;
+        let mut stale: Option<f64> = None;
         let token = loop {
-            let probe = match py.detach(|| redis.get_or_lock(key.text)) {
+            let probe = match stale {
+                None => py.detach(|| redis.get_or_lock(key.text)),
+                Some(_) => py
+                    .detach(|| redis.try_lock(key.text))
+                    .map(|t| t.map_or(GetOrLock::Busy, GetOrLock::Locked)),
+            };
+            let probe = match probe {
                 Ok(p) => {
                     r.region.up();
                     p
@@ -79,25 +99,13 @@ impl CachedFunction {
                     return Ok(self.func.bind(py).call(args, kwargs)?.unbind());
                 }
             };
-            match probe {
-                GetOrLock::Hit(hit) => match self.accept(py, r, key, hit)? {
-                    Some(v) => {
-                        self.stats.hit();
-                        return Ok(v);
-                    }
-                    None => break None,
-                },
+            let hit = match probe {
                 GetOrLock::Locked(token) => break Some(token),
+                GetOrLock::Hit(hit) => hit,
                 GetOrLock::Busy => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match py.detach(|| redis.wait_for(key.text, left)) {
-                        Ok(Some(hit)) => match self.accept(py, r, key, hit)? {
-                            Some(v) => {
-                                self.stats.hit();
-                                return Ok(v);
-                            }
-                            None => break None,
-                        },
+                    match py.detach(|| redis.wait_for_newer(key.text, stale, left)) {
+                        Ok(Some(hit)) => hit,
                         Ok(None) if Instant::now() < deadline => continue,
                         Ok(None) => break None,
                         Err(e) => {
@@ -106,6 +114,17 @@ impl CachedFunction {
                         }
                     }
                 }
+            };
+            match self.accept(py, r, redis, key, hit)? {
+                Verdict::Value(v) => {
+                    self.stats.hit();
+                    return Ok(v);
+                }
+                Verdict::Rejected(created_at) => stale = Some(created_at),
+                Verdict::Unreadable => stale = None,
+            }
+            if Instant::now() >= deadline {
+                break None;
             }
         };
         self.compute_on_redis(py, r, redis, key, args, kwargs, token)
@@ -207,6 +226,7 @@ impl CachedFunction {
         py: Python<'py>,
         key: String,
         timeout: Option<f64>,
+        newer_than: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let r = self.resolved(py)?;
         let timeout = timeout.map_or(r.lock_timeout, |t| Duration::from_secs_f64(t.max(0.0)));
@@ -216,7 +236,9 @@ impl CachedFunction {
             py,
             async move {
                 match &work_region.store {
-                    Store::Redis(redis) => redis.wait_for_async(&key, timeout).await,
+                    Store::Redis(redis) => {
+                        redis.wait_for_newer_async(&key, newer_than, timeout).await
+                    }
                     _ => unreachable!("_await_value on a region that is not Redis"),
                 }
             },
@@ -231,36 +253,100 @@ impl CachedFunction {
         )
     }
 
-    /// A value read by the async Redis path: `(True, value)` if it unpickles
-    /// and passes `validate` (a hit is counted), else `(False, None)`; an
-    /// unreadable value is deleted in the background.
+    /// A value read by the async Redis path: `(1, value)` if it unpickles
+    /// and passes `validate` (a hit is counted), `(0, None)` if `validate`
+    /// rejected it (recompute under the lock), `(-1, None)` if it did not
+    /// unpickle (remove it with `_adelete_unreadable`, then read again).
     pub(super) fn accept_read(
         &self,
         py: Python<'_>,
-        key: String,
+        key: &str,
         data: &[u8],
         created_at: f64,
-    ) -> PyResult<(bool, Option<Py<PyAny>>)> {
+    ) -> PyResult<(i8, Option<Py<PyAny>>)> {
         let value = match loads(py, data) {
             Ok(v) => v.unbind(),
             Err(e) => {
                 log::warn!("dropping cache entry {key:?} that could not be read: {e}");
-                let region = self.resolved(py)?.region.clone();
-                runtime::handle().spawn(async move {
-                    if let Store::Redis(redis) = &region.store {
-                        let _ = redis.delete_async(&key).await;
-                    }
-                });
-                return Ok((false, None));
+                return Ok((-1, None));
             }
         };
         Ok(match self.validated(py, value, created_at)? {
             Some(v) => {
                 self.stats.hit();
-                (true, Some(v))
+                (1, Some(v))
             }
-            None => (false, None),
+            None => (0, None),
         })
+    }
+
+    /// Async Redis, one round trip: take the key's lock if it is free,
+    /// whatever the value. Resolves to `(2, RedisLock)`, `(0, None)` when
+    /// another holds it, or `(3, None)` when Redis is down and failing open.
+    pub(super) fn atry_lock<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let region = self.resolved(py)?.region.clone();
+        let work_region = region.clone();
+        let work_key = key.clone();
+        aio::spawn(
+            py,
+            async move {
+                match &work_region.store {
+                    Store::Redis(redis) => redis.try_lock_async(&work_key).await,
+                    _ => unreachable!("_atry_lock on a region that is not Redis"),
+                }
+            },
+            move |py, out| {
+                let reply = match out {
+                    Ok(Some(token)) => {
+                        (2, RedisLock::new(region.clone(), key, token)).into_pyobject(py)?
+                    }
+                    Ok(None) => (0, py.None()).into_pyobject(py)?,
+                    Err(e) => {
+                        region.degrade(py, to_py(e))?;
+                        return Ok((3, py.None()).into_pyobject(py)?.into_any().unbind());
+                    }
+                };
+                region.up();
+                Ok(reply.into_any().unbind())
+            },
+        )
+    }
+
+    /// Async Redis: remove `key` if it still holds the unreadable value
+    /// `data` stored at `created_at`. Resolves to None; a down Redis is
+    /// logged when failing open.
+    pub(super) fn adelete_unreadable<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        data: Vec<u8>,
+        created_at: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let region = self.resolved(py)?.region.clone();
+        let work_region = region.clone();
+        aio::spawn(
+            py,
+            async move {
+                let hit = Hit {
+                    value: data,
+                    created_at,
+                };
+                match &work_region.store {
+                    Store::Redis(redis) => redis.delete_if_unchanged_async(&key, &hit).await,
+                    _ => unreachable!("_adelete_unreadable on a region that is not Redis"),
+                }
+            },
+            move |py, out| {
+                if let Err(e) = out {
+                    region.degrade(py, to_py(e))?;
+                }
+                Ok(py.None())
+            },
+        )
     }
 
     /// Async Redis: store a computed result (`cache_if`, TTL, pickle happen
