@@ -4,9 +4,6 @@ Every test starts and ends with a clean cachu: no package configs, no backend
 instances or entries, no statistics, caching enabled.
 """
 
-# TODO: add test_readme.py running every ```python block of README.md that does
-# not need Redis, once the README is written.
-
 import importlib
 import os
 import sys
