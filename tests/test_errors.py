@@ -86,17 +86,27 @@ def test_file_dir_is_a_file(tmp_path):
         cachu.configure(file_dir=str(path))
 
 
-def test_file_dir_not_writable(tmp_path):
+def _unwritable_dir(tmp_path):
+    """A directory this user cannot create files in: a 0o555 one, or, for
+    root (whom modes do not stop), a procfs directory nobody may write."""
     ro = tmp_path / 'readonly'
     ro.mkdir()
     ro.chmod(0o555)
-    try:
-        if os.access(ro, os.W_OK):
-            pytest.skip('this user can write to a 0o555 directory (root)')
-        with pytest.raises(ValueError):
-            cachu.configure(file_dir=str(ro))
-    finally:
-        ro.chmod(0o755)
+    if not os.access(ro, os.W_OK):
+        return str(ro)
+    for candidate in ('/proc/1', '/proc/self/fdinfo'):
+        if os.path.isdir(candidate) and not os.access(candidate, os.W_OK):
+            return candidate
+    pytest.skip('no directory this user cannot write to')
+
+
+def test_file_dir_not_writable(tmp_path):
+    path = _unwritable_dir(tmp_path)
+    cachu.configure(file_dir=str(tmp_path))
+    with pytest.raises(ValueError, match='not writable'):
+        cachu.configure(file_dir=path)
+    # The bad value was refused whole: the previous directory stays.
+    assert cachu.get_config().file_dir == str(tmp_path)
 
 
 def test_file_dir_valid(tmp_path):
