@@ -268,3 +268,28 @@ def test_clear_resets_hits_and_misses():
     cache_clear(tag='nonexistent')
     info = cachu.cache_info(counted_clear)
     assert (info.hits, info.misses) == (0, 0)
+
+
+def test_callable_ttl_names_the_dynamic_region(region_keys):
+    """A ttl callable names the region of result-dependent ttls (-1), as it
+    does for get_backend: only that region is cleared."""
+    populate()
+    assert cache_clear(backend='memory', ttl=lambda r: 60) == 1
+    after = snapshot(region_keys)
+    assert after[-1] == []
+    assert len(after[300]) == 4 and len(after[60]) == 2
+
+
+@pytest.mark.parametrize('bad', ['300', [300], True])
+def test_ttl_that_is_not_a_number_is_refused(region_keys, bad):
+    populate()
+    with pytest.raises(TypeError, match='ttl must be a number of seconds'):
+        cache_clear(backend='memory', ttl=bad)
+    with pytest.raises(TypeError, match='ttl must be a number of seconds'):
+        cache_clear(ttl=bad)
+    assert sum(len(keys) for keys in snapshot(region_keys).values()) == 7
+
+
+def test_nan_ttl_is_refused():
+    with pytest.raises(ValueError, match='nan'):
+        cache_clear(backend='memory', ttl=float('nan'))

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import cast
 
 from cachu import _cachu
 from cachu.backends import Backend
-from cachu.config import get_config
+from cachu.config import check_ttl, get_config
 
 _lock = threading.Lock()
 _instances: dict[tuple[str | None, str, int], Backend] = {}
+
+
+def region_ttl(ttl: object) -> int:
+    """The region a ttl names: whole seconds, or -1 for a callable ttl (the
+    region of every function whose ttl depends on its result)."""
+    check_ttl(ttl)
+    return -1 if callable(ttl) else int(cast(float, ttl))
 
 
 def file_name(package: str | None, ttl: int) -> str:

@@ -43,6 +43,15 @@ def check_backend(name: object) -> str:
     return name  # type: ignore[return-value]
 
 
+def check_ttl(ttl: object) -> None:
+    if callable(ttl):
+        return
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"ttl must be a number of seconds or a callable of the result, got {ttl!r}")
+    if ttl != ttl:  # NaN
+        raise ValueError("ttl must be a number of seconds, got nan")
+
+
 def check_file_dir(value: object) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"file_dir must be a path, got {value!r}")

@@ -9,19 +9,10 @@ from typing import Any, TypeVar
 
 from cachu import _cachu, _regions
 from cachu.backends import AsyncBackend, Backend
-from cachu.config import caller_package, check_backend, get_config
+from cachu.config import caller_package, check_backend, check_ttl, get_config
 from cachu.types import CacheEntry
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _check_ttl(ttl: object) -> None:
-    if callable(ttl):
-        return
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"ttl must be a number of seconds or a callable of the result, got {ttl!r}")
-    if ttl != ttl:  # NaN
-        raise ValueError("ttl must be a number of seconds, got nan")
 
 
 def _signature_params(fn: Callable[..., Any]) -> list[tuple[str, bool, Any]]:
@@ -46,7 +37,7 @@ def cache(
     package: str | None = None,
 ) -> Callable[[F], F]:
     """Cache a function's results, keyed by its arguments."""
-    _check_ttl(ttl)
+    check_ttl(ttl)
     if package is None:
         package = caller_package()
     backend_name = check_backend(backend) if backend is not None else get_config(package).backend
@@ -111,8 +102,7 @@ def get_backend(
     if package is None:
         package = caller_package()
     name = check_backend(backend) if backend is not None else get_config(package).backend
-    _check_ttl(ttl)
-    return _regions.get(package, name, -1 if callable(ttl) else int(ttl))
+    return _regions.get(package, name, _regions.region_ttl(ttl))
 
 
 def get_async_backend(

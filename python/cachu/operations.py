@@ -60,13 +60,14 @@ def cache_clear(
         check_backend(backend)
     pattern = _cachu.tag_pattern(tag) if tag else None
     removed = 0
-    if backend is not None and ttl is not None:
-        regions = [(backend, int(ttl), _regions.get(package, backend, int(ttl)))]
+    wanted = None if ttl is None else _regions.region_ttl(ttl)
+    if backend is not None and wanted is not None:
+        regions = [(backend, wanted, _regions.get(package, backend, wanted))]
     else:
         regions = [
             (name, region_ttl, inst)
             for name, region_ttl, inst in _regions.existing(package)
-            if (backend is None or name == backend) and (ttl is None or region_ttl == int(ttl))
+            if (backend is None or name == backend) and (wanted is None or region_ttl == wanted)
         ]
     for name, region_ttl, inst in regions:
         if name == "redis":
