@@ -22,16 +22,17 @@ from cachu import _cachu
 from cachu._offloop import off_loop
 from cachu._offloop import run as _run
 
-# loop -> {key: future done when the computing task finishes}
-_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[None]]] = (
-    weakref.WeakKeyDictionary()
-)
+# loop -> {key being computed: a future done when the computing task
+# finishes, made only once another task waits (None until then)}
+_Table = dict[str, "asyncio.Future[None] | None"]
+_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Table]
+_inflight = weakref.WeakKeyDictionary()
 # The last loop's table, to skip the weak-dictionary lookup on the common path
 # (one loop per thread; replacing the pair is atomic).
-_last: tuple[Callable[[], object], dict[str, asyncio.Future[None]]] = (lambda: None, {})
+_last: tuple[Callable[[], object], _Table] = (lambda: None, {})
 
 
-def _table(loop: asyncio.AbstractEventLoop) -> dict[str, asyncio.Future[None]]:
+def _table(loop: asyncio.AbstractEventLoop) -> _Table:
     global _last
     last_loop, table = _last
     if last_loop() is loop:
@@ -43,7 +44,7 @@ def _table(loop: asyncio.AbstractEventLoop) -> dict[str, asyncio.Future[None]]:
 
 async def _acquire(
     loop: asyncio.AbstractEventLoop,
-    table: dict[str, asyncio.Future[None]],
+    table: _Table,
     key: str,
     timeout: float,
 ) -> tuple[bool, bool]:
@@ -52,7 +53,10 @@ async def _acquire(
     waited): not the owner on timeout; `waited` if the task was suspended."""
     waited = False
     deadline = loop.time() + timeout
-    while (busy := table.get(key)) is not None:
+    while key in table:
+        busy = table[key]
+        if busy is None:  # the first waiter: give the holder a future to finish
+            busy = table[key] = loop.create_future()
         remaining = deadline - loop.time()
         if remaining <= 0:
             return False, True
@@ -62,11 +66,11 @@ async def _acquire(
             await asyncio.wait_for(asyncio.shield(busy), remaining)
         except asyncio.TimeoutError:
             return False, True
-    table[key] = loop.create_future()
+    table[key] = None
     return True, waited
 
 
-def _release(table: dict[str, asyncio.Future[None]], key: str) -> None:
+def _release(table: _Table, key: str) -> None:
     done = table.pop(key, None)
     if done is not None and not done.done():
         done.set_result(None)
@@ -135,7 +139,6 @@ async def _on_redis(
 def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callable[..., Any]:
     """The ``async def`` that caches coroutine function ``fn`` through ``core``."""
     probe = core._probe
-    is_disabled = _cachu.is_disabled
 
     async def peek(key: str, blocking: bool) -> tuple[bool, Any]:
         return await off_loop(core._peek, key) if blocking else core._peek(key)
@@ -148,11 +151,12 @@ def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callab
             overwrite = bool(kwargs.pop("_overwrite_cache", False))
             if skip:
                 return await fn(*args, **kwargs)
-        if is_disabled():
-            return await fn(*args, **kwargs)
         key, state, value = probe(args, kwargs or None, not overwrite)
         if state == 1:
             return value
+        if state == 4:  # caching is disabled
+            return await fn(*args, **kwargs)
+        assert key is not None
         if state == 3:
             return await _on_redis(core, fn, key, args, kwargs, overwrite)
         blocking = state == 2
@@ -164,8 +168,8 @@ def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callab
         table = _table(loop)
         if key in table:
             owner, waited = await _acquire(loop, table, key, core._lock_timeout())
-        else:  # Uncontended: take it without suspending.
-            table[key] = loop.create_future()
+        else:  # Uncontended: take it without suspending (or a future).
+            table[key] = None
             owner, waited = True, False
         try:
             # Look again unless nothing can have changed: an in-memory probe

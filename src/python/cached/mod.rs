@@ -431,10 +431,12 @@ impl CachedFunction {
         Ok((hits, misses, r.region.count(py, Some(&pattern))?))
     }
 
-    /// For the async wrapper: the key of a call, and whether a stored value
-    /// was found: `(key, 1, value)` on a hit (counted), `(key, 0, None)` on a
-    /// miss, `(key, 2, None)` when the backend blocks and the lookup must run
-    /// off the event loop (`_peek`). `peek=False` skips the lookup.
+    /// For the async wrapper, one call per await: `(None, 1, value)` on a hit
+    /// (counted); `(key, 0, None)` on a miss; `(key, 2, None)` when the
+    /// backend blocks and the lookup must run off the event loop (`_peek`);
+    /// `(key, 3, None)` on Redis; `(None, 4, None)` while caching is
+    /// disabled (call the function, nothing else). `peek=False` skips the
+    /// lookup. A hit builds no Python string for the key.
     #[pyo3(signature = (args, kwargs, peek))]
     fn _probe(
         &self,
@@ -442,22 +444,25 @@ impl CachedFunction {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
         peek: bool,
-    ) -> PyResult<(String, u8, Option<Py<PyAny>>)> {
+    ) -> PyResult<(Option<String>, u8, Option<Py<PyAny>>)> {
+        if state::disabled() {
+            return Ok((None, 4, None));
+        }
         let r = self.resolved(py)?;
         let key = self.build_key(py, &r, args.as_slice(), kwargs)?;
         if let Store::Redis(_) = r.region.store {
-            return Ok((key, 3, None));
+            return Ok((Some(key), 3, None));
         }
         if r.region.store.blocking() {
-            return Ok((key, 2, None));
+            return Ok((Some(key), 2, None));
         }
         if peek {
             if let Some(v) = self.lookup_valid(py, &r, HashedKey::new(&key))? {
                 self.stats.hit();
-                return Ok((key, 1, Some(v)));
+                return Ok((None, 1, Some(v)));
             }
         }
-        Ok((key, 0, None))
+        Ok((Some(key), 0, None))
     }
 
     /// `(True, value)` for a stored value that passes `validate` (a hit is
