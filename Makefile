@@ -33,6 +33,7 @@ lint: ## rustfmt, clippy, ruff, mypy and stubtest (tools: pip install '.[dev]')
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
 	$(PYTHON) -m ruff check python tests bench
+	$(PYTHON) -m ruff format --check python tests bench
 	$(PYTHON) -m mypy python/cachu
 	MYPYPATH=python $(PYTHON) -m mypy.stubtest cachu._cachu  # the stubs match the built module
 

@@ -18,6 +18,7 @@ Anything an implementation cannot do, or that raises, is reported as ``n/a``
 with the error's first line.  The bench only reports: it exits 0 whether or
 not the targets are met.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,20 +40,20 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in bench/
 
 import scenarios as S  # noqa: E402  (standard library only at import time)
 
-SCENARIOS_PY = os.path.join(HERE, 'scenarios.py')
+SCENARIOS_PY = os.path.join(HERE, "scenarios.py")
 
 # (module to import, name to pip install)
 PEER_PACKAGES = [
-    ('cachebox', 'cachebox'),
-    ('moka_py', 'moka-py'),
-    ('cachetools', 'cachetools'),
-    ('diskcache', 'diskcache'),
-    ('cashews', 'cashews'),
+    ("cachebox", "cachebox"),
+    ("moka_py", "moka-py"),
+    ("cachetools", "cachetools"),
+    ("diskcache", "diskcache"),
+    ("cashews", "cashews"),
 ]
-REDIS_PACKAGE = ('redis', 'redis')
-REFERENCE_REQUIREMENTS = ['cachu[redis]==0.2.7', 'diskcache']
+REDIS_PACKAGE = ("redis", "redis")
+REFERENCE_REQUIREMENTS = ["cachu[redis]==0.2.7", "diskcache"]
 
-LABELS = {'ours': 'ours', 'reference': 'reference 0.2.7'}
+LABELS = {"ours": "ours", "reference": "reference 0.2.7"}
 
 
 def log(msg):
@@ -61,7 +62,7 @@ def log(msg):
 
 def first_line(text):
     text = str(text).strip()
-    return text.splitlines()[0] if text else ''
+    return text.splitlines()[0] if text else ""
 
 
 # ---------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def first_line(text):
 
 
 def pip_install(python, names, env=None):
-    cmd = [python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check']
+    cmd = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     r = subprocess.run(cmd + names, capture_output=True, text=True, env=env)
     return r.returncode == 0, (r.stderr or r.stdout).strip()
 
@@ -79,59 +80,64 @@ def ensure_peers(with_redis):
     missing = [(mod, pkg) for mod, pkg in wanted if importlib.util.find_spec(mod) is None]
     if not missing:
         return
-    log(f'installing peers into {sys.executable}: {" ".join(p for _, p in missing)}')
+    log(f"installing peers into {sys.executable}: {' '.join(p for _, p in missing)}")
     ok, _ = pip_install(sys.executable, [p for _, p in missing])
     if not ok:  # one at a time, so one that will not install does not block the rest
         for _, pkg in missing:
             ok, err = pip_install(sys.executable, [pkg])
             if not ok:
-                log(f'  could not install {pkg}: {first_line(err.splitlines()[-1] if err else "")}')
+                log(f"  could not install {pkg}: {first_line(err.splitlines()[-1] if err else '')}")
     importlib.invalidate_caches()
 
 
 def venv_python(venv):
-    return os.path.join(venv, 'Scripts' if os.name == 'nt' else 'bin',
-                        'python.exe' if os.name == 'nt' else 'python')
+    return os.path.join(
+        venv, "Scripts" if os.name == "nt" else "bin", "python.exe" if os.name == "nt" else "python"
+    )
 
 
 def ensure_reference(venv, allow_install):
     """Return (python, None) or (None, reason)."""
     py = venv_python(venv)
-    probe = ("import cachu, diskcache, redis, sys; "
-             "sys.exit(0 if cachu.__version__ == '0.2.7' and not hasattr(cachu, '_cachu') else 3)")
+    probe = (
+        "import cachu, diskcache, redis, sys; "
+        "sys.exit(0 if cachu.__version__ == '0.2.7' and not hasattr(cachu, '_cachu') else 3)"
+    )
 
-    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
     def usable():
-        return os.path.exists(py) and subprocess.run(
-            [py, '-c', probe], capture_output=True, env=env).returncode == 0
+        return (
+            os.path.exists(py)
+            and subprocess.run([py, "-c", probe], capture_output=True, env=env).returncode == 0
+        )
 
     if usable():
         return py, None
     if not allow_install:
-        return None, f'no usable reference venv at {venv} (--no-install given)'
+        return None, f"no usable reference venv at {venv} (--no-install given)"
     if not os.path.exists(py):
-        log(f'creating the reference venv {venv}')
-        r = subprocess.run([sys.executable, '-m', 'venv', venv], capture_output=True, text=True)
+        log(f"creating the reference venv {venv}")
+        r = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
         if r.returncode != 0:
-            return None, 'venv creation failed: ' + first_line(r.stderr or r.stdout)
-    log(f'installing {" ".join(REFERENCE_REQUIREMENTS)} into {venv}')
+            return None, "venv creation failed: " + first_line(r.stderr or r.stdout)
+    log(f"installing {' '.join(REFERENCE_REQUIREMENTS)} into {venv}")
     ok, err = pip_install(py, REFERENCE_REQUIREMENTS, env=env)
     if not ok:
-        return None, 'pip install failed: ' + first_line(err.splitlines()[-1] if err else '')
+        return None, "pip install failed: " + first_line(err.splitlines()[-1] if err else "")
     if not usable():
-        return None, f'reference venv {venv} does not hold cachu 0.2.7'
+        return None, f"reference venv {venv} does not hold cachu 0.2.7"
     return py, None
 
 
 def pin_process(pid, cpu):
     """Pin every thread of a process to one CPU, or to a set of CPUs (Linux);
     False if not possible."""
-    if cpu is None or not hasattr(os, 'sched_setaffinity'):
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
         return False
     cpus = {cpu} if isinstance(cpu, int) else set(cpu)
     try:
-        tids = [int(t) for t in os.listdir(f'/proc/{pid}/task')]
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         tids = [pid]
     try:
@@ -147,15 +153,15 @@ def pin_process(pid, cpu):
 
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def redis_ping(port):
     try:
-        with socket.create_connection(('127.0.0.1', port), timeout=0.5) as s:
-            s.sendall(b'PING\r\n')
-            return s.recv(64).startswith(b'+PONG')
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
 
@@ -164,24 +170,43 @@ class RedisServer:
     """A throwaway redis-server on a free loopback port, no persistence."""
 
     def __init__(self, binary, cpu=None):
-        self.dir = tempfile.mkdtemp(prefix='cachu-bench-redis-')
+        self.dir = tempfile.mkdtemp(prefix="cachu-bench-redis-")
         self.port = free_port()
-        self.log = open(os.path.join(self.dir, 'redis.log'), 'w')
+        self.log = open(os.path.join(self.dir, "redis.log"), "w")
         self.proc = subprocess.Popen(
-            [binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
-             '--appendonly', 'no', '--dir', self.dir, '--daemonize', 'no'],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "no",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         pin_process(self.proc.pid, cpu)
         deadline = time.monotonic() + 10
         while not redis_ping(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f'redis-server did not start (see exit code {self.proc.returncode})')
+                raise RuntimeError(
+                    f"redis-server did not start (see exit code {self.proc.returncode})"
+                )
             time.sleep(0.05)
-        self.version = subprocess.run([binary, '--version'], capture_output=True, text=True).stdout.strip()
+        self.version = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True
+        ).stdout.strip()
 
     def url(self, db):
-        return f'redis://127.0.0.1:{self.port}/{db}'
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def stop(self):
         if self.proc.poll() is None:
@@ -212,24 +237,30 @@ class WorkerProc:
         self.hello = None
         self.start_error = None
         self.cpu = None
-        self.errlog = tempfile.TemporaryFile(mode='w+')
+        self.errlog = tempfile.TemporaryFile(mode="w+")
 
     def start(self):
-        cmd = [self.python, SCENARIOS_PY, '--worker', '--role', self.role]
+        cmd = [self.python, SCENARIOS_PY, "--worker", "--role", self.role]
         if self.redis_url:
-            cmd += ['--redis-url', self.redis_url]
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE='1')
-        if self.role == 'reference':  # nothing may shadow the venv's cachu 0.2.7
-            env.pop('PYTHONPATH', None)
-            env.pop('PYTHONHOME', None)
+            cmd += ["--redis-url", self.redis_url]
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        if self.role == "reference":  # nothing may shadow the venv's cachu 0.2.7
+            env.pop("PYTHONPATH", None)
+            env.pop("PYTHONHOME", None)
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self.errlog, env=env, cwd=HERE)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.errlog,
+                env=env,
+                cwd=HERE,
+            )
         except OSError as exc:
-            raise WorkerDied(f'cannot start {self.python}: {exc}') from exc
-        self.buf = b''
+            raise WorkerDied(f"cannot start {self.python}: {exc}") from exc
+        self.buf = b""
         pin_process(self.proc.pid, self.cpu)
-        self.hello = self.request({'cmd': 'hello'})
+        self.hello = self.request({"cmd": "hello"})
 
     def pin(self, cpu):
         """Keep this worker (all its threads, now and later) on one CPU, or
@@ -245,7 +276,7 @@ class WorkerProc:
         self.errlog.seek(0)
         lines = [ln for ln in self.errlog.read().splitlines() if ln.strip()]
         self.errlog.seek(0, 2)
-        return lines[-1] if lines else ''
+        return lines[-1] if lines else ""
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -258,25 +289,25 @@ class WorkerProc:
             self.start()
         timeout = self.timeout if timeout is None else timeout
         try:
-            self.proc.stdin.write((json.dumps(msg) + '\n').encode())
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # noticed below as EOF
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        while b'\n' not in self.buf:
+        while b"\n" not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 self.kill()
-                raise WorkerDied(f'timed out after {timeout:.0f} s')
+                raise WorkerDied(f"timed out after {timeout:.0f} s")
             chunk = os.read(fd, 65536)
             if not chunk:
                 code = self.proc.wait()
                 self.proc = None
                 tail = self.stderr_tail()
-                raise WorkerDied(f'worker died (exit code {code})' + (f': {tail}' if tail else ''))
+                raise WorkerDied(f"worker died (exit code {code})" + (f": {tail}" if tail else ""))
             self.buf += chunk
-        line, self.buf = self.buf.split(b'\n', 1)
+        line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
     def close(self):
@@ -302,19 +333,19 @@ def measure(args, workers, redis_reason):
     for sc in S.SCENARIOS:
         if not S.selected(sc, groups):
             continue
-        name = sc['name']
+        name = sc["name"]
         rows = []
-        for label in ('ours', 'reference'):
-            rows.append({'scenario': name, 'impl': label, 'lib': 'cachu', 'worker': label})
-        for impl in sc['impls']:
-            if impl != 'cachu':
-                rows.append({'scenario': name, 'impl': impl, 'lib': impl, 'worker': 'peers'})
+        for label in ("ours", "reference"):
+            rows.append({"scenario": name, "impl": label, "lib": "cachu", "worker": label})
+        for impl in sc["impls"]:
+            if impl != "cachu":
+                rows.append({"scenario": name, "impl": impl, "lib": impl, "worker": "peers"})
         for row in rows:
             row.update(ns=None, error=None, notes=[], samples=[], n=None)
         results.extend(rows)
         if S.needs_redis(sc) and redis_reason:
             for row in rows:
-                row['error'] = redis_reason
+                row["error"] = redis_reason
             continue
         if args.redis_cpu is not None:
             # redis scenarios: client and server on one CPU, since a loopback
@@ -324,55 +355,55 @@ def measure(args, workers, redis_reason):
                 w.pin(args.redis_cpu if S.needs_redis(sc) else args.all_cpus)
 
         def ask(row, msg, timeout=None):
-            w = workers[row['worker']]
+            w = workers[row["worker"]]
             if w.start_error:
                 raise WorkerDied(w.start_error)
-            r = w.request({**msg, 'scenario': name, 'impl': row['lib']}, timeout)
-            if not r['ok']:
-                raise RuntimeError(r['error'])
+            r = w.request({**msg, "scenario": name, "impl": row["lib"]}, timeout)
+            if not r["ok"]:
+                raise RuntimeError(r["error"])
             return r
 
         active = []
         for row in rows:
             try:
-                r = ask(row, {'cmd': 'setup'})
-                row['notes'] += r['notes']
-                row['kind'] = r['kind']
+                r = ask(row, {"cmd": "setup"})
+                row["notes"] += r["notes"]
+                row["kind"] = r["kind"]
                 active.append(row)
             except (WorkerDied, RuntimeError) as exc:
-                row['error'] = first_line(exc)
+                row["error"] = first_line(exc)
 
         # size each loop: grow a batch until it takes >= 20 ms, then scale
         for row in list(active):
             try:
-                row['n'] = S.choose_n(lambda n, row=row: ask(row, {'cmd': 'run', 'n': n})['ns'],
-                                      row['kind'], target_s)
+                row["n"] = S.choose_n(
+                    lambda n, row=row: ask(row, {"cmd": "run", "n": n})["ns"], row["kind"], target_s
+                )
             except (WorkerDied, RuntimeError) as exc:
-                row['error'] = first_line(exc)
+                row["error"] = first_line(exc)
                 active.remove(row)
 
         for rep in range(repeats):
             k = rep % len(active) if active else 0
             for row in active[k:] + active[:k]:
-                if row['error']:
+                if row["error"]:
                     continue
                 try:
-                    r = ask(row, {'cmd': 'run', 'n': row['n']})
-                    row['samples'].append(r['ns'])
-                    for note in r['notes']:
-                        if note not in row['notes']:
-                            row['notes'].append(note)
+                    r = ask(row, {"cmd": "run", "n": row["n"]})
+                    row["samples"].append(r["ns"])
+                    for note in r["notes"]:
+                        if note not in row["notes"]:
+                            row["notes"].append(note)
                 except (WorkerDied, RuntimeError) as exc:
-                    row['error'] = first_line(exc)
+                    row["error"] = first_line(exc)
         for row in active:
-            if row['samples'] and not row['error']:
-                row['ns'] = min(row['samples'])
+            if row["samples"] and not row["error"]:
+                row["ns"] = min(row["samples"])
             try:
-                ask(row, {'cmd': 'close'})
+                ask(row, {"cmd": "close"})
             except (WorkerDied, RuntimeError):
                 pass
-        log(f'  {name}: ' + ', '.join(
-            f'{row["impl"]} {fmt_ns(row["ns"])}' for row in rows))
+        log(f"  {name}: " + ", ".join(f"{row['impl']} {fmt_ns(row['ns'])}" for row in rows))
     return results
 
 
@@ -382,80 +413,100 @@ def measure(args, workers, redis_reason):
 
 def fmt_ns(ns):
     if ns is None:
-        return 'n/a'
-    return f'{ns:,.0f}' if ns >= 100 else f'{ns:,.1f}'
+        return "n/a"
+    return f"{ns:,.0f}" if ns >= 100 else f"{ns:,.1f}"
 
 
 def fmt_vs(ours, other):
     """How ours compares with another figure, both in ns per call."""
     if ours is None or other is None or ours <= 0 or other <= 0:
-        return ''
+        return ""
     r = other / ours
-    word = 'faster' if r >= 1 else 'slower'
+    word = "faster" if r >= 1 else "slower"
     r = r if r >= 1 else 1 / r
-    return f'{r:,.{0 if r >= 100 else 1 if r >= 10 else 2}f}x {word}'
+    return f"{r:,.{0 if r >= 100 else 1 if r >= 10 else 2}f}x {word}"
 
 
 def get_ns(results, scenario, impl):
     for r in results:
-        if r['scenario'] == scenario and r['impl'] == impl:
-            return r['ns']
+        if r["scenario"] == scenario and r["impl"] == impl:
+            return r["ns"]
     return None
 
 
 # miss + store scenario -> (hit scenario, the bare GET round trip row there)
 ROUND_TRIP_UNITS = {
-    'redis miss + store': ('redis hit', 'redis-py GET+unpickle'),
-    'async redis miss + store': ('async redis hit', 'redis.asyncio GET+unpickle'),
+    "redis miss + store": ("redis hit", "redis-py GET+unpickle"),
+    "async redis miss + store": ("async redis hit", "redis.asyncio GET+unpickle"),
 }
 
 
-def round_trips(results, scenario='redis miss + store'):
+def round_trips(results, scenario="redis miss + store"):
     """Ours' miss + store in units of one bare GET round trip (sync or async)."""
     hit_sc, get_impl = ROUND_TRIP_UNITS[scenario]
-    miss = get_ns(results, scenario, 'ours')
+    miss = get_ns(results, scenario, "ours")
     get = get_ns(results, hit_sc, get_impl)
     return miss / get if miss is not None and get else None
 
 
 def table(results):
-    head = ('scenario', 'implementation', 'ns/call', 'ours vs this', 'notes')
+    head = ("scenario", "implementation", "ns/call", "ours vs this", "notes")
     lines = []
     for sc in S.SCENARIOS:
-        rows = [r for r in results if r['scenario'] == sc['name']]
+        rows = [r for r in results if r["scenario"] == sc["name"]]
         if not rows:
             continue
-        ours = get_ns(results, sc['name'], 'ours')
+        ours = get_ns(results, sc["name"], "ours")
         for i, r in enumerate(rows):
-            notes = list(r['notes'])
-            if r['error']:
-                notes.insert(0, r['error'])
-            if r['impl'] == 'ours' and sc['name'] in ROUND_TRIP_UNITS and round_trips(results, sc['name']):
-                bare = 'bare async GET' if sc['name'].startswith('async') else 'bare GET'
-                notes.insert(0, f'= {round_trips(results, sc["name"]):.2f} {bare} round trips')
-            vs = '' if r['impl'] == 'ours' else fmt_vs(ours, r['ns'])
-            lines.append((sc['name'] if i == 0 else '', LABELS.get(r['impl'], r['impl']),
-                          fmt_ns(r['ns']), vs, '; '.join(notes)))
+            notes = list(r["notes"])
+            if r["error"]:
+                notes.insert(0, r["error"])
+            if (
+                r["impl"] == "ours"
+                and sc["name"] in ROUND_TRIP_UNITS
+                and round_trips(results, sc["name"])
+            ):
+                bare = "bare async GET" if sc["name"].startswith("async") else "bare GET"
+                notes.insert(0, f"= {round_trips(results, sc['name']):.2f} {bare} round trips")
+            vs = "" if r["impl"] == "ours" else fmt_vs(ours, r["ns"])
+            lines.append(
+                (
+                    sc["name"] if i == 0 else "",
+                    LABELS.get(r["impl"], r["impl"]),
+                    fmt_ns(r["ns"]),
+                    vs,
+                    "; ".join(notes),
+                )
+            )
         lines.append(None)
     widths = [max(len(head[c]), *(len(ln[c]) for ln in lines if ln)) for c in range(4)]
     out = []
 
     def emit(cols):
-        text = '  '.join([cols[0].ljust(widths[0]), cols[1].ljust(widths[1]),
-                          cols[2].rjust(widths[2]), cols[3].ljust(widths[3]), cols[4]])
+        text = "  ".join(
+            [
+                cols[0].ljust(widths[0]),
+                cols[1].ljust(widths[1]),
+                cols[2].rjust(widths[2]),
+                cols[3].ljust(widths[3]),
+                cols[4],
+            ]
+        )
         out.append(text.rstrip())
+
     emit(head)
-    out.append('-' * (sum(widths) + 2 * 4 + 5))
+    out.append("-" * (sum(widths) + 2 * 4 + 5))
     for ln in lines[:-1]:
         if ln is None:
-            out.append('')
+            out.append("")
         else:
             emit(ln)
-    return '\n'.join(out)
+    return "\n".join(out)
 
 
 def targets(results, groups=None):
     """The DESIGN.md performance bar, checked on this run's figures."""
+
     def ns(sc, impl):
         return get_ns(results, sc, impl)
 
@@ -468,63 +519,119 @@ def targets(results, groups=None):
         if groups is not None and not S.selected(scenario, groups):
             return
         if value is None:
-            missing = [f'{label} ({scn})' for label, scn, impl in needed if ns(scn, impl) is None]
-            checks.append({'target': target, 'status': 'n/a', 'value': None,
-                           'detail': 'no figure for ' + ', '.join(missing or ['?'])})
+            missing = [f"{label} ({scn})" for label, scn, impl in needed if ns(scn, impl) is None]
+            checks.append(
+                {
+                    "target": target,
+                    "status": "n/a",
+                    "value": None,
+                    "detail": "no figure for " + ", ".join(missing or ["?"]),
+                }
+            )
         else:
-            checks.append({'target': target, 'status': 'PASS' if ok(value) else 'FAIL',
-                           'value': value, 'detail': text(value)})
-        checks[-1]['informational'] = informational
+            checks.append(
+                {
+                    "target": target,
+                    "status": "PASS" if ok(value) else "FAIL",
+                    "value": value,
+                    "detail": text(value),
+                }
+            )
+        checks[-1]["informational"] = informational
 
-    sc = 'memory hit'
-    o, c = ns(sc, 'ours'), ns(sc, 'cachebox')
-    add(sc, 'memory hit <= 1.0x cachebox', ratio(o, c), lambda v: v <= 1.0,
-        lambda v: f'ours {fmt_ns(o)} ns / cachebox {fmt_ns(c)} ns = {v:.2f}x',
-        [('ours', sc, 'ours'), ('cachebox', sc, 'cachebox')])
-    sc = 'memory hit, int result'
-    o = ns(sc, 'ours')
-    add(sc, 'memory hit, int result <= 250 ns', o, lambda v: v <= 250,
-        lambda v: f'ours {fmt_ns(v)} ns', [('ours', sc, 'ours')])
-    for sc, factor in (('memory miss + store', 10), ('async memory hit', 8)):
-        o, ref = ns(sc, 'ours'), ns(sc, 'reference')
-        add(sc, f'{sc} >= {factor}x faster than reference', ratio(ref, o),
+    sc = "memory hit"
+    o, c = ns(sc, "ours"), ns(sc, "cachebox")
+    add(
+        sc,
+        "memory hit <= 1.0x cachebox",
+        ratio(o, c),
+        lambda v: v <= 1.0,
+        lambda v: f"ours {fmt_ns(o)} ns / cachebox {fmt_ns(c)} ns = {v:.2f}x",
+        [("ours", sc, "ours"), ("cachebox", sc, "cachebox")],
+    )
+    sc = "memory hit, int result"
+    o = ns(sc, "ours")
+    add(
+        sc,
+        "memory hit, int result <= 250 ns",
+        o,
+        lambda v: v <= 250,
+        lambda v: f"ours {fmt_ns(v)} ns",
+        [("ours", sc, "ours")],
+    )
+    for sc, factor in (("memory miss + store", 10), ("async memory hit", 8)):
+        o, ref = ns(sc, "ours"), ns(sc, "reference")
+        add(
+            sc,
+            f"{sc} >= {factor}x faster than reference",
+            ratio(ref, o),
             lambda v, f=factor: v >= f,
-            lambda v, o=o, ref=ref: f'reference {fmt_ns(ref)} ns / ours {fmt_ns(o)} ns = {v:.1f}x',
-            [('ours', sc, 'ours'), ('reference', sc, 'reference')])
-    sc = 'file hit'
-    o, d = ns(sc, 'ours'), ns(sc, 'diskcache')
-    add(sc, 'file hit >= 4x faster than diskcache memoize', ratio(d, o), lambda v: v >= 4,
-        lambda v: f'diskcache {fmt_ns(d)} ns / ours {fmt_ns(o)} ns = {v:.1f}x',
-        [('ours', sc, 'ours'), ('diskcache', sc, 'diskcache')])
-    sc = 'file miss + store'
-    o, ref = ns(sc, 'ours'), ns(sc, 'reference')
-    add(sc, 'file miss + store >= 40x faster than reference', ratio(ref, o), lambda v: v >= 40,
-        lambda v: f'reference {fmt_ns(ref)} ns / ours {fmt_ns(o)} ns = {v:.1f}x',
-        [('ours', sc, 'ours'), ('reference', sc, 'reference')])
-    sc = 'redis hit'
-    o, g = ns(sc, 'ours'), ns(sc, 'redis-py GET+unpickle')
-    add(sc, 'redis hit <= 1.15x bare GET', ratio(o, g), lambda v: v <= 1.15,
-        lambda v: f'ours {fmt_ns(o)} ns / GET+unpickle {fmt_ns(g)} ns = {v:.2f}x',
-        [('ours', sc, 'ours'), ('bare GET', sc, 'redis-py GET+unpickle')])
-    sc = 'redis miss + store'
-    o = ns(sc, 'ours')
-    add(sc, 'redis miss + store <= 2.5 round trips', round_trips(results), lambda v: v <= 2.5,
-        lambda v: f'ours {fmt_ns(o)} ns / GET+unpickle {fmt_ns(g)} ns = {v:.2f} round trips',
-        [('ours', sc, 'ours'), ('bare GET', 'redis hit', 'redis-py GET+unpickle')])
-    # Not in DESIGN.md: the sync redis bar applied to the async rows, for information.
-    sc = 'async redis hit'
-    o, ag = ns(sc, 'ours'), ns(sc, 'redis.asyncio GET+unpickle')
-    add(sc, 'async redis hit <= 1.15x bare async GET', ratio(o, ag), lambda v: v <= 1.15,
-        lambda v: f'ours {fmt_ns(o)} ns / async GET+unpickle {fmt_ns(ag)} ns = {v:.2f}x',
-        [('ours', sc, 'ours'), ('bare async GET', sc, 'redis.asyncio GET+unpickle')],
-        informational=True)
-    sc = 'async redis miss + store'
-    o = ns(sc, 'ours')
-    add(sc, 'async redis miss + store <= 2.5 round trips', round_trips(results, sc),
+            lambda v, o=o, ref=ref: f"reference {fmt_ns(ref)} ns / ours {fmt_ns(o)} ns = {v:.1f}x",
+            [("ours", sc, "ours"), ("reference", sc, "reference")],
+        )
+    sc = "file hit"
+    o, d = ns(sc, "ours"), ns(sc, "diskcache")
+    add(
+        sc,
+        "file hit >= 4x faster than diskcache memoize",
+        ratio(d, o),
+        lambda v: v >= 4,
+        lambda v: f"diskcache {fmt_ns(d)} ns / ours {fmt_ns(o)} ns = {v:.1f}x",
+        [("ours", sc, "ours"), ("diskcache", sc, "diskcache")],
+    )
+    sc = "file miss + store"
+    o, ref = ns(sc, "ours"), ns(sc, "reference")
+    add(
+        sc,
+        "file miss + store >= 40x faster than reference",
+        ratio(ref, o),
+        lambda v: v >= 40,
+        lambda v: f"reference {fmt_ns(ref)} ns / ours {fmt_ns(o)} ns = {v:.1f}x",
+        [("ours", sc, "ours"), ("reference", sc, "reference")],
+    )
+    sc = "redis hit"
+    o, g = ns(sc, "ours"), ns(sc, "redis-py GET+unpickle")
+    add(
+        sc,
+        "redis hit <= 1.15x bare GET",
+        ratio(o, g),
+        lambda v: v <= 1.15,
+        lambda v: f"ours {fmt_ns(o)} ns / GET+unpickle {fmt_ns(g)} ns = {v:.2f}x",
+        [("ours", sc, "ours"), ("bare GET", sc, "redis-py GET+unpickle")],
+    )
+    sc = "redis miss + store"
+    o = ns(sc, "ours")
+    add(
+        sc,
+        "redis miss + store <= 2.5 round trips",
+        round_trips(results),
         lambda v: v <= 2.5,
-        lambda v: f'ours {fmt_ns(o)} ns / async GET+unpickle {fmt_ns(ag)} ns = {v:.2f} round trips',
-        [('ours', sc, 'ours'), ('bare async GET', 'async redis hit', 'redis.asyncio GET+unpickle')],
-        informational=True)
+        lambda v: f"ours {fmt_ns(o)} ns / GET+unpickle {fmt_ns(g)} ns = {v:.2f} round trips",
+        [("ours", sc, "ours"), ("bare GET", "redis hit", "redis-py GET+unpickle")],
+    )
+    # Not in DESIGN.md: the sync redis bar applied to the async rows, for information.
+    sc = "async redis hit"
+    o, ag = ns(sc, "ours"), ns(sc, "redis.asyncio GET+unpickle")
+    add(
+        sc,
+        "async redis hit <= 1.15x bare async GET",
+        ratio(o, ag),
+        lambda v: v <= 1.15,
+        lambda v: f"ours {fmt_ns(o)} ns / async GET+unpickle {fmt_ns(ag)} ns = {v:.2f}x",
+        [("ours", sc, "ours"), ("bare async GET", sc, "redis.asyncio GET+unpickle")],
+        informational=True,
+    )
+    sc = "async redis miss + store"
+    o = ns(sc, "ours")
+    add(
+        sc,
+        "async redis miss + store <= 2.5 round trips",
+        round_trips(results, sc),
+        lambda v: v <= 2.5,
+        lambda v: f"ours {fmt_ns(o)} ns / async GET+unpickle {fmt_ns(ag)} ns = {v:.2f} round trips",
+        [("ours", sc, "ours"), ("bare async GET", "async redis hit", "redis.asyncio GET+unpickle")],
+        informational=True,
+    )
     return checks
 
 
@@ -533,34 +640,57 @@ def targets(results, groups=None):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--quick', action='store_true', help='10 ms loops and 5 repeats: a smoke test')
-    p.add_argument('--only', default=','.join(S.GROUPS),
-                   help=f'comma-separated groups among {",".join(S.GROUPS)} (default: all)')
-    p.add_argument('--json', metavar='PATH', help='also write the results as JSON here')
-    p.add_argument('--ref-venv', default=os.path.join(HERE, '.venv-ref'),
-                   help='virtualenv holding cachu==0.2.7 (created if missing)')
-    p.add_argument('--no-install', action='store_true',
-                   help='install nothing: missing peers / reference show as n/a')
-    p.add_argument('--repeats', type=int, default=21, help='timed repeats per case (default 21)')
-    p.add_argument('--target-ms', type=float, default=30,
-                   help='approximate length of one timed repeat (default 30 ms): many short '
-                        'repeats find the quiet moments of a busy machine better than a few long ones')
-    p.add_argument('--timeout', type=float, default=120,
-                   help='seconds one worker command may take before it is killed')
-    p.add_argument('--no-pin', action='store_true',
-                   help='do not pin redis-server and the workers to one CPU for the redis scenarios')
-    p.add_argument('--redis-server', default=shutil.which('redis-server'),
-                   help='redis-server binary (default: the one on PATH; redis scenarios skip without one)')
+    p.add_argument("--quick", action="store_true", help="10 ms loops and 5 repeats: a smoke test")
+    p.add_argument(
+        "--only",
+        default=",".join(S.GROUPS),
+        help=f"comma-separated groups among {','.join(S.GROUPS)} (default: all)",
+    )
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    p.add_argument(
+        "--ref-venv",
+        default=os.path.join(HERE, ".venv-ref"),
+        help="virtualenv holding cachu==0.2.7 (created if missing)",
+    )
+    p.add_argument(
+        "--no-install",
+        action="store_true",
+        help="install nothing: missing peers / reference show as n/a",
+    )
+    p.add_argument("--repeats", type=int, default=21, help="timed repeats per case (default 21)")
+    p.add_argument(
+        "--target-ms",
+        type=float,
+        default=30,
+        help="approximate length of one timed repeat (default 30 ms): many short "
+        "repeats find the quiet moments of a busy machine better than a few long ones",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        help="seconds one worker command may take before it is killed",
+    )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin redis-server and the workers to one CPU for the redis scenarios",
+    )
+    p.add_argument(
+        "--redis-server",
+        default=shutil.which("redis-server"),
+        help="redis-server binary (default: the one on PATH; redis scenarios skip without one)",
+    )
     args = p.parse_args(argv)
     args.redis_cpu = args.all_cpus = None
-    if not args.no_pin and hasattr(os, 'sched_getaffinity'):
+    if not args.no_pin and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) > 1:
             args.redis_cpu, args.all_cpus = cpus[-1], set(cpus)
-    args.only = [g.strip() for g in args.only.split(',') if g.strip()]
+    args.only = [g.strip() for g in args.only.split(",") if g.strip()]
     bad = [g for g in args.only if g not in S.GROUPS]
     if bad:
-        p.error(f'unknown group(s) {",".join(bad)}: choose among {",".join(S.GROUPS)}')
+        p.error(f"unknown group(s) {','.join(bad)}: choose among {','.join(S.GROUPS)}")
     return args
 
 
@@ -575,12 +705,14 @@ def main(argv=None):
     server, redis_reason = None, None
     if want_redis:
         if not args.redis_server:
-            redis_reason = 'no redis-server on PATH'
+            redis_reason = "no redis-server on PATH"
         else:
             try:
                 server = RedisServer(args.redis_server, args.redis_cpu)
-                log(f'redis-server on 127.0.0.1:{server.port}'
-                    + (f', pinned to CPU {args.redis_cpu}' if args.redis_cpu is not None else ''))
+                log(
+                    f"redis-server on 127.0.0.1:{server.port}"
+                    + (f", pinned to CPU {args.redis_cpu}" if args.redis_cpu is not None else "")
+                )
             except Exception as exc:
                 redis_reason = first_line(exc)
 
@@ -589,12 +721,12 @@ def main(argv=None):
 
     # distinct redis databases, so ours and the reference never read each other's keys
     workers = {
-        'ours': WorkerProc('ours', sys.executable, url(0), args.timeout),
-        'reference': WorkerProc('reference', ref_python or sys.executable, url(1), args.timeout),
-        'peers': WorkerProc('peers', sys.executable, url(2), args.timeout),
+        "ours": WorkerProc("ours", sys.executable, url(0), args.timeout),
+        "reference": WorkerProc("reference", ref_python or sys.executable, url(1), args.timeout),
+        "peers": WorkerProc("peers", sys.executable, url(2), args.timeout),
     }
     if ref_reason:
-        workers['reference'].start_error = 'reference unavailable: ' + ref_reason
+        workers["reference"].start_error = "reference unavailable: " + ref_reason
     try:
         results = measure(args, workers, redis_reason)
         hellos = {k: w.hello for k, w in workers.items()}
@@ -606,48 +738,53 @@ def main(argv=None):
 
     checks = targets(results, set(args.only))
     elapsed = time.monotonic() - t_start
-    ours_info = (hellos.get('ours') or {}).get('info', {})
+    ours_info = (hellos.get("ours") or {}).get("info", {})
     print()
-    print(f'cachu benchmark: ns per call, best of {5 if args.quick else args.repeats} repeats'
-          f'{" (--quick)" if args.quick else ""}; f(x) -> small dict, {S.NKEYS} keys; '
-          f'{os.cpu_count()} cores, Python {platform.python_version()}'
-          f'{", " + server.version.split(" sha=")[0] if server else ""}')
-    if ours_info.get('cachu_file'):
-        print(f'ours: {ours_info.get("cachu_file")} (version {ours_info.get("cachu_version")})')
+    print(
+        f"cachu benchmark: ns per call, best of {5 if args.quick else args.repeats} repeats"
+        f"{' (--quick)' if args.quick else ''}; f(x) -> small dict, {S.NKEYS} keys; "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+        f"{', ' + server.version.split(' sha=')[0] if server else ''}"
+    )
+    if ours_info.get("cachu_file"):
+        print(f"ours: {ours_info.get('cachu_file')} (version {ours_info.get('cachu_version')})")
     print("'ours vs this': how many times faster (or slower) ours is than that row")
     print()
     print(table(results))
     print()
-    print('targets (DESIGN.md performance bar):')
+    print("targets (DESIGN.md performance bar):")
     for c in checks:
-        if not c['informational']:
-            print(f'  {c["status"]:<4}  {c["target"]:<50} {c["detail"]}')
-    info = [c for c in checks if c['informational']]
+        if not c["informational"]:
+            print(f"  {c['status']:<4}  {c['target']:<50} {c['detail']}")
+    info = [c for c in checks if c["informational"]]
     if info:
-        print('informational (not in DESIGN.md: the sync redis bar, applied to the async rows):')
+        print("informational (not in DESIGN.md: the sync redis bar, applied to the async rows):")
         for c in info:
-            print(f'  {c["status"]:<4}  {c["target"]:<50} {c["detail"]}')
+            print(f"  {c['status']:<4}  {c['target']:<50} {c['detail']}")
     print()
-    print(f'took {elapsed:.0f} s')
+    print(f"took {elapsed:.0f} s")
 
     if args.json:
         doc = {
-            'command': [os.path.basename(sys.executable)] + sys.argv,
-            'quick': args.quick,
-            'repeats': 5 if args.quick else args.repeats,
-            'machine': {'cores': os.cpu_count(), 'python': platform.python_version(),
-                        'redis_cpu': args.redis_cpu,
-                        'platform': platform.platform(),
-                        'redis': server.version if server else redis_reason},
-            'workers': hellos,
-            'elapsed_s': elapsed,
-            'results': [{k: v for k, v in r.items() if k != 'worker'} for r in results],
-            'targets': checks,
+            "command": [os.path.basename(sys.executable)] + sys.argv,
+            "quick": args.quick,
+            "repeats": 5 if args.quick else args.repeats,
+            "machine": {
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "redis_cpu": args.redis_cpu,
+                "platform": platform.platform(),
+                "redis": server.version if server else redis_reason,
+            },
+            "workers": hellos,
+            "elapsed_s": elapsed,
+            "results": [{k: v for k, v in r.items() if k != "worker"} for r in results],
+            "targets": checks,
         }
-        with open(args.json, 'w') as fh:
+        with open(args.json, "w") as fh:
             json.dump(doc, fh, indent=1)
     return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,7 @@ Every figure is nanoseconds per call of the decorated function, from a loop
 timed with ``time.perf_counter_ns`` (loop overhead included, garbage
 collector off while timing, as ``timeit`` does).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,65 +51,109 @@ TTL = 300
 # scenario: 'cachu' runs in both interpreters (as "ours" and "reference"),
 # the others only in the main one.  ``kind`` picks the timing loop.
 SCENARIOS = [
-    {'name': 'memory hit', 'groups': ('memory',), 'kind': 'hit',
-     'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
-    {'name': 'memory hit, int result', 'groups': ('memory',), 'kind': 'hit',
-     'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
+    {
+        "name": "memory hit",
+        "groups": ("memory",),
+        "kind": "hit",
+        "impls": ["cachu", "lru_cache", "cachebox", "moka-py", "cachetools"],
+    },
+    {
+        "name": "memory hit, int result",
+        "groups": ("memory",),
+        "kind": "hit",
+        "impls": ["cachu", "lru_cache", "cachebox", "moka-py", "cachetools"],
+    },
     # The 64 keys, each round after an untimed clear: the miss the
     # performance bar means (DESIGN.md: "f(x: int) -> dict with 64 distinct
     # keys").
-    {'name': 'memory miss + store', 'groups': ('memory',), 'kind': 'miss',
-     'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
+    {
+        "name": "memory miss + store",
+        "groups": ("memory",),
+        "kind": "miss",
+        "impls": ["cachu", "lru_cache", "cachebox", "moka-py", "cachetools"],
+    },
     # A fresh argument every call, so the cache grows by hundreds of
     # thousands of entries during the run: adds the cost of new memory
     # (page faults, table growth). Informational, no target.
-    {'name': 'memory miss + store, growing cache', 'groups': ('memory',), 'kind': 'miss',
-     'impls': ['cachu', 'lru_cache', 'cachebox', 'moka-py', 'cachetools']},
-    {'name': 'async memory hit', 'groups': ('async',), 'kind': 'hit',
-     'impls': ['cachu', 'cashews', 'moka-py']},
-    {'name': 'async memory miss + store', 'groups': ('async',), 'kind': 'miss',
-     'impls': ['cachu', 'cashews', 'moka-py']},
-    {'name': 'file hit', 'groups': ('file',), 'kind': 'hit',
-     'impls': ['cachu', 'diskcache']},
-    {'name': 'file miss + store', 'groups': ('file',), 'kind': 'slow_miss',
-     'impls': ['cachu', 'diskcache']},
-    {'name': 'redis hit', 'groups': ('redis',), 'kind': 'hit',
-     'impls': ['cachu', 'redis-py GET+unpickle']},
-    {'name': 'redis miss + store', 'groups': ('redis',), 'kind': 'slow_miss',
-     'impls': ['cachu', 'redis-py SET+pickle']},
+    {
+        "name": "memory miss + store, growing cache",
+        "groups": ("memory",),
+        "kind": "miss",
+        "impls": ["cachu", "lru_cache", "cachebox", "moka-py", "cachetools"],
+    },
+    {
+        "name": "async memory hit",
+        "groups": ("async",),
+        "kind": "hit",
+        "impls": ["cachu", "cashews", "moka-py"],
+    },
+    {
+        "name": "async memory miss + store",
+        "groups": ("async",),
+        "kind": "miss",
+        "impls": ["cachu", "cashews", "moka-py"],
+    },
+    {"name": "file hit", "groups": ("file",), "kind": "hit", "impls": ["cachu", "diskcache"]},
+    {
+        "name": "file miss + store",
+        "groups": ("file",),
+        "kind": "slow_miss",
+        "impls": ["cachu", "diskcache"],
+    },
+    {
+        "name": "redis hit",
+        "groups": ("redis",),
+        "kind": "hit",
+        "impls": ["cachu", "redis-py GET+unpickle"],
+    },
+    {
+        "name": "redis miss + store",
+        "groups": ("redis",),
+        "kind": "slow_miss",
+        "impls": ["cachu", "redis-py SET+pickle"],
+    },
     # kept after the sync redis rows: the redis scenarios run pinned to one CPU
-    {'name': 'async redis hit', 'groups': ('async', 'redis'), 'kind': 'hit',
-     'impls': ['cachu', 'redis.asyncio GET+unpickle', 'cashews']},
-    {'name': 'async redis miss + store', 'groups': ('async', 'redis'), 'kind': 'slow_miss',
-     'impls': ['cachu', 'redis.asyncio SET+pickle', 'cashews']},
+    {
+        "name": "async redis hit",
+        "groups": ("async", "redis"),
+        "kind": "hit",
+        "impls": ["cachu", "redis.asyncio GET+unpickle", "cashews"],
+    },
+    {
+        "name": "async redis miss + store",
+        "groups": ("async", "redis"),
+        "kind": "slow_miss",
+        "impls": ["cachu", "redis.asyncio SET+pickle", "cashews"],
+    },
 ]
-SCENARIO_BY_NAME = {s['name']: s for s in SCENARIOS}
-GROUPS = ['memory', 'async', 'file', 'redis']
+SCENARIO_BY_NAME = {s["name"]: s for s in SCENARIOS}
+GROUPS = ["memory", "async", "file", "redis"]
 
 
 def selected(scenario, groups):
     """Whether a scenario (dict or name) belongs to any of these groups."""
     if isinstance(scenario, str):
         scenario = SCENARIO_BY_NAME[scenario]
-    return any(g in groups for g in scenario['groups'])
+    return any(g in groups for g in scenario["groups"])
 
 
 def needs_redis(scenario):
     if isinstance(scenario, str):
         scenario = SCENARIO_BY_NAME[scenario]
-    return 'redis' in scenario['groups']
+    return "redis" in scenario["groups"]
+
 
 # Loop sizes per kind: (calls in the first calibration batch, fewest calls
 # in a timed repeat, most calls in a timed repeat).
 LOOP_LIMITS = {
-    'hit': (64, 640, 200_000),
-    'miss': (32, 500, 10_000),
-    'slow_miss': (8, 40, 10_000),
+    "hit": (64, 640, 200_000),
+    "miss": (32, 500, 10_000),
+    "slow_miss": (8, 40, 10_000),
 }
 
 
 def user(x):
-    return {'id': x, 'name': f'user{x}', 'score': x * 1.5}
+    return {"id": x, "name": f"user{x}", "score": x * 1.5}
 
 
 class Unsupported(Exception):
@@ -201,17 +246,18 @@ async def _atime_fresh(f, n, start):
 class Case:
     """One (scenario, implementation) pair, set up once, timed many times."""
 
-    kind = 'hit'
+    kind = "hit"
 
     def __init__(self, env):
         self.env = env
-        self.calls = 0          # calls that reached the undecorated body
+        self.calls = 0  # calls that reached the undecorated body
         self.fn = None
 
     def counted(self, body):
         def inner(x):
             self.calls += 1
             return body(x)
+
         return inner
 
     def setup(self):
@@ -245,26 +291,26 @@ class HitCase(Case):
             got = self.fn(k)
             want = self.expected(k)
             if got != want:
-                raise AssertionError(f'wrong result for {k}: {got!r} != {want!r}')
+                raise AssertionError(f"wrong result for {k}: {got!r} != {want!r}")
         if isinstance(self.expected(0), dict):
             got = self.fn(0)
-            got['mutated'] = True
-            if 'mutated' in self.fn(0):
+            got["mutated"] = True
+            if "mutated" in self.fn(0):
                 # Reported, not fatal: some peers return the cached object.
-                self.env.notes.append('returns the cached object (no copy)')
+                self.env.notes.append("returns the cached object (no copy)")
 
     def run(self, n):
         before = self.calls
         ns = time_hits(self.fn, n)
         if self.calls != before:
-            self.env.notes.append(f'{self.calls - before} calls missed the cache')
+            self.env.notes.append(f"{self.calls - before} calls missed the cache")
         return ns
 
 
 class MissCase(Case):
     """Every call gets a fresh argument, so every call misses and stores."""
 
-    kind = 'miss'
+    kind = "miss"
 
     def build(self):
         raise NotImplementedError
@@ -277,7 +323,7 @@ class MissCase(Case):
     def check(self):
         x = self.next - 2
         if self.fn(x) != user(x) or self.fn(x) != user(x):
-            raise AssertionError('wrong result')
+            raise AssertionError("wrong result")
 
     def run(self, n):
         start = self.next
@@ -285,7 +331,9 @@ class MissCase(Case):
         before = self.calls
         ns = time_fresh(self.fn, n, start)
         if self.calls - before != n:
-            self.env.notes.append(f'{n - (self.calls - before)} of {n} fresh calls did not run the function')
+            self.env.notes.append(
+                f"{n - (self.calls - before)} of {n} fresh calls did not run the function"
+            )
         return ns
 
 
@@ -293,7 +341,7 @@ class MissRoundsCase(Case):
     """The 64 keys in rounds, the cache cleared (untimed) before each round,
     so every timed call misses and stores into a cache of at most 64 entries."""
 
-    kind = 'miss'
+    kind = "miss"
 
     def build(self):
         raise NotImplementedError
@@ -309,7 +357,7 @@ class MissRoundsCase(Case):
         self.clear()
         for k in (0, 1):
             if self.fn(k) != user(k) or self.fn(k) != user(k):
-                raise AssertionError('wrong result')
+                raise AssertionError("wrong result")
 
     def run(self, n):
         before = self.calls
@@ -317,7 +365,8 @@ class MissRoundsCase(Case):
         rounds = max(1, n // NKEYS)
         if self.calls - before != rounds * NKEYS:
             self.env.notes.append(
-                f'{rounds * NKEYS - (self.calls - before)} of {rounds * NKEYS} calls after a clear did not run the function')
+                f"{rounds * NKEYS - (self.calls - before)} of {rounds * NKEYS} calls after a clear did not run the function"
+            )
         return ns
 
 
@@ -349,21 +398,22 @@ class AsyncHitCase(AsyncCase):
                 await self.fn(k)
             got = await self.fn(5)
             if got != user(5):
-                raise AssertionError(f'wrong result: {got!r}')
+                raise AssertionError(f"wrong result: {got!r}")
+
         self.await_(warm())
 
     def run(self, n):
         before = self.calls
         ns = self.await_(_atime_hits(self.fn, n, self.keys), gc_off=True)
         if self.calls != before:
-            self.env.notes.append(f'{self.calls - before} calls missed the cache')
+            self.env.notes.append(f"{self.calls - before} calls missed the cache")
         return ns
 
 
 class AsyncMissCase(AsyncCase):
     """An async def awaited with a fresh argument each call: every call misses and stores."""
 
-    kind = 'miss'
+    kind = "miss"
 
     def build(self):
         raise NotImplementedError
@@ -376,9 +426,10 @@ class AsyncMissCase(AsyncCase):
     def check(self):
         async def twice(x):
             return await self.fn(x), await self.fn(x)
+
         x = self.next - 2
         if self.await_(twice(x)) != (user(x), user(x)):
-            raise AssertionError('wrong result')
+            raise AssertionError("wrong result")
 
     def run(self, n):
         start = self.next
@@ -386,7 +437,9 @@ class AsyncMissCase(AsyncCase):
         before = self.calls
         ns = self.await_(_atime_fresh(self.fn, n, start), gc_off=True)
         if self.calls - before != n:
-            self.env.notes.append(f'{n - (self.calls - before)} of {n} fresh calls did not run the function')
+            self.env.notes.append(
+                f"{n - (self.calls - before)} of {n} fresh calls did not run the function"
+            )
         return ns
 
 
@@ -396,6 +449,7 @@ def _int_result(x):
 
 def _cachu_sync(env, body, name, backend):
     import cachu
+
     body.__name__ = name
     body.__qualname__ = name
     return cachu.cache(ttl=TTL, backend=backend)(body)
@@ -403,36 +457,42 @@ def _cachu_sync(env, body, name, backend):
 
 # -- memory hit (dict result) ----------------------------------------------
 
+
 class CachuMemHit(HitCase):
     def build(self):
-        return _cachu_sync(self.env, self.counted(user), 'bench_mem_hit', 'memory')
+        return _cachu_sync(self.env, self.counted(user), "bench_mem_hit", "memory")
 
 
 class LruHit(HitCase):
     def build(self):
         import functools
+
         return functools.lru_cache(maxsize=None)(self.counted(user))
 
 
 class CacheboxHit(HitCase):
     def build(self):
         import cachebox
+
         return cachebox.cached(cachebox.Cache(0))(self.counted(user))
 
 
 class MokaHit(HitCase):
     def build(self):
         import moka_py
+
         return moka_py.cached(maxsize=1024, ttl=TTL)(self.counted(user))
 
 
 class CachetoolsHit(HitCase):
     def build(self):
         import cachetools
+
         return cachetools.cached(cachetools.TTLCache(1024, TTL))(self.counted(user))
 
 
 # -- memory hit, int result ---------------------------------------------------
+
 
 def _int_variant(cls, name):
     class IntCase(cls):
@@ -443,52 +503,59 @@ def _int_variant(cls, name):
 
         def build(self):
             if cls is CachuMemHit:
-                return _cachu_sync(self.env, self.counted(None), 'bench_mem_hit_int', 'memory')
+                return _cachu_sync(self.env, self.counted(None), "bench_mem_hit_int", "memory")
             return cls.build(self)
+
     IntCase.__name__ = name
     return IntCase
 
 
 # -- memory miss + store -------------------------------------------------------
 
+
 class CachuMemMiss(MissRoundsCase):
     def build(self):
-        return _cachu_sync(self.env, self.counted(user), 'bench_mem_miss', 'memory')
+        return _cachu_sync(self.env, self.counted(user), "bench_mem_miss", "memory")
 
     def clear(self):
         import cachu
-        cachu.cache_clear(backend='memory', ttl=TTL)
+
+        cachu.cache_clear(backend="memory", ttl=TTL)
 
 
 class CachuMemGrowingMiss(MissCase):
     def build(self):
-        return _cachu_sync(self.env, self.counted(user), 'bench_mem_grow', 'memory')
+        return _cachu_sync(self.env, self.counted(user), "bench_mem_grow", "memory")
 
 
-def _miss_variant(hit_cls, base=MissRoundsCase, suffix='Miss'):
+def _miss_variant(hit_cls, base=MissRoundsCase, suffix="Miss"):
     class Miss(base):
         def build(self):
             return hit_cls.build(self)
-    Miss.__name__ = hit_cls.__name__.replace('Hit', suffix)
+
+    Miss.__name__ = hit_cls.__name__.replace("Hit", suffix)
     return Miss
 
 
 def _growing_variant(hit_cls):
-    return _miss_variant(hit_cls, MissCase, 'GrowingMiss')
+    return _miss_variant(hit_cls, MissCase, "GrowingMiss")
 
 
 # -- async: memory and redis -------------------------------------------------------
+
 
 def _async_counted(case):
     async def body(x):
         case.calls += 1
         return user(x)
+
     return body
 
 
 def _cachu_async(case, name, backend):
     import cachu
-    if backend == 'redis':
+
+    if backend == "redis":
         case.env.configure_redis()
     body = _async_counted(case)
     body.__name__ = body.__qualname__ = name
@@ -497,68 +564,71 @@ def _cachu_async(case, name, backend):
 
 class CachuAsyncHit(AsyncHitCase):
     def build(self):
-        return _cachu_async(self, 'bench_async_hit', 'memory')
+        return _cachu_async(self, "bench_async_hit", "memory")
 
 
 class CachuAsyncMiss(AsyncMissCase):
     def build(self):
-        return _cachu_async(self, 'bench_async_miss', 'memory')
+        return _cachu_async(self, "bench_async_miss", "memory")
 
 
 class CachuAsyncRedisHit(AsyncHitCase):
     def build(self):
-        return _cachu_async(self, 'bench_async_redis_hit', 'redis')
+        return _cachu_async(self, "bench_async_redis_hit", "redis")
 
 
 class CachuAsyncRedisMiss(AsyncMissCase):
-    kind = 'slow_miss'
+    kind = "slow_miss"
 
     def build(self):
-        return _cachu_async(self, 'bench_async_redis_miss', 'redis')
+        return _cachu_async(self, "bench_async_redis_miss", "redis")
 
 
 class CashewsAsyncHit(AsyncHitCase):
     def build(self):
         import cashews
-        cashews.cache.setup('mem://')
-        return cashews.cache(ttl='5m', key='bench_async_hit:{x}')(_async_counted(self))
+
+        cashews.cache.setup("mem://")
+        return cashews.cache(ttl="5m", key="bench_async_hit:{x}")(_async_counted(self))
 
 
 class CashewsCase(AsyncCase):
     """cashews on a Cache of its own; suppress=False so redis errors raise."""
 
-    url = 'mem://'
-    key = ''
+    url = "mem://"
+    key = ""
 
     def build(self):
         import cashews
+
         self.cache = cashews.Cache()
-        if self.url == 'redis':
+        if self.url == "redis":
             self.cache.setup(self.env.need_redis_url(), suppress=False)
         else:
             self.cache.setup(self.url)
-        return self.cache(ttl='5m', key=self.key + ':{x}')(_async_counted(self))
+        return self.cache(ttl="5m", key=self.key + ":{x}")(_async_counted(self))
 
     def close(self):
         self.await_(self.cache.close())
 
 
 class CashewsAsyncMiss(CashewsCase, AsyncMissCase):
-    key = 'bench_async_miss'
+    key = "bench_async_miss"
 
 
 class CashewsAsyncRedisHit(CashewsCase, AsyncHitCase):
-    url, key = 'redis', 'bench_async_redis_hit'
+    url, key = "redis", "bench_async_redis_hit"
 
 
 class CashewsAsyncRedisMiss(CashewsCase, AsyncMissCase):
-    kind = 'slow_miss'
-    url, key = 'redis', 'bench_async_redis_miss'
+    kind = "slow_miss"
+    url, key = "redis", "bench_async_redis_miss"
 
 
 class MokaAsyncHit(AsyncHitCase):
     def build(self):
         import moka_py
+
         return moka_py.cached(maxsize=1024, ttl=TTL)(_async_counted(self))
 
 
@@ -569,7 +639,7 @@ class MokaAsyncMiss(AsyncMissCase):
 class RawAsyncRedisGet(AsyncHitCase):
     """The bare async GET round trip: redis.asyncio GET of a pickled dict, then unpickle."""
 
-    keys = tuple(f'bench:araw:{k}'.encode() for k in KEYS)
+    keys = tuple(f"bench:araw:{k}".encode() for k in KEYS)
 
     def setup(self):
         client = self.env.aredis_client()
@@ -577,23 +647,25 @@ class RawAsyncRedisGet(AsyncHitCase):
         async def fill():
             for k, name in zip(KEYS, self.keys):
                 await client.set(name, pickle.dumps(user(k)), ex=TTL)
+
         self.await_(fill())
         get, loads = client.get, pickle.loads
 
         async def fn(name):
             return loads(await get(name))
+
         self.fn = fn
 
     def check(self):
         got = self.await_(self.fn(self.keys[3]))
         if got != user(3):
-            raise AssertionError(f'wrong result: {got!r}')
+            raise AssertionError(f"wrong result: {got!r}")
 
 
 class RawAsyncRedisSet(AsyncMissCase):
     """One redis.asyncio SET (with expiry) of a freshly pickled dict."""
 
-    kind = 'slow_miss'
+    kind = "slow_miss"
 
     def build(self):
         client = self.env.aredis_client()
@@ -602,31 +674,36 @@ class RawAsyncRedisSet(AsyncMissCase):
         async def fn(x):
             self.calls += 1
             value = user(x)
-            await set_(f'bench:arawset:{x}', dumps(value), ex=TTL)
+            await set_(f"bench:arawset:{x}", dumps(value), ex=TTL)
             return value
+
         return fn
 
 
 # -- file ---------------------------------------------------------------------------
 
+
 class CachuFileHit(HitCase):
     def build(self):
         self.env.configure_file_dir()
-        return _cachu_sync(self.env, self.counted(user), 'bench_file_hit', 'file')
+        return _cachu_sync(self.env, self.counted(user), "bench_file_hit", "file")
 
 
 class CachuFileMiss(MissCase):
-    kind = 'slow_miss'
+    kind = "slow_miss"
 
     def build(self):
         self.env.configure_file_dir()
-        return _cachu_sync(self.env, self.counted(user), 'bench_file_miss', 'file')
+        return _cachu_sync(self.env, self.counted(user), "bench_file_miss", "file")
 
 
 class DiskcacheHit(HitCase):
     def build(self):
         import diskcache
-        self.dc = diskcache.Cache(os.path.join(self.env.tmpdir(), f'diskcache-{type(self).__name__}'))
+
+        self.dc = diskcache.Cache(
+            os.path.join(self.env.tmpdir(), f"diskcache-{type(self).__name__}")
+        )
         return self.dc.memoize(expire=TTL)(self.counted(user))
 
     def close(self):
@@ -634,25 +711,26 @@ class DiskcacheHit(HitCase):
 
 
 class DiskcacheMiss(MissCase):
-    kind = 'slow_miss'
+    kind = "slow_miss"
     build = DiskcacheHit.build
     close = DiskcacheHit.close
 
 
 # -- redis ---------------------------------------------------------------------------
 
+
 class CachuRedisHit(HitCase):
     def build(self):
         self.env.configure_redis()
-        return _cachu_sync(self.env, self.counted(user), 'bench_redis_hit', 'redis')
+        return _cachu_sync(self.env, self.counted(user), "bench_redis_hit", "redis")
 
 
 class CachuRedisMiss(MissCase):
-    kind = 'slow_miss'
+    kind = "slow_miss"
 
     def build(self):
         self.env.configure_redis()
-        return _cachu_sync(self.env, self.counted(user), 'bench_redis_miss', 'redis')
+        return _cachu_sync(self.env, self.counted(user), "bench_redis_miss", "redis")
 
 
 class RawRedisGet(HitCase):
@@ -660,18 +738,19 @@ class RawRedisGet(HitCase):
 
     def setup(self):
         client = self.env.redis_client()
-        names = [f'bench:raw:{k}'.encode() for k in KEYS]
+        names = [f"bench:raw:{k}".encode() for k in KEYS]
         for k, name in zip(KEYS, names):
             client.set(name, pickle.dumps(user(k)), ex=TTL)
         get, loads = client.get, pickle.loads
 
         def fn(name):
             return loads(get(name))
+
         self.fn, self.names = fn, names
 
     def check(self):
         if self.fn(self.names[3]) != user(3):
-            raise AssertionError('wrong result')
+            raise AssertionError("wrong result")
 
     def run(self, n):
         return time_hits(self.fn, n, self.names)
@@ -680,7 +759,7 @@ class RawRedisGet(HitCase):
 class RawRedisSet(MissCase):
     """One redis-py SET (with expiry) of a freshly pickled dict."""
 
-    kind = 'slow_miss'
+    kind = "slow_miss"
 
     def build(self):
         client = self.env.redis_client()
@@ -689,52 +768,53 @@ class RawRedisSet(MissCase):
         def fn(x):
             self.calls += 1
             value = user(x)
-            set_(f'bench:rawset:{x}', dumps(value), ex=TTL)
+            set_(f"bench:rawset:{x}", dumps(value), ex=TTL)
             return value
+
         return fn
 
 
 CASES = {
-    ('memory hit', 'cachu'): CachuMemHit,
-    ('memory hit', 'lru_cache'): LruHit,
-    ('memory hit', 'cachebox'): CacheboxHit,
-    ('memory hit', 'moka-py'): MokaHit,
-    ('memory hit', 'cachetools'): CachetoolsHit,
-    ('memory hit, int result', 'cachu'): _int_variant(CachuMemHit, 'CachuIntHit'),
-    ('memory hit, int result', 'lru_cache'): _int_variant(LruHit, 'LruIntHit'),
-    ('memory hit, int result', 'cachebox'): _int_variant(CacheboxHit, 'CacheboxIntHit'),
-    ('memory hit, int result', 'moka-py'): _int_variant(MokaHit, 'MokaIntHit'),
-    ('memory hit, int result', 'cachetools'): _int_variant(CachetoolsHit, 'CachetoolsIntHit'),
-    ('memory miss + store', 'cachu'): CachuMemMiss,
-    ('memory miss + store', 'lru_cache'): _miss_variant(LruHit),
-    ('memory miss + store', 'cachebox'): _miss_variant(CacheboxHit),
-    ('memory miss + store', 'moka-py'): _miss_variant(MokaHit),
-    ('memory miss + store', 'cachetools'): _miss_variant(CachetoolsHit),
-    ('memory miss + store, growing cache', 'cachu'): CachuMemGrowingMiss,
-    ('memory miss + store, growing cache', 'lru_cache'): _growing_variant(LruHit),
-    ('memory miss + store, growing cache', 'cachebox'): _growing_variant(CacheboxHit),
-    ('memory miss + store, growing cache', 'moka-py'): _growing_variant(MokaHit),
-    ('memory miss + store, growing cache', 'cachetools'): _growing_variant(CachetoolsHit),
-    ('async memory hit', 'cachu'): CachuAsyncHit,
-    ('async memory hit', 'cashews'): CashewsAsyncHit,
-    ('async memory hit', 'moka-py'): MokaAsyncHit,
-    ('async memory miss + store', 'cachu'): CachuAsyncMiss,
-    ('async memory miss + store', 'cashews'): CashewsAsyncMiss,
-    ('async memory miss + store', 'moka-py'): MokaAsyncMiss,
-    ('file hit', 'cachu'): CachuFileHit,
-    ('file hit', 'diskcache'): DiskcacheHit,
-    ('file miss + store', 'cachu'): CachuFileMiss,
-    ('file miss + store', 'diskcache'): DiskcacheMiss,
-    ('redis hit', 'cachu'): CachuRedisHit,
-    ('redis hit', 'redis-py GET+unpickle'): RawRedisGet,
-    ('redis miss + store', 'cachu'): CachuRedisMiss,
-    ('redis miss + store', 'redis-py SET+pickle'): RawRedisSet,
-    ('async redis hit', 'cachu'): CachuAsyncRedisHit,
-    ('async redis hit', 'redis.asyncio GET+unpickle'): RawAsyncRedisGet,
-    ('async redis hit', 'cashews'): CashewsAsyncRedisHit,
-    ('async redis miss + store', 'cachu'): CachuAsyncRedisMiss,
-    ('async redis miss + store', 'redis.asyncio SET+pickle'): RawAsyncRedisSet,
-    ('async redis miss + store', 'cashews'): CashewsAsyncRedisMiss,
+    ("memory hit", "cachu"): CachuMemHit,
+    ("memory hit", "lru_cache"): LruHit,
+    ("memory hit", "cachebox"): CacheboxHit,
+    ("memory hit", "moka-py"): MokaHit,
+    ("memory hit", "cachetools"): CachetoolsHit,
+    ("memory hit, int result", "cachu"): _int_variant(CachuMemHit, "CachuIntHit"),
+    ("memory hit, int result", "lru_cache"): _int_variant(LruHit, "LruIntHit"),
+    ("memory hit, int result", "cachebox"): _int_variant(CacheboxHit, "CacheboxIntHit"),
+    ("memory hit, int result", "moka-py"): _int_variant(MokaHit, "MokaIntHit"),
+    ("memory hit, int result", "cachetools"): _int_variant(CachetoolsHit, "CachetoolsIntHit"),
+    ("memory miss + store", "cachu"): CachuMemMiss,
+    ("memory miss + store", "lru_cache"): _miss_variant(LruHit),
+    ("memory miss + store", "cachebox"): _miss_variant(CacheboxHit),
+    ("memory miss + store", "moka-py"): _miss_variant(MokaHit),
+    ("memory miss + store", "cachetools"): _miss_variant(CachetoolsHit),
+    ("memory miss + store, growing cache", "cachu"): CachuMemGrowingMiss,
+    ("memory miss + store, growing cache", "lru_cache"): _growing_variant(LruHit),
+    ("memory miss + store, growing cache", "cachebox"): _growing_variant(CacheboxHit),
+    ("memory miss + store, growing cache", "moka-py"): _growing_variant(MokaHit),
+    ("memory miss + store, growing cache", "cachetools"): _growing_variant(CachetoolsHit),
+    ("async memory hit", "cachu"): CachuAsyncHit,
+    ("async memory hit", "cashews"): CashewsAsyncHit,
+    ("async memory hit", "moka-py"): MokaAsyncHit,
+    ("async memory miss + store", "cachu"): CachuAsyncMiss,
+    ("async memory miss + store", "cashews"): CashewsAsyncMiss,
+    ("async memory miss + store", "moka-py"): MokaAsyncMiss,
+    ("file hit", "cachu"): CachuFileHit,
+    ("file hit", "diskcache"): DiskcacheHit,
+    ("file miss + store", "cachu"): CachuFileMiss,
+    ("file miss + store", "diskcache"): DiskcacheMiss,
+    ("redis hit", "cachu"): CachuRedisHit,
+    ("redis hit", "redis-py GET+unpickle"): RawRedisGet,
+    ("redis miss + store", "cachu"): CachuRedisMiss,
+    ("redis miss + store", "redis-py SET+pickle"): RawRedisSet,
+    ("async redis hit", "cachu"): CachuAsyncRedisHit,
+    ("async redis hit", "redis.asyncio GET+unpickle"): RawAsyncRedisGet,
+    ("async redis hit", "cashews"): CashewsAsyncRedisHit,
+    ("async redis miss + store", "cachu"): CachuAsyncRedisMiss,
+    ("async redis miss + store", "redis.asyncio SET+pickle"): RawAsyncRedisSet,
+    ("async redis miss + store", "cashews"): CashewsAsyncRedisMiss,
 }
 
 
@@ -746,7 +826,7 @@ def first_line(exc):
     if isinstance(exc, Unsupported):
         text = str(exc).strip()
     else:
-        text = f'{type(exc).__name__}: {exc}'.strip()
+        text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -764,23 +844,26 @@ class Env:
         self._redis_configured = False
         self.notes = []
         self.cachu_error = None
-        self.info = {'role': role, 'python': sys.version.split()[0]}
-        if role == 'peers':
+        self.info = {"role": role, "python": sys.version.split()[0]}
+        if role == "peers":
             return
         try:
             import cachu
-            self.info['cachu_version'] = getattr(cachu, '__version__', '?')
-            self.info['cachu_file'] = getattr(cachu, '__file__', None)
-            if role == 'ours':
+
+            self.info["cachu_version"] = getattr(cachu, "__version__", "?")
+            self.info["cachu_file"] = getattr(cachu, "__file__", None)
+            if role == "ours":
                 import cachu._cachu
-            elif hasattr(cachu, '_cachu') or self.info['cachu_version'] != '0.2.7':
-                raise ImportError(f'this interpreter has cachu {self.info["cachu_version"]}, not the reference 0.2.7')
+            elif hasattr(cachu, "_cachu") or self.info["cachu_version"] != "0.2.7":
+                raise ImportError(
+                    f"this interpreter has cachu {self.info['cachu_version']}, not the reference 0.2.7"
+                )
         except Exception as exc:
-            self.cachu_error = 'not installed: ' + first_line(exc)
+            self.cachu_error = "not installed: " + first_line(exc)
 
     def tmpdir(self):
         if self._tmpdir is None:
-            self._tmpdir = tempfile.mkdtemp(prefix=f'cachu-bench-{self.role}-')
+            self._tmpdir = tempfile.mkdtemp(prefix=f"cachu-bench-{self.role}-")
         return self._tmpdir
 
     def loop(self):
@@ -792,25 +875,28 @@ class Env:
     def configure_file_dir(self):
         if not self._file_configured:
             import cachu
-            path = os.path.join(self.tmpdir(), 'cachu-files')
+
+            path = os.path.join(self.tmpdir(), "cachu-files")
             os.makedirs(path, exist_ok=True)
             cachu.configure(file_dir=path)
             self._file_configured = True
 
     def need_redis_url(self):
         if not self.redis_url:
-            raise Unsupported('no redis server')
+            raise Unsupported("no redis server")
         return self.redis_url
 
     def configure_redis(self):
         if not self._redis_configured:
             import cachu
+
             cachu.configure(redis_url=self.need_redis_url())
             self._redis_configured = True
 
     def redis_client(self):
         if self._client is None:
             import redis
+
             self._client = redis.Redis.from_url(self.need_redis_url())
         return self._client
 
@@ -818,6 +904,7 @@ class Env:
         """A redis.asyncio client, used from this worker's one event loop."""
         if self._aclient is None:
             import redis.asyncio
+
             self._aclient = redis.asyncio.Redis.from_url(self.need_redis_url())
         return self._aclient
 
@@ -844,38 +931,38 @@ class Worker:
         self.cases = {}
 
     def impls_for(self, scenario):
-        impls = SCENARIO_BY_NAME[scenario]['impls']
-        if self.env.role == 'peers':
-            return [i for i in impls if i != 'cachu']
-        return ['cachu']
+        impls = SCENARIO_BY_NAME[scenario]["impls"]
+        if self.env.role == "peers":
+            return [i for i in impls if i != "cachu"]
+        return ["cachu"]
 
     def cmd_hello(self, _msg):
-        return {'info': self.env.info, 'cachu_error': self.env.cachu_error}
+        return {"info": self.env.info, "cachu_error": self.env.cachu_error}
 
     def cmd_setup(self, msg):
-        key = (msg['scenario'], msg['impl'])
+        key = (msg["scenario"], msg["impl"])
         cls = CASES.get(key)
         if cls is None:
-            raise Unsupported(f'no case for {key}')
-        if (key[1] == 'cachu') != (self.env.role != 'peers'):
-            raise Unsupported(f'{key[1]} does not run in the {self.env.role} worker')
-        if key[1] == 'cachu' and self.env.cachu_error:
+            raise Unsupported(f"no case for {key}")
+        if (key[1] == "cachu") != (self.env.role != "peers"):
+            raise Unsupported(f"{key[1]} does not run in the {self.env.role} worker")
+        if key[1] == "cachu" and self.env.cachu_error:
             raise Unsupported(self.env.cachu_error)
         case = cls(self.env)
         self.cases[key] = case
         self.env.notes = []
         case.setup()
         case.check()
-        return {'kind': case.kind, 'notes': self.env.notes}
+        return {"kind": case.kind, "notes": self.env.notes}
 
     def cmd_run(self, msg):
-        case = self.cases[(msg['scenario'], msg['impl'])]
+        case = self.cases[(msg["scenario"], msg["impl"])]
         self.env.notes = []
-        ns = case.run(int(msg['n']))
-        return {'ns': ns, 'notes': self.env.notes}
+        ns = case.run(int(msg["n"]))
+        return {"ns": ns, "notes": self.env.notes}
 
     def cmd_close(self, msg):
-        case = self.cases.pop((msg['scenario'], msg['impl']), None)
+        case = self.cases.pop((msg["scenario"], msg["impl"]), None)
         if case is not None:
             case.close()
         gc.collect()
@@ -883,17 +970,20 @@ class Worker:
 
     def handle(self, msg):
         try:
-            return {'ok': True, **getattr(self, 'cmd_' + msg['cmd'])(msg)}
+            return {"ok": True, **getattr(self, "cmd_" + msg["cmd"])(msg)}
         except Exception as exc:
-            return {'ok': False, 'error': first_line(exc),
-                    'unsupported': isinstance(exc, (Unsupported, NotImplementedError, ImportError)),
-                    'traceback': traceback.format_exc()}
+            return {
+                "ok": False,
+                "error": first_line(exc),
+                "unsupported": isinstance(exc, (Unsupported, NotImplementedError, ImportError)),
+                "traceback": traceback.format_exc(),
+            }
 
 
 def serve(env):
     # Keep the protocol channel private: anything printed by a library,
     # from Python or from native code, goes to stderr instead.
-    proto = os.fdopen(os.dup(1), 'w', buffering=1)
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     worker = Worker(env)
@@ -903,13 +993,13 @@ def serve(env):
             if not line:
                 continue
             msg = json.loads(line)
-            if msg.get('cmd') == 'quit':
+            if msg.get("cmd") == "quit":
                 break
-            proto.write(json.dumps(worker.handle(msg)) + '\n')
+            proto.write(json.dumps(worker.handle(msg)) + "\n")
             proto.flush()
     finally:
         for key in list(worker.cases):
-            worker.cmd_close({'scenario': key[0], 'impl': key[1]})
+            worker.cmd_close({"scenario": key[0], "impl": key[1]})
         env.close()
 
 
@@ -936,54 +1026,61 @@ def batch(env, groups, repeats, target_s):
     for sc in SCENARIOS:
         if not selected(sc, groups):
             continue
-        for impl in worker.impls_for(sc['name']):
-            row = {'scenario': sc['name'], 'impl': impl, 'ns': None, 'error': None, 'notes': []}
+        for impl in worker.impls_for(sc["name"]):
+            row = {"scenario": sc["name"], "impl": impl, "ns": None, "error": None, "notes": []}
             results.append(row)
-            base = {'scenario': sc['name'], 'impl': impl}
-            r = worker.handle({'cmd': 'setup', **base})
-            if not r['ok']:
-                row['error'] = r['error']
+            base = {"scenario": sc["name"], "impl": impl}
+            r = worker.handle({"cmd": "setup", **base})
+            if not r["ok"]:
+                row["error"] = r["error"]
                 continue
-            row['notes'] += r['notes']
+            row["notes"] += r["notes"]
 
             def once(n, base=base):
-                r = worker.handle({'cmd': 'run', 'n': n, **base})
-                if not r['ok']:
-                    raise RuntimeError(r['error'])
-                return r['ns']
+                r = worker.handle({"cmd": "run", "n": n, **base})
+                if not r["ok"]:
+                    raise RuntimeError(r["error"])
+                return r["ns"]
+
             try:
-                n = choose_n(once, r['kind'], target_s)
+                n = choose_n(once, r["kind"], target_s)
                 samples = [once(n) for _ in range(repeats)]
                 row.update(ns=min(samples), samples=samples, n=n)
             except Exception as exc:
-                row['error'] = first_line(exc)
-            worker.handle({'cmd': 'close', **base})
+                row["error"] = first_line(exc)
+            worker.handle({"cmd": "close", **base})
     return results
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--role', choices=['ours', 'reference', 'peers'], default='ours',
-                   help="ours/reference: time this interpreter's cachu (checked to be the "
-                        "Rust-backed one or 0.2.7); peers: time the peer libraries")
-    p.add_argument('--worker', action='store_true', help='serve JSON commands on stdin')
-    p.add_argument('--redis-url', default=None)
-    p.add_argument('--only', default=','.join(GROUPS))
-    p.add_argument('--quick', action='store_true')
+    p.add_argument(
+        "--role",
+        choices=["ours", "reference", "peers"],
+        default="ours",
+        help="ours/reference: time this interpreter's cachu (checked to be the "
+        "Rust-backed one or 0.2.7); peers: time the peer libraries",
+    )
+    p.add_argument("--worker", action="store_true", help="serve JSON commands on stdin")
+    p.add_argument("--redis-url", default=None)
+    p.add_argument("--only", default=",".join(GROUPS))
+    p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     env = Env(args.role, args.redis_url)
     if args.worker:
         serve(env)
         return 0
-    groups = {g.strip() for g in args.only.split(',') if g.strip()}
+    groups = {g.strip() for g in args.only.split(",") if g.strip()}
     try:
         results = batch(env, groups, 3 if args.quick else 7, 0.02 if args.quick else 0.15)
     finally:
         env.close()
-    json.dump({'info': env.info, 'cachu_error': env.cachu_error, 'results': results}, sys.stdout, indent=1)
+    json.dump(
+        {"info": env.info, "cachu_error": env.cachu_error, "results": results}, sys.stdout, indent=1
+    )
     print()
     return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -29,12 +29,12 @@ def _reset_cachu():
 
     import cachu
 
-    cfg_mod = getattr(cachu, 'config', None)
-    dec_mod = getattr(cachu, 'decorator', None)
-    registry = getattr(cfg_mod, '_registry', None)
-    manager = getattr(dec_mod, 'manager', None)
+    cfg_mod = getattr(cachu, "config", None)
+    dec_mod = getattr(cachu, "decorator", None)
+    registry = getattr(cfg_mod, "_registry", None)
+    manager = getattr(dec_mod, "manager", None)
     if registry is None or manager is None:
-        raise RuntimeError('cachu._testing.reset() is missing and no fallback is known')
+        raise RuntimeError("cachu._testing.reset() is missing and no fallback is known")
     registry.clear()
     manager.clear()
     manager.stats.clear()
@@ -55,7 +55,7 @@ def pkg(request):
     With pytest's default import mode, ``tests/test_x.py`` is the module
     ``test_x``, so its package is ``test_x``.
     """
-    return request.module.__name__.split('.')[0]
+    return request.module.__name__.split(".")[0]
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def region_keys(pkg):
     """
     import cachu
 
-    def _keys(ttl, backend='memory', package=None):
+    def _keys(ttl, backend="memory", package=None):
         inst = cachu.get_backend(backend, package or pkg, ttl=ttl)
         return sorted(inst.keys())
 
@@ -85,7 +85,7 @@ def make_package(tmp_path, monkeypatch):
     afterwards. Names must not start with ``cachu``: such modules count as
     part of cachu when the caller's package is looked up.
     """
-    root = tmp_path / 'pkgs'
+    root = tmp_path / "pkgs"
     root.mkdir(exist_ok=True)
     monkeypatch.syspath_prepend(str(root))
     created = []
@@ -97,9 +97,9 @@ def make_package(tmp_path, monkeypatch):
             path.write_text(textwrap.dedent(src))
             folder = path.parent
             while folder != root:
-                init = folder / '__init__.py'
+                init = folder / "__init__.py"
                 if not init.exists():
-                    init.write_text('')
+                    init.write_text("")
                 folder = folder.parent
         created.append(name)
         importlib.invalidate_caches()
@@ -109,11 +109,11 @@ def make_package(tmp_path, monkeypatch):
 
     for name in created:
         for mod in list(sys.modules):
-            if mod == name or mod.startswith(name + '.'):
+            if mod == name or mod.startswith(name + "."):
                 del sys.modules[mod]
 
 
 @pytest.fixture
 def clean_env():
     """A copy of the environment without any CACHU_* variable."""
-    return {k: v for k, v in os.environ.items() if not k.startswith('CACHU_')}
+    return {k: v for k, v in os.environ.items() if not k.startswith("CACHU_")}

@@ -13,7 +13,7 @@ JOIN_TIMEOUT = 30
 WAIT = 10  # upper bound for waits that should end at once; only guards against hangs
 
 
-@pytest.fixture(params=['memory', 'file'])
+@pytest.fixture(params=["memory", "file"])
 def backend(request, tmp_path):
     """A backend that stores entries, made the package's default backend."""
     # A long lock timeout: a lock left behind shows up as a hang (caught by
@@ -32,7 +32,7 @@ async def settle():
     await asyncio.sleep(0.1)
 
 
-@cachu.cache(ttl=300, backend='memory')
+@cachu.cache(ttl=300, backend="memory")
 async def module_level_square(x):
     """Decorated once, at import, and used from many event loops."""
     await asyncio.sleep(0)
@@ -54,14 +54,14 @@ async def test_dogpile_runs_the_function_once(backend):
     async def slow(key):
         calls.append(key)
         await asyncio.sleep(0.2)
-        return {'key': key, 'computed': len(calls)}
+        return {"key": key, "computed": len(calls)}
 
-    results = await asyncio.wait_for(asyncio.gather(*(slow('k') for _ in range(100))), WAIT)
-    assert calls == ['k']
-    assert results == [{'key': 'k', 'computed': 1}] * 100
+    results = await asyncio.wait_for(asyncio.gather(*(slow("k") for _ in range(100))), WAIT)
+    assert calls == ["k"]
+    assert results == [{"key": "k", "computed": 1}] * 100
     info = await cachu.async_cache_info(slow)
     assert (info.hits, info.misses, info.currsize) == (99, 1, 1)
-    assert await slow('k') == {'key': 'k', 'computed': 1}
+    assert await slow("k") == {"key": "k", "computed": 1}
 
 
 @pytest.mark.asyncio
@@ -74,9 +74,10 @@ async def test_dogpile_with_async_cache_and_many_keys(backend):
         await asyncio.sleep(0.05)
         return key.upper()
 
-    keys = [f'k{i}' for i in range(10)]
+    keys = [f"k{i}" for i in range(10)]
     results = await asyncio.wait_for(
-        asyncio.gather(*(slow(k) for _ in range(10) for k in keys)), WAIT)
+        asyncio.gather(*(slow(k) for _ in range(10) for k in keys)), WAIT
+    )
     assert sorted(calls) == sorted(keys)
     assert results == [k.upper() for _ in range(10) for k in keys]
 
@@ -89,16 +90,16 @@ async def test_different_keys_do_not_wait_for_each_other(backend):
 
     @cachu.cache(ttl=300)
     async def linked(key):
-        if key == 'a':
+        if key == "a":
             await b_ran.wait()
         else:
             b_ran.set()
         return key
 
-    first = asyncio.create_task(linked('a'))
+    first = asyncio.create_task(linked("a"))
     await settle()
-    assert await asyncio.wait_for(linked('b'), WAIT) == 'b'
-    assert await asyncio.wait_for(first, WAIT) == 'a'
+    assert await asyncio.wait_for(linked("b"), WAIT) == "b"
+    assert await asyncio.wait_for(first, WAIT) == "a"
 
 
 @pytest.mark.asyncio
@@ -113,15 +114,15 @@ async def test_overwrite_cache_during_a_computation(backend):
             await gate.wait()
         return len(calls)
 
-    computing = asyncio.create_task(fn('k'))
+    computing = asyncio.create_task(fn("k"))
     await settle()
-    forced = asyncio.create_task(fn('k', _overwrite_cache=True))
+    forced = asyncio.create_task(fn("k", _overwrite_cache=True))
     await settle()
     gate.set()
     assert await asyncio.wait_for(computing, WAIT) in (1, 2)
     assert await asyncio.wait_for(forced, WAIT) == 2
     assert len(calls) == 2
-    assert await fn('k') in (1, 2)
+    assert await fn("k") in (1, 2)
 
 
 # --- cancellation ----------------------------------------------------------------------
@@ -138,23 +139,24 @@ async def test_cancelled_waiter_does_not_break_the_others(backend):
         calls.append(key)
         started.set()
         await gate.wait()
-        return f'value-{len(calls)}'
+        return f"value-{len(calls)}"
 
-    computer = asyncio.create_task(guarded('k'))
+    computer = asyncio.create_task(guarded("k"))
     await asyncio.wait_for(started.wait(), WAIT)
-    waiters = [asyncio.create_task(guarded('k')) for _ in range(10)]
+    waiters = [asyncio.create_task(guarded("k")) for _ in range(10)]
     await settle()
     for task in waiters[:4]:
         task.cancel()
     await asyncio.sleep(0)
     gate.set()
     results = await asyncio.wait_for(
-        asyncio.gather(computer, *waiters, return_exceptions=True), WAIT)
-    assert results[0] == 'value-1'
+        asyncio.gather(computer, *waiters, return_exceptions=True), WAIT
+    )
+    assert results[0] == "value-1"
     assert all(isinstance(r, asyncio.CancelledError) for r in results[1:5]), results[1:5]
-    assert results[5:] == ['value-1'] * 6
-    assert calls == ['k']
-    assert await guarded('k') == 'value-1'
+    assert results[5:] == ["value-1"] * 6
+    assert calls == ["k"]
+    assert await guarded("k") == "value-1"
     assert stored_keys(backend) == ["5m:guarded|key='k'"]
 
 
@@ -167,20 +169,20 @@ async def test_all_waiters_cancelled_computation_still_stores(backend):
     async def guarded(key):
         started.set()
         await gate.wait()
-        return 'done'
+        return "done"
 
-    computer = asyncio.create_task(guarded('k'))
+    computer = asyncio.create_task(guarded("k"))
     await asyncio.wait_for(started.wait(), WAIT)
-    waiters = [asyncio.create_task(guarded('k')) for _ in range(5)]
+    waiters = [asyncio.create_task(guarded("k")) for _ in range(5)]
     await settle()
     for task in waiters:
         task.cancel()
     gate.set()
-    assert await asyncio.wait_for(computer, WAIT) == 'done'
+    assert await asyncio.wait_for(computer, WAIT) == "done"
     for task in waiters:
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert await guarded.get(key='k') == 'done'
+    assert await guarded.get(key="k") == "done"
 
 
 @pytest.mark.asyncio
@@ -195,19 +197,19 @@ async def test_cancelled_computation_releases_the_lock_to_a_waiter(backend):
             first_started.set()
             await asyncio.Event().wait()  # never finishes: will be cancelled
         await asyncio.sleep(0.01)
-        return f'value-{len(calls)}'
+        return f"value-{len(calls)}"
 
-    computer = asyncio.create_task(compute('k'))
+    computer = asyncio.create_task(compute("k"))
     await asyncio.wait_for(first_started.wait(), WAIT)
-    waiters = [asyncio.create_task(compute('k')) for _ in range(10)]
+    waiters = [asyncio.create_task(compute("k")) for _ in range(10)]
     await settle()
     computer.cancel()
     results = await asyncio.wait_for(asyncio.gather(*waiters), WAIT)
     with pytest.raises(asyncio.CancelledError):
         await computer
-    assert calls == ['k', 'k']
-    assert results == ['value-2'] * 10
-    assert await compute.get(key='k') == 'value-2'
+    assert calls == ["k", "k"]
+    assert results == ["value-2"] * 10
+    assert await compute.get(key="k") == "value-2"
     assert stored_keys(backend) == ["5m:compute|key='k'"]
 
 
@@ -220,20 +222,20 @@ async def test_cancelled_computation_stores_nothing_and_next_caller_computes(bac
         calls.append(key)
         if len(calls) == 1:
             await asyncio.sleep(5)
-        return f'value-{len(calls)}'
+        return f"value-{len(calls)}"
 
     with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(compute('k'), 0.1)
-    assert await compute.get(default=None, key='k') is None
+        await asyncio.wait_for(compute("k"), 0.1)
+    assert await compute.get(default=None, key="k") is None
     ab = await cachu.get_async_backend(backend, ttl=300)
     assert await ab.count() == 0
     assert await ab.get_with_metadata("5m:compute|key='k'") == (NO_VALUE, None)
     info = await cachu.async_cache_info(compute)
     assert info.currsize == 0
     # the key is free again: the next caller computes at once
-    assert await asyncio.wait_for(compute('k'), WAIT) == 'value-2'
-    assert await compute('k') == 'value-2'
-    assert calls == ['k', 'k']
+    assert await asyncio.wait_for(compute("k"), WAIT) == "value-2"
+    assert await compute("k") == "value-2"
+    assert calls == ["k", "k"]
 
 
 @pytest.mark.asyncio
@@ -248,18 +250,18 @@ async def test_failed_computation_lets_a_waiter_compute(backend):
         if len(calls) == 1:
             started.set()
             await gate.wait()
-            raise Boom('first')
-        return 'recovered'
+            raise Boom("first")
+        return "recovered"
 
-    failing = asyncio.create_task(fragile('k'))
+    failing = asyncio.create_task(fragile("k"))
     await asyncio.wait_for(started.wait(), WAIT)
-    waiters = [asyncio.create_task(fragile('k')) for _ in range(5)]
+    waiters = [asyncio.create_task(fragile("k")) for _ in range(5)]
     await settle()
     gate.set()
     with pytest.raises(Boom):
         await asyncio.wait_for(failing, WAIT)
-    assert await asyncio.wait_for(asyncio.gather(*waiters), WAIT) == ['recovered'] * 5
-    assert calls == ['k', 'k']
+    assert await asyncio.wait_for(asyncio.gather(*waiters), WAIT) == ["recovered"] * 5
+    assert calls == ["k", "k"]
 
 
 @pytest.mark.asyncio
@@ -275,22 +277,22 @@ async def test_waiter_gives_up_after_lock_timeout(backend):
         if len(calls) == 1:
             started.set()
             await gate.wait()
-            return 'slow'
-        return 'impatient'
+            return "slow"
+        return "impatient"
 
-    holder = asyncio.create_task(held('k'))
+    holder = asyncio.create_task(held("k"))
     await asyncio.wait_for(started.wait(), WAIT)
-    assert await asyncio.wait_for(held('k'), WAIT) == 'impatient'
+    assert await asyncio.wait_for(held("k"), WAIT) == "impatient"
     gate.set()
-    assert await asyncio.wait_for(holder, WAIT) == 'slow'
-    assert calls == ['k', 'k']
+    assert await asyncio.wait_for(holder, WAIT) == "slow"
+    assert calls == ["k", "k"]
 
 
 # --- the event loop is never blocked ------------------------------------------------------
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize('slow_backend', ['memory', 'file'])
+@pytest.mark.parametrize("slow_backend", ["memory", "file"])
 async def test_event_loop_is_never_blocked(tmp_path, slow_backend):
     cachu.configure(file_dir=str(tmp_path))
     slow_calls = []
@@ -301,13 +303,13 @@ async def test_event_loop_is_never_blocked(tmp_path, slow_backend):
         await asyncio.sleep(0.3)
         return key
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     async def on_file(i):
-        return {'i': i, 'payload': 'x' * 500}
+        return {"i": i, "payload": "x" * 500}
 
-    @cachu.cache(ttl=300, backend='memory')
+    @cachu.cache(ttl=300, backend="memory")
     async def on_memory(i):
-        return {'i': i, 'payload': list(range(50))}
+        return {"i": i, "payload": list(range(50))}
 
     for i in range(20):
         await on_file(i)
@@ -316,7 +318,7 @@ async def test_event_loop_is_never_blocked(tmp_path, slow_backend):
     loop = asyncio.get_running_loop()
     stop = loop.time() + 1.0
     lateness = []
-    done = {'file': 0, 'memory': 0, 'written': 0}
+    done = {"file": 0, "memory": 0, "written": 0}
 
     async def heartbeat():
         while loop.time() < stop:
@@ -326,14 +328,14 @@ async def test_event_loop_is_never_blocked(tmp_path, slow_backend):
 
     async def file_hitter(i):
         while loop.time() < stop:
-            assert (await on_file(i % 20))['i'] == i % 20
-            done['file'] += 1
+            assert (await on_file(i % 20))["i"] == i % 20
+            done["file"] += 1
             i += 1
 
     async def memory_hitter(i):
         while loop.time() < stop:
-            assert (await on_memory(i % 20))['i'] == i % 20
-            done['memory'] += 1
+            assert (await on_memory(i % 20))["i"] == i % 20
+            done["memory"] += 1
             i += 1
             await asyncio.sleep(0)  # a memory hit finishes without suspending
 
@@ -341,23 +343,23 @@ async def test_event_loop_is_never_blocked(tmp_path, slow_backend):
         i = start
         while loop.time() < stop:
             await on_file(i)  # a miss: computed and written to SQLite
-            done['written'] += 1
+            done["written"] += 1
             i += 1
 
     beat = asyncio.create_task(heartbeat())
     await asyncio.sleep(0)
-    workers = [asyncio.create_task(slow('k')) for _ in range(100)]
+    workers = [asyncio.create_task(slow("k")) for _ in range(100)]
     workers += [asyncio.create_task(file_hitter(n)) for n in range(8)]
     workers += [asyncio.create_task(memory_hitter(n)) for n in range(8)]
     workers += [asyncio.create_task(file_writer(1000 * (n + 1))) for n in range(2)]
     results = await asyncio.wait_for(asyncio.gather(*workers), WAIT)
     await asyncio.wait_for(beat, WAIT)
 
-    assert results[:100] == ['k'] * 100
-    assert slow_calls == ['k']
-    assert done['file'] > 0 and done['memory'] > 0 and done['written'] > 0
+    assert results[:100] == ["k"] * 100
+    assert slow_calls == ["k"]
+    assert done["file"] > 0 and done["memory"] > 0 and done["written"] > 0
     assert len(lateness) >= 20
-    assert max(lateness) < 0.05, f'heartbeat late by {max(lateness) * 1000:.1f} ms'
+    assert max(lateness) < 0.05, f"heartbeat late by {max(lateness) * 1000:.1f} ms"
 
 
 # --- event loops and threads -----------------------------------------------------------------
@@ -369,14 +371,14 @@ def test_works_under_asyncio_run(backend):
     @cachu.cache(ttl=300)
     async def fetch(x):
         calls.append(x)
-        return {'x': x}
+        return {"x": x}
 
-    assert asyncio.run(fetch(1)) == {'x': 1}
-    assert asyncio.run(fetch(1)) == {'x': 1}
+    assert asyncio.run(fetch(1)) == {"x": 1}
+    assert asyncio.run(fetch(1)) == {"x": 1}
     assert calls == [1]
-    assert asyncio.run(fetch.get(x=1)) == {'x': 1}
-    asyncio.run(fetch.set('set', x=2))
-    assert asyncio.run(fetch(2)) == 'set'
+    assert asyncio.run(fetch.get(x=1)) == {"x": 1}
+    asyncio.run(fetch.set("set", x=2))
+    assert asyncio.run(fetch(2)) == "set"
     info = asyncio.run(cachu.async_cache_info(fetch))
     assert (info.hits, info.misses, info.currsize) == (2, 1, 2)
 
@@ -413,18 +415,18 @@ def test_several_event_loops_one_after_another(backend):
     async def fetch(key):
         calls.append(key)
         await asyncio.sleep(0.05)
-        return f'{key}-{len(calls)}'
+        return f"{key}-{len(calls)}"
 
     async def round_(n):
-        shared = await asyncio.gather(*(fetch('shared') for _ in range(20)))
-        own = await asyncio.gather(*(fetch(f'loop{n}') for _ in range(20)))
+        shared = await asyncio.gather(*(fetch("shared") for _ in range(20)))
+        own = await asyncio.gather(*(fetch(f"loop{n}") for _ in range(20)))
         return shared, own
 
     for n in range(3):
         shared, own = asyncio.run(round_(n))
-        assert shared == ['shared-1'] * 20
+        assert shared == ["shared-1"] * 20
         assert len(set(own)) == 1
-    assert calls == ['shared', 'loop0', 'loop1', 'loop2']
+    assert calls == ["shared", "loop0", "loop1", "loop2"]
 
 
 def test_loop_closed_during_a_computation_leaves_the_key_free(backend):
@@ -438,15 +440,15 @@ def test_loop_closed_during_a_computation_leaves_the_key_free(backend):
         return len(calls)
 
     async def abandon():
-        asyncio.get_running_loop().create_task(fetch('k'))
+        asyncio.get_running_loop().create_task(fetch("k"))
         await asyncio.sleep(0.1)
         # asyncio.run cancels the still-running computation on the way out
 
     asyncio.run(abandon())
-    assert calls == ['k']
-    assert asyncio.run(fetch.get(default=None, key='k')) is None
-    assert asyncio.run(asyncio.wait_for(fetch('k'), WAIT)) == 2
-    assert asyncio.run(fetch('k')) == 2
+    assert calls == ["k"]
+    assert asyncio.run(fetch.get(default=None, key="k")) is None
+    assert asyncio.run(asyncio.wait_for(fetch("k"), WAIT)) == 2
+    assert asyncio.run(fetch("k")) == 2
 
 
 def run_threads(targets, timeout=JOIN_TIMEOUT):
@@ -459,6 +461,7 @@ def run_threads(targets, timeout=JOIN_TIMEOUT):
                 fn()
             except BaseException as exc:  # re-raised below
                 errors.append(exc)
+
         return run
 
     threads = [threading.Thread(target=guard(t), daemon=True) for t in targets]
@@ -466,7 +469,7 @@ def run_threads(targets, timeout=JOIN_TIMEOUT):
         t.start()
     for t in threads:
         t.join(timeout)
-        assert not t.is_alive(), 'thread did not finish'
+        assert not t.is_alive(), "thread did not finish"
     if errors:
         raise errors[0]
 
@@ -478,7 +481,7 @@ def test_threads_each_running_their_own_loop(backend):
 
     @cachu.cache(ttl=300)
     async def fetch(key):
-        value = f'{key}:{threading.get_ident()}'
+        value = f"{key}:{threading.get_ident()}"
         with lock:
             calls.append((key, threading.get_ident()))
             computed.add(value)
@@ -491,8 +494,8 @@ def test_threads_each_running_their_own_loop(backend):
     idents = [None] * n_threads
 
     async def main(t):
-        shared = await asyncio.gather(*(fetch('shared') for _ in range(25)))
-        own = await asyncio.gather(*(fetch(f'thread{t}') for _ in range(10)))
+        shared = await asyncio.gather(*(fetch("shared") for _ in range(25)))
+        own = await asyncio.gather(*(fetch(f"thread{t}") for _ in range(10)))
         return shared, own
 
     def worker(t):
@@ -500,11 +503,12 @@ def test_threads_each_running_their_own_loop(backend):
             idents[t] = threading.get_ident()
             barrier.wait(JOIN_TIMEOUT)
             results[t] = asyncio.run(main(t))
+
         return run
 
     run_threads([worker(t) for t in range(n_threads)])
 
-    shared_calls = [ident for key, ident in calls if key == 'shared']
+    shared_calls = [ident for key, ident in calls if key == "shared"]
     # within one loop, one computation serves every task of that loop
     assert len(shared_calls) == len(set(shared_calls))
     assert 1 <= len(shared_calls) <= n_threads
@@ -512,8 +516,9 @@ def test_threads_each_running_their_own_loop(backend):
         assert len(shared) == 25
         # a waiter may read what another thread's loop stored last
         assert set(shared) <= computed, shared
-        assert own == [f'thread{t}:{idents[t]}'] * 10
-    assert sorted(key for key, _ in calls if key != 'shared') == [
-        f'thread{t}' for t in range(n_threads)]
-    assert asyncio.run(fetch('shared')) in computed
+        assert own == [f"thread{t}:{idents[t]}"] * 10
+    assert sorted(key for key, _ in calls if key != "shared") == [
+        f"thread{t}" for t in range(n_threads)
+    ]
+    assert asyncio.run(fetch("shared")) in computed
     assert len(stored_keys(backend)) == 1 + n_threads

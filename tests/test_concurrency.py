@@ -22,6 +22,7 @@ def run_threads(targets, timeout=JOIN_TIMEOUT):
                 fn()
             except BaseException as exc:
                 errors.append(exc)
+
         return run
 
     threads = [threading.Thread(target=guard(t), daemon=True) for t in targets]
@@ -29,7 +30,7 @@ def run_threads(targets, timeout=JOIN_TIMEOUT):
         t.start()
     for t in threads:
         t.join(timeout)
-        assert not t.is_alive(), 'thread did not finish'
+        assert not t.is_alive(), "thread did not finish"
     if errors:
         raise errors[0]
 
@@ -43,7 +44,7 @@ def test_dogpile_one_computation_for_many_threads():
         with lock:
             calls.append(key)
         time.sleep(0.2)
-        return {'key': key, 'computed': len(calls)}
+        return {"key": key, "computed": len(calls)}
 
     n = 50
     barrier = threading.Barrier(n)
@@ -52,12 +53,13 @@ def test_dogpile_one_computation_for_many_threads():
     def worker(i):
         def run():
             barrier.wait(JOIN_TIMEOUT)
-            results[i] = slow_shared('k')
+            results[i] = slow_shared("k")
+
         return run
 
     run_threads([worker(i) for i in range(n)])
-    assert calls == ['k']
-    assert all(r == {'key': 'k', 'computed': 1} for r in results)
+    assert calls == ["k"]
+    assert all(r == {"key": "k", "computed": 1} for r in results)
     info = cachu.cache_info(slow_shared)
     assert info.misses == 1
     assert info.hits == n - 1
@@ -72,26 +74,26 @@ def test_different_keys_do_not_block_each_other():
 
     @cachu.cache(ttl=300)
     def gated(key):
-        if key == 'slow':
+        if key == "slow":
             entered.set()
-            assert release.wait(JOIN_TIMEOUT), 'never released'
+            assert release.wait(JOIN_TIMEOUT), "never released"
         order.append(key)
         return key
 
-    gated('cached')  # an existing entry, read while 'slow' is in progress
+    gated("cached")  # an existing entry, read while 'slow' is in progress
 
     def slow():
-        gated('slow')
+        gated("slow")
 
     def fast():
         assert entered.wait(JOIN_TIMEOUT)
-        assert gated('fast') == 'fast'  # a miss on another key
-        assert gated('cached') == 'cached'  # a hit on another key
-        order.append('fast-done')
+        assert gated("fast") == "fast"  # a miss on another key
+        assert gated("cached") == "cached"  # a hit on another key
+        order.append("fast-done")
         release.set()
 
     run_threads([slow, fast])
-    assert order == ['cached', 'fast', 'fast-done', 'slow']
+    assert order == ["cached", "fast", "fast-done", "slow"]
 
 
 def test_different_keys_run_in_parallel():
@@ -106,12 +108,13 @@ def test_different_keys_run_in_parallel():
         def run():
             barrier.wait(JOIN_TIMEOUT)
             assert half_second(key) == key
+
         return run
 
     start = time.monotonic()
-    run_threads([call('a'), call('b')])
+    run_threads([call("a"), call("b")])
     elapsed = time.monotonic() - start
-    assert elapsed < 0.95, f'two 0.5 s misses on different keys took {elapsed:.2f} s'
+    assert elapsed < 0.95, f"two 0.5 s misses on different keys took {elapsed:.2f} s"
 
 
 def test_exception_releases_the_key_lock():
@@ -121,18 +124,18 @@ def test_exception_releases_the_key_lock():
     def flaky(key):
         attempts.append(key)
         if len(attempts) == 1:
-            raise RuntimeError('first attempt fails')
+            raise RuntimeError("first attempt fails")
         return key
 
     try:
-        flaky('x')
+        flaky("x")
     except RuntimeError:
         pass
     result = []
     # well below the 10 s lock_timeout: a leaked lock would make this time out
-    run_threads([lambda: result.append(flaky('x'))], timeout=5)
-    assert result == ['x']
-    assert attempts == ['x', 'x']
+    run_threads([lambda: result.append(flaky("x"))], timeout=5)
+    assert result == ["x"]
+    assert attempts == ["x", "x"]
 
 
 def test_failed_computation_lets_a_waiter_compute():
@@ -146,8 +149,8 @@ def test_failed_computation_lets_a_waiter_compute():
             first = len(attempts) == 1
         time.sleep(0.2)
         if first:
-            raise RuntimeError('first attempt fails')
-        return 'ok'
+            raise RuntimeError("first attempt fails")
+        return "ok"
 
     n = 6
     barrier = threading.Barrier(n)
@@ -156,13 +159,13 @@ def test_failed_computation_lets_a_waiter_compute():
     def worker():
         barrier.wait(JOIN_TIMEOUT)
         try:
-            results.append(fails_once('k'))
+            results.append(fails_once("k"))
         except RuntimeError as exc:
             errors.append(exc)
 
     run_threads([worker] * n)
     assert len(errors) == 1
-    assert results == ['ok'] * (n - 1)
+    assert results == ["ok"] * (n - 1)
     assert len(attempts) == 2
 
 
@@ -178,22 +181,22 @@ def test_waiter_gives_up_after_lock_timeout():
         calls.append(key)
         if len(calls) == 1:
             entered.set()
-            assert release.wait(JOIN_TIMEOUT), 'never released'
-            return 'first'
-        return 'second'
+            assert release.wait(JOIN_TIMEOUT), "never released"
+            return "first"
+        return "second"
 
     out = {}
-    first = threading.Thread(target=lambda: out.setdefault('first', held('k')), daemon=True)
+    first = threading.Thread(target=lambda: out.setdefault("first", held("k")), daemon=True)
     first.start()
     try:
         assert entered.wait(JOIN_TIMEOUT)
-        run_threads([lambda: out.setdefault('waiter', held('k'))], timeout=5)
-        assert out == {'waiter': 'second'}
+        run_threads([lambda: out.setdefault("waiter", held("k"))], timeout=5)
+        assert out == {"waiter": "second"}
     finally:
         release.set()
         first.join(JOIN_TIMEOUT)
-    assert out == {'waiter': 'second', 'first': 'first'}
-    assert calls == ['k', 'k']
+    assert out == {"waiter": "second", "first": "first"}
+    assert calls == ["k", "k"]
 
 
 def test_many_threads_many_keys():
@@ -211,6 +214,7 @@ def test_many_threads_many_keys():
             for i in range(200):
                 k = (seed * 7 + i) % 16
                 assert per_key(k) == [k]
+
         return run
 
     run_threads([worker(s) for s in range(8)])
@@ -218,25 +222,26 @@ def test_many_threads_many_keys():
 
 
 def test_backend_from_many_threads():
-    mem = cachu.get_backend('memory', ttl=300)
+    mem = cachu.get_backend("memory", ttl=300)
 
     def worker(t):
         def run():
             for i in range(200):
-                key = f't{t}:{i % 10}'
-                mem.set(key, {'t': t, 'i': i}, 300)
+                key = f"t{t}:{i % 10}"
+                mem.set(key, {"t": t, "i": i}, 300)
                 got = mem.get(key)
-                assert got is cachu.backends.NO_VALUE or got['t'] == t
+                assert got is cachu.backends.NO_VALUE or got["t"] == t
                 if i % 50 == 0:
-                    mem.count('t*')
-                    list(mem.keys(f't{t}:*'))
+                    mem.count("t*")
+                    list(mem.keys(f"t{t}:*"))
+
         return run
 
     run_threads([worker(t) for t in range(6)])
     assert mem.count() == 60
 
 
-GIL_PROBE = '''
+GIL_PROBE = """
 import json
 import threading
 import time
@@ -274,20 +279,25 @@ a.join(30)
 b.join(30)
 print(json.dumps({'spins': spins, 'calls': len(calls), 'a': results.get('a'),
                   'b': results.get('b')}))
-'''
+"""
 
 
 def test_waiting_for_a_computation_does_not_hold_the_gil(clean_env):
     """Run in a child process: if a waiter held the GIL, the child would hang."""
     try:
-        proc = subprocess.run([sys.executable, '-c', textwrap.dedent(GIL_PROBE)],
-                              env=clean_env, capture_output=True, text=True, timeout=60,
-                              check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(GIL_PROBE)],
+            env=clean_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise AssertionError('child hung: a thread waiting on a key holds the GIL') from exc
+        raise AssertionError("child hung: a thread waiting on a key holds the GIL") from exc
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out['spins'] > 0
-    assert out['calls'] == 1
-    assert out['a'] == 42
-    assert out['b'] == 42
+    assert out["spins"] > 0
+    assert out["calls"] == 1
+    assert out["a"] == 42
+    assert out["b"] == 42

@@ -10,22 +10,22 @@ import textwrap
 import cachu
 import pytest
 
-PKG = __name__.split('.')[0]
+PKG = __name__.split(".")[0]
 
 DEFAULTS = {
-    'backend': 'memory',
-    'key_prefix': '',
-    'file_dir': '/tmp',
-    'redis_url': 'redis://localhost:6379/0',
-    'lock_timeout': 10.0,
+    "backend": "memory",
+    "key_prefix": "",
+    "file_dir": "/tmp",
+    "redis_url": "redis://localhost:6379/0",
+    "lock_timeout": 10.0,
     # Added by the Redis work (issue 4): outage behaviour and socket bound.
-    'fail_open': True,
-    'redis_socket_timeout': 3.0,
+    "fail_open": True,
+    "redis_socket_timeout": 3.0,
 }
 
 no_env_overrides = pytest.mark.skipif(
-    any(k.startswith('CACHU_') for k in os.environ),
-    reason='CACHU_* variables in the environment change the defaults',
+    any(k.startswith("CACHU_") for k in os.environ),
+    reason="CACHU_* variables in the environment change the defaults",
 )
 
 
@@ -37,27 +37,47 @@ def as_dict(cfg):
 
 
 def test_public_names():
-    for name in ('configure', 'get_config', 'get_all_configs', 'disable', 'enable',
-                 'is_disabled', 'cache', 'cache_get', 'cache_set', 'cache_delete',
-                 'cache_clear', 'cache_info', 'get_backend', 'Backend'):
+    for name in (
+        "configure",
+        "get_config",
+        "get_all_configs",
+        "disable",
+        "enable",
+        "is_disabled",
+        "cache",
+        "cache_get",
+        "cache_set",
+        "cache_delete",
+        "cache_clear",
+        "cache_info",
+        "get_backend",
+        "Backend",
+    ):
         assert hasattr(cachu, name), name
 
 
 def test_module_paths():
-    backends = importlib.import_module('cachu.backends')
-    types_ = importlib.import_module('cachu.types')
-    config = importlib.import_module('cachu.config')
-    decorator = importlib.import_module('cachu.decorator')
-    operations = importlib.import_module('cachu.operations')
+    backends = importlib.import_module("cachu.backends")
+    types_ = importlib.import_module("cachu.types")
+    config = importlib.import_module("cachu.config")
+    decorator = importlib.import_module("cachu.decorator")
+    operations = importlib.import_module("cachu.operations")
     assert backends.Backend is cachu.Backend
     assert backends.NO_VALUE is not None
     assert types_.CacheEntry and types_.CacheInfo
-    for name in ('configure', 'get_config', 'get_all_configs', 'disable', 'enable',
-                 'is_disabled', 'CacheConfig'):
+    for name in (
+        "configure",
+        "get_config",
+        "get_all_configs",
+        "disable",
+        "enable",
+        "is_disabled",
+        "CacheConfig",
+    ):
         assert hasattr(config, name), name
-    for name in ('cache', 'get_backend'):
+    for name in ("cache", "get_backend"):
         assert hasattr(decorator, name), name
-    for name in ('cache_get', 'cache_set', 'cache_delete', 'cache_clear', 'cache_info'):
+    for name in ("cache_get", "cache_set", "cache_delete", "cache_clear", "cache_info"):
         assert hasattr(operations, name), name
 
 
@@ -67,13 +87,13 @@ def test_module_paths():
 @no_env_overrides
 def test_defaults():
     assert as_dict(cachu.get_config()) == DEFAULTS
-    assert as_dict(cachu.get_config(package='never_configured')) == DEFAULTS
+    assert as_dict(cachu.get_config(package="never_configured")) == DEFAULTS
 
 
 def test_configure_returns_config():
-    cfg = cachu.configure(backend='null', key_prefix='v1:', lock_timeout=2.5)
-    assert cfg.backend == 'null'
-    assert cfg.key_prefix == 'v1:'
+    cfg = cachu.configure(backend="null", key_prefix="v1:", lock_timeout=2.5)
+    assert cfg.backend == "null"
+    assert cfg.key_prefix == "v1:"
     assert cfg.lock_timeout == 2.5
     assert as_dict(cachu.get_config()) == as_dict(cfg)
     assert isinstance(cfg, cachu.config.CacheConfig)
@@ -81,25 +101,29 @@ def test_configure_returns_config():
 
 def test_configure_changes_only_passed_options(tmp_path):
     base = as_dict(cachu.get_config())
-    cachu.configure(key_prefix='a:')
-    cachu.configure(backend='null')
-    cachu.configure(redis_url='redis://cache-host:6380/2')
+    cachu.configure(key_prefix="a:")
+    cachu.configure(backend="null")
+    cachu.configure(redis_url="redis://cache-host:6380/2")
     cachu.configure(file_dir=str(tmp_path))
     cachu.configure(lock_timeout=3.0)
     cfg = cachu.configure()
-    expected = dict(base, key_prefix='a:', backend='null',
-                    redis_url='redis://cache-host:6380/2', file_dir=str(tmp_path),
-                    lock_timeout=3.0)
+    expected = dict(
+        base,
+        key_prefix="a:",
+        backend="null",
+        redis_url="redis://cache-host:6380/2",
+        file_dir=str(tmp_path),
+        lock_timeout=3.0,
+    )
     assert as_dict(cfg) == expected
-    cachu.configure(backend=None, key_prefix=None, file_dir=None, redis_url=None,
-                    lock_timeout=None)
+    cachu.configure(backend=None, key_prefix=None, file_dir=None, redis_url=None, lock_timeout=None)
     assert as_dict(cachu.get_config()) == expected
 
 
 def test_configure_empty_prefix_is_a_value():
-    cachu.configure(key_prefix='a:')
-    cachu.configure(key_prefix='')
-    assert cachu.get_config().key_prefix == ''
+    cachu.configure(key_prefix="a:")
+    cachu.configure(key_prefix="")
+    assert cachu.get_config().key_prefix == ""
 
 
 def test_configure_file_dir_accepts_path(tmp_path):
@@ -107,47 +131,47 @@ def test_configure_file_dir_accepts_path(tmp_path):
     assert cfg.file_dir == str(tmp_path)
 
 
-@pytest.mark.parametrize('backend', ['memory', 'null', 'file', 'redis'])
+@pytest.mark.parametrize("backend", ["memory", "null", "file", "redis"])
 def test_configure_accepts_every_backend_name(backend):
     assert cachu.configure(backend=backend).backend == backend
 
 
 def test_get_config_for_package():
-    cachu.configure(key_prefix='mine:')
-    assert cachu.get_config(package=PKG).key_prefix == 'mine:'
-    assert cachu.get_config(package='someone_else').key_prefix == ''
+    cachu.configure(key_prefix="mine:")
+    assert cachu.get_config(package=PKG).key_prefix == "mine:"
+    assert cachu.get_config(package="someone_else").key_prefix == ""
 
 
 def test_get_all_configs():
     all_before = cachu.get_all_configs()
     assert isinstance(all_before, dict)
-    assert set(all_before['_default']) == set(DEFAULTS)
+    assert set(all_before["_default"]) == set(DEFAULTS)
     assert PKG not in all_before
 
-    cachu.configure(key_prefix='x:')
+    cachu.configure(key_prefix="x:")
     all_after = cachu.get_all_configs()
-    assert all_after['_default'] == all_before['_default']
+    assert all_after["_default"] == all_before["_default"]
     assert isinstance(all_after[PKG], dict)
-    assert all_after[PKG] == dict(all_before['_default'], key_prefix='x:')
+    assert all_after[PKG] == dict(all_before["_default"], key_prefix="x:")
 
 
 @no_env_overrides
 def test_get_all_configs_default_values():
-    assert cachu.get_all_configs() == {'_default': DEFAULTS}
+    assert cachu.get_all_configs() == {"_default": DEFAULTS}
 
 
 def test_caller_package_is_test_module():
     """A test module tests/test_x.py imported by pytest is the package test_x."""
-    cachu.configure(key_prefix='me:')
+    cachu.configure(key_prefix="me:")
     assert PKG in cachu.get_all_configs()
-    if __name__ == 'test_config':
-        assert PKG == 'test_config'
+    if __name__ == "test_config":
+        assert PKG == "test_config"
 
 
 # --- package isolation -----------------------------------------------------------
 
 
-LIB_SRC = '''
+LIB_SRC = """
 import cachu
 
 cachu.configure(key_prefix='{prefix}')
@@ -171,49 +195,51 @@ def clear(**kwargs):
 
 def backend_keys(ttl=300):
     return sorted(cachu.get_backend('memory', ttl=ttl).keys())
-'''
+"""
 
 
 def test_packages_are_isolated(make_package, region_keys):
-    lib_a = make_package('isolib_a', {'__init__.py': LIB_SRC.format(prefix='lib_a:')})
-    lib_b = make_package('isolib_b', {'__init__.py': LIB_SRC.format(prefix='lib_b:')})
+    lib_a = make_package("isolib_a", {"__init__.py": LIB_SRC.format(prefix="lib_a:")})
+    lib_b = make_package("isolib_b", {"__init__.py": LIB_SRC.format(prefix="lib_b:")})
 
-    assert lib_a.config().key_prefix == 'lib_a:'
-    assert lib_b.config().key_prefix == 'lib_b:'
-    assert cachu.get_config().key_prefix == ''
-    assert cachu.get_config(package='isolib_a').key_prefix == 'lib_a:'
+    assert lib_a.config().key_prefix == "lib_a:"
+    assert lib_b.config().key_prefix == "lib_b:"
+    assert cachu.get_config().key_prefix == ""
+    assert cachu.get_config(package="isolib_a").key_prefix == "lib_a:"
 
     lib_a.lookup(1)
     lib_b.lookup(1)
-    assert lib_a.backend_keys() == ['5m:lib_a:lookup|x=1']
-    assert lib_b.backend_keys() == ['5m:lib_b:lookup|x=1']
+    assert lib_a.backend_keys() == ["5m:lib_a:lookup|x=1"]
+    assert lib_b.backend_keys() == ["5m:lib_b:lookup|x=1"]
     assert region_keys(300) == []
 
-    assert lib_a.lookup(1) == {'lib': 'lib_a:', 'x': 1}
-    assert lib_b.lookup(1) == {'lib': 'lib_b:', 'x': 1}
+    assert lib_a.lookup(1) == {"lib": "lib_a:", "x": 1}
+    assert lib_b.lookup(1) == {"lib": "lib_b:", "x": 1}
     assert lib_a.calls == [1]
     assert lib_b.calls == [1]
 
     configs = cachu.get_all_configs()
-    assert configs['isolib_a']['key_prefix'] == 'lib_a:'
-    assert configs['isolib_b']['key_prefix'] == 'lib_b:'
+    assert configs["isolib_a"]["key_prefix"] == "lib_a:"
+    assert configs["isolib_b"]["key_prefix"] == "lib_b:"
 
 
 def test_clear_from_library_is_scoped(make_package):
-    lib_a = make_package('clrlib_a', {'__init__.py': LIB_SRC.format(prefix='a:')})
-    lib_b = make_package('clrlib_b', {'__init__.py': LIB_SRC.format(prefix='b:')})
+    lib_a = make_package("clrlib_a", {"__init__.py": LIB_SRC.format(prefix="a:")})
+    lib_b = make_package("clrlib_b", {"__init__.py": LIB_SRC.format(prefix="b:")})
     lib_a.lookup(1)
     lib_b.lookup(1)
     assert lib_a.clear() == 1
     assert lib_a.backend_keys() == []
-    assert lib_b.backend_keys() == ['5m:b:lookup|x=1']
-    assert cachu.cache_clear(package='clrlib_b') == 1
+    assert lib_b.backend_keys() == ["5m:b:lookup|x=1"]
+    assert cachu.cache_clear(package="clrlib_b") == 1
     assert lib_b.backend_keys() == []
 
 
 def test_submodule_uses_top_level_package(make_package):
-    make_package('sublib', {
-        'db/users.py': '''
+    make_package(
+        "sublib",
+        {
+            "db/users.py": """
             import cachu
 
             cachu.configure(key_prefix='deep:')
@@ -224,56 +250,70 @@ def test_submodule_uses_top_level_package(make_package):
 
             def where():
                 return cachu.get_config().key_prefix
-        ''',
-    })
-    users = importlib.import_module('sublib.db.users')
-    assert cachu.get_config(package='sublib').key_prefix == 'deep:'
-    assert 'sublib.db.users' not in cachu.get_all_configs()
-    assert users.where() == 'deep:'
+        """,
+        },
+    )
+    users = importlib.import_module("sublib.db.users")
+    assert cachu.get_config(package="sublib").key_prefix == "deep:"
+    assert "sublib.db.users" not in cachu.get_all_configs()
+    assert users.where() == "deep:"
     users.get_user(5)
-    keys = sorted(cachu.get_backend('memory', 'sublib', ttl=60).keys())
-    assert keys == ['1m:deep:get_user|user_id=5']
+    keys = sorted(cachu.get_backend("memory", "sublib", ttl=60).keys())
+    assert keys == ["1m:deep:get_user|user_id=5"]
 
 
 def test_package_override_on_decorator(make_package, region_keys):
-    make_package('ovrlib', {'__init__.py': LIB_SRC.format(prefix='ovr:')})
+    make_package("ovrlib", {"__init__.py": LIB_SRC.format(prefix="ovr:")})
 
-    @cachu.cache(ttl=300, package='ovrlib')
+    @cachu.cache(ttl=300, package="ovrlib")
     def borrowed(x):
         return x
 
     borrowed(3)
     assert region_keys(300) == []
-    assert region_keys(300, package='ovrlib') == ['5m:ovr:borrowed|x=3']
+    assert region_keys(300, package="ovrlib") == ["5m:ovr:borrowed|x=3"]
 
 
 def test_decorator_in_unconfigured_package_uses_defaults(make_package):
-    mod = make_package('plainlib', {'__init__.py': '''
+    mod = make_package(
+        "plainlib",
+        {
+            "__init__.py": """
         import cachu
 
         @cachu.cache(ttl=300)
         def plain(x):
             return x
-    '''})
-    cachu.configure(key_prefix='not-theirs:')
+    """
+        },
+    )
+    cachu.configure(key_prefix="not-theirs:")
     mod.plain(1)
-    keys = sorted(cachu.get_backend('memory', 'plainlib', ttl=300).keys())
-    assert keys == ['5m:plain|x=1']
+    keys = sorted(cachu.get_backend("memory", "plainlib", ttl=300).keys())
+    assert keys == ["5m:plain|x=1"]
 
 
 def test_script_run_as_main_gets_its_own_package(tmp_path, clean_env):
-    script = tmp_path / 'my_script.py'
-    script.write_text(textwrap.dedent('''
+    script = tmp_path / "my_script.py"
+    script.write_text(
+        textwrap.dedent("""
         import json
         import cachu
 
         cachu.configure(key_prefix='s:')
         print(json.dumps(sorted(k for k in cachu.get_all_configs() if k != '_default')))
-    '''))
-    proc = subprocess.run([sys.executable, str(script)], env=clean_env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ['__main__.my_script']
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["__main__.my_script"]
 
 
 # --- disable / enable ------------------------------------------------------------
@@ -292,7 +332,7 @@ def test_disable_enable_state():
 
 
 def test_disable_is_global(make_package):
-    lib = make_package('dislib', {'__init__.py': LIB_SRC.format(prefix='d:')})
+    lib = make_package("dislib", {"__init__.py": LIB_SRC.format(prefix="d:")})
     cachu.disable()
     lib.lookup(1)
     lib.lookup(1)
@@ -303,7 +343,7 @@ def test_disable_is_global(make_package):
 # --- environment defaults (read at import, so each case runs a fresh interpreter) ---
 
 
-ENV_PROBE = '''
+ENV_PROBE = """
 import json
 import cachu
 
@@ -332,47 +372,63 @@ out['calls'] = len(calls)
 out['keys'] = sorted(cachu.get_backend('memory', ttl=300).keys())
 out['after'] = dump(cachu.configure(lock_timeout=3.0))
 print(json.dumps(out))
-'''
+"""
 
 
 def run_python(code, env):
-    return subprocess.run([sys.executable, '-c', code], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_env_defaults(tmp_path, clean_env):
-    env = dict(clean_env, CACHU_BACKEND='null', CACHU_KEY_PREFIX='env:',
-               CACHU_FILE_DIR=str(tmp_path), CACHU_REDIS_URL='redis://env-host:6390/3')
+    env = dict(
+        clean_env,
+        CACHU_BACKEND="null",
+        CACHU_KEY_PREFIX="env:",
+        CACHU_FILE_DIR=str(tmp_path),
+        CACHU_REDIS_URL="redis://env-host:6390/3",
+    )
     proc = run_python(ENV_PROBE, env)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = dict(DEFAULTS, backend='null', key_prefix='env:', file_dir=str(tmp_path),
-                    redis_url='redis://env-host:6390/3')
-    assert out['before'] == expected
-    assert out['default'] == expected
-    assert out['calls'] == 2  # null backend by default
-    assert out['keys'] == ['5m:env:env_memory|x=1']
-    assert out['after'] == dict(expected, lock_timeout=3.0)
+    expected = dict(
+        DEFAULTS,
+        backend="null",
+        key_prefix="env:",
+        file_dir=str(tmp_path),
+        redis_url="redis://env-host:6390/3",
+    )
+    assert out["before"] == expected
+    assert out["default"] == expected
+    assert out["calls"] == 2  # null backend by default
+    assert out["keys"] == ["5m:env:env_memory|x=1"]
+    assert out["after"] == dict(expected, lock_timeout=3.0)
 
 
 def test_no_env_gives_builtin_defaults(clean_env):
     proc = run_python(ENV_PROBE, clean_env)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out['before'] == DEFAULTS
-    assert out['default'] == DEFAULTS
-    assert out['calls'] == 1
-    assert out['keys'] == ['5m:env_default_backend|x=1', '5m:env_memory|x=1']
+    assert out["before"] == DEFAULTS
+    assert out["default"] == DEFAULTS
+    assert out["calls"] == 1
+    assert out["keys"] == ["5m:env_default_backend|x=1", "5m:env_memory|x=1"]
 
 
 def test_single_env_variable(clean_env):
-    proc = run_python(ENV_PROBE, dict(clean_env, CACHU_KEY_PREFIX='only:'))
+    proc = run_python(ENV_PROBE, dict(clean_env, CACHU_KEY_PREFIX="only:"))
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out['before'] == dict(DEFAULTS, key_prefix='only:')
+    assert out["before"] == dict(DEFAULTS, key_prefix="only:")
 
 
 def test_bad_env_backend_fails_import(clean_env):
-    proc = run_python('import cachu', dict(clean_env, CACHU_BACKEND='bogus'))
+    proc = run_python("import cachu", dict(clean_env, CACHU_BACKEND="bogus"))
     assert proc.returncode != 0
-    assert 'CACHU_BACKEND' in proc.stderr
+    assert "CACHU_BACKEND" in proc.stderr

@@ -40,12 +40,12 @@ def test_falsy_results_are_cached():
     @cachu.cache(ttl=300)
     def falsy(kind):
         calls.append(kind)
-        return {'zero': 0, 'empty': '', 'false': False, 'list': []}[kind]
+        return {"zero": 0, "empty": "", "false": False, "list": []}[kind]
 
-    for kind in ('zero', 'empty', 'false', 'list'):
+    for kind in ("zero", "empty", "false", "list"):
         first = falsy(kind)
         assert falsy(kind) == first
-    assert calls == ['zero', 'empty', 'false', 'list']
+    assert calls == ["zero", "empty", "false", "list"]
 
 
 def test_default_ttl_is_300(region_keys):
@@ -54,13 +54,13 @@ def test_default_ttl_is_300(region_keys):
         return x
 
     default_ttl(1)
-    assert region_keys(300) == ['5m:default_ttl|x=1']
+    assert region_keys(300) == ["5m:default_ttl|x=1"]
 
 
 @pytest.mark.parametrize(
-    ('args', 'kwargs'),
-    [((), {}), ((1, 2), {}), ((1,), {'z': 2}), ((1,), {'a': 1})],
-    ids=['missing', 'too-many', 'unexpected', 'duplicate'],
+    ("args", "kwargs"),
+    [((), {}), ((1, 2), {}), ((1,), {"z": 2}), ((1,), {"a": 1})],
+    ids=["missing", "too-many", "unexpected", "duplicate"],
 )
 def test_bad_call_arguments_raise_type_error(region_keys, args, kwargs):
     @cachu.cache(ttl=300)
@@ -98,8 +98,8 @@ def test_cache_used_while_computing():
         inner_value.invalidate(x=x)
         value = inner_value(x)
         cachu.cache_info(inner_value)
-        list(cachu.get_backend('memory', ttl=300).keys())
-        cachu.cache_clear(backend='memory', ttl=60)
+        list(cachu.get_backend("memory", ttl=300).keys())
+        cachu.cache_clear(backend="memory", ttl=60)
         return value * 10
 
     assert outer_value(1) == 20
@@ -115,15 +115,15 @@ def test_callable_ttl_receives_result(region_keys):
 
     def ttl_of(result):
         seen.append(result)
-        return result['cache_seconds']
+        return result["cache_seconds"]
 
     @cachu.cache(ttl=ttl_of)
     def dyn_ttl(key):
-        return {'key': key, 'cache_seconds': 600}
+        return {"key": key, "cache_seconds": 600}
 
-    assert dyn_ttl('a') == {'key': 'a', 'cache_seconds': 600}
-    assert dyn_ttl('a') == {'key': 'a', 'cache_seconds': 600}
-    assert seen == [{'key': 'a', 'cache_seconds': 600}]
+    assert dyn_ttl("a") == {"key": "a", "cache_seconds": 600}
+    assert dyn_ttl("a") == {"key": "a", "cache_seconds": 600}
+    assert seen == [{"key": "a", "cache_seconds": 600}]
     assert region_keys(-1) == ["-1s:dyn_ttl|key='a'"]
 
 
@@ -140,10 +140,10 @@ def test_callable_ttl_returning_zero_is_not_stored(region_keys):
     zero_ttl(5)
     zero_ttl(5)
     assert calls == [-1, -1, 5]
-    assert region_keys(-1) == ['-1s:zero_ttl|x=5']
+    assert region_keys(-1) == ["-1s:zero_ttl|x=5"]
 
 
-@pytest.mark.parametrize('ttl', [0, -5])
+@pytest.mark.parametrize("ttl", [0, -5])
 def test_zero_or_negative_ttl_never_stores(region_keys, ttl):
     calls = []
 
@@ -165,7 +165,7 @@ def test_zero_or_negative_ttl_never_stores(region_keys, ttl):
 def test_null_backend_always_calls(region_keys):
     calls = []
 
-    @cachu.cache(ttl=300, backend='null')
+    @cachu.cache(ttl=300, backend="null")
     def passthrough(x):
         calls.append(x)
         return x
@@ -174,11 +174,11 @@ def test_null_backend_always_calls(region_keys):
     passthrough(1)
     assert calls == [1, 1]
     assert region_keys(300) == []
-    assert region_keys(300, backend='null') == []
+    assert region_keys(300, backend="null") == []
 
 
 def test_configured_default_backend_used():
-    cachu.configure(backend='null')
+    cachu.configure(backend="null")
     calls = []
 
     @cachu.cache(ttl=300)
@@ -192,10 +192,10 @@ def test_configured_default_backend_used():
 
 
 def test_explicit_backend_overrides_config(region_keys):
-    cachu.configure(backend='null')
+    cachu.configure(backend="null")
     calls = []
 
-    @cachu.cache(ttl=300, backend='memory')
+    @cachu.cache(ttl=300, backend="memory")
     def explicit_memory(x):
         calls.append(x)
         return x
@@ -203,7 +203,7 @@ def test_explicit_backend_overrides_config(region_keys):
     explicit_memory(1)
     explicit_memory(1)
     assert calls == [1]
-    assert region_keys(300) == ['5m:explicit_memory|x=1']
+    assert region_keys(300) == ["5m:explicit_memory|x=1"]
 
 
 # --- cache_if -------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_cache_if_false_is_not_stored(region_keys):
     assert maybe(2) == 2
     assert calls == [0, 0, 2]
     assert seen == [0, 0, 2]
-    assert region_keys(300) == ['5m:maybe|x=2']
+    assert region_keys(300) == ["5m:maybe|x=2"]
 
 
 def test_cache_if_none_results():
@@ -237,13 +237,13 @@ def test_cache_if_none_results():
     @cachu.cache(ttl=300, cache_if=lambda r: r is not None)
     def find(email):
         calls.append(email)
-        return None if email == 'missing' else {'email': email}
+        return None if email == "missing" else {"email": email}
 
-    find('missing')
-    find('missing')
-    find('a@b')
-    find('a@b')
-    assert calls == ['missing', 'missing', 'a@b']
+    find("missing")
+    find("missing")
+    find("a@b")
+    find("a@b")
+    assert calls == ["missing", "missing", "a@b"]
 
 
 # --- validate -------------------------------------------------------------------
@@ -258,61 +258,61 @@ def test_validate_receives_cache_entry():
 
     @cachu.cache(ttl=300, validate=check)
     def validated(x):
-        return {'x': x}
+        return {"x": x}
 
     before = time.time()
     validated(1)
     after = time.time()
     assert entries == []  # not consulted on a plain miss
-    assert validated(1) == {'x': 1}
+    assert validated(1) == {"x": 1}
     assert entries
     entry = entries[-1]
     assert isinstance(entry, CacheEntry)
-    assert entry.value == {'x': 1}
+    assert entry.value == {"x": 1}
     assert before - 0.5 <= entry.created_at <= after + 0.5
     assert 0 <= entry.age < 30
 
 
 def test_validate_false_recomputes_and_overwrites():
-    counter = {'n': 0}
-    accept = {'ok': False}
+    counter = {"n": 0}
+    accept = {"ok": False}
 
-    @cachu.cache(ttl=300, validate=lambda entry: accept['ok'])
+    @cachu.cache(ttl=300, validate=lambda entry: accept["ok"])
     def versioned(x):
-        counter['n'] += 1
-        return counter['n']
+        counter["n"] += 1
+        return counter["n"]
 
     assert versioned(1) == 1
     assert versioned(1) == 2  # rejected, recomputed, stored
-    accept['ok'] = True
+    accept["ok"] = True
     assert versioned(1) == 2  # the recomputed value was stored
     assert versioned.get(x=1) == 2
 
 
 def test_validate_on_value():
-    counter = {'n': 0}
+    counter = {"n": 0}
 
-    @cachu.cache(ttl=300, validate=lambda e: e.value['version'] == 2)
+    @cachu.cache(ttl=300, validate=lambda e: e.value["version"] == 2)
     def config_doc():
-        counter['n'] += 1
-        return {'version': counter['n']}
+        counter["n"] += 1
+        return {"version": counter["n"]}
 
-    assert config_doc() == {'version': 1}
-    assert config_doc() == {'version': 2}
-    assert config_doc() == {'version': 2}
-    assert counter['n'] == 2
+    assert config_doc() == {"version": 1}
+    assert config_doc() == {"version": 2}
+    assert config_doc() == {"version": 2}
+    assert counter["n"] == 2
 
 
 # --- per-call control ------------------------------------------------------------
 
 
 def test_skip_cache_reads_and_writes_nothing(region_keys):
-    counter = {'n': 0}
+    counter = {"n": 0}
 
     @cachu.cache(ttl=300)
     def skippable(x):
-        counter['n'] += 1
-        return counter['n']
+        counter["n"] += 1
+        return counter["n"]
 
     assert skippable(1, _skip_cache=True) == 1
     assert region_keys(300) == []
@@ -323,12 +323,12 @@ def test_skip_cache_reads_and_writes_nothing(region_keys):
 
 
 def test_overwrite_cache_recomputes_and_stores():
-    counter = {'n': 0}
+    counter = {"n": 0}
 
     @cachu.cache(ttl=300)
     def overwritable(x):
-        counter['n'] += 1
-        return counter['n']
+        counter["n"] += 1
+        return counter["n"]
 
     assert overwritable(1) == 1
     assert overwritable(1) == 1
@@ -354,7 +354,7 @@ def test_control_flags_are_not_passed_to_function():
     assert loose(1, _skip_cache=True) == 1
     assert loose(2, _overwrite_cache=True) == 2
     assert loose(3, _skip_cache=False, _overwrite_cache=False, extra=1) == 3
-    assert received == [{}, {}, {'extra': 1}]
+    assert received == [{}, {}, {"extra": 1}]
 
 
 # --- disable / enable ------------------------------------------------------------
@@ -380,12 +380,12 @@ def test_disable_bypasses_cache(region_keys):
 
 
 def test_disable_does_not_read_existing_entries():
-    counter = {'n': 0}
+    counter = {"n": 0}
 
     @cachu.cache(ttl=300)
     def stale_when_disabled(x):
-        counter['n'] += 1
-        return counter['n']
+        counter["n"] += 1
+        return counter["n"]
 
     assert stale_when_disabled(1) == 1
     cachu.disable()
@@ -407,14 +407,14 @@ def test_instance_method():
         @cachu.cache(ttl=300)
         def fetch(self, item_id):
             calls.append(item_id)
-            return f'{self.prefix}-{item_id}'
+            return f"{self.prefix}-{item_id}"
 
-    repo = Repository('r')
-    assert repo.fetch(1) == 'r-1'
-    assert repo.fetch(1) == 'r-1'
-    assert repo.fetch(item_id=2) == 'r-2'
+    repo = Repository("r")
+    assert repo.fetch(1) == "r-1"
+    assert repo.fetch(1) == "r-1"
+    assert repo.fetch(item_id=2) == "r-2"
     # self is not part of the key: another instance shares the entry
-    assert Repository('other').fetch(1) == 'r-1'
+    assert Repository("other").fetch(1) == "r-1"
     assert calls == [1, 2]
 
 
@@ -422,7 +422,7 @@ def test_classmethod():
     calls = []
 
     class Users:
-        DEFAULT = (('id', 0),)
+        DEFAULT = (("id", 0),)
 
         @classmethod
         @cachu.cache(ttl=300)
@@ -434,12 +434,12 @@ def test_classmethod():
         @cachu.cache(ttl=300)
         def by_id(cls, user_id):
             calls.append(user_id)
-            return {'id': user_id}
+            return {"id": user_id}
 
-    assert Users.default_user() == {'id': 0}
-    assert Users().default_user() == {'id': 0}
-    assert Users.by_id(5) == {'id': 5}
-    assert Users.by_id(5) == {'id': 5}
+    assert Users.default_user() == {"id": 0}
+    assert Users().default_user() == {"id": 0}
+    assert Users.by_id(5) == {"id": 5}
+    assert Users.by_id(5) == {"id": 5}
     assert calls == [Users, 5]
 
 
@@ -451,11 +451,11 @@ def test_staticmethod():
         @cachu.cache(ttl=300)
         def guest(n=0):
             calls.append(n)
-            return {'id': n, 'name': 'Guest'}
+            return {"id": n, "name": "Guest"}
 
-    assert Guests.guest() == {'id': 0, 'name': 'Guest'}
-    assert Guests().guest() == {'id': 0, 'name': 'Guest'}
-    assert Guests.guest(0) == {'id': 0, 'name': 'Guest'}
+    assert Guests.guest() == {"id": 0, "name": "Guest"}
+    assert Guests().guest() == {"id": 0, "name": "Guest"}
+    assert Guests.guest(0) == {"id": 0, "name": "Guest"}
     assert calls == [0]
 
 
@@ -463,11 +463,11 @@ def test_helpers_on_method():
     class Store:
         @cachu.cache(ttl=300)
         def item(self, item_id):
-            return {'item': item_id}
+            return {"item": item_id}
 
     Store().item(4)
-    assert Store.item.get(item_id=4) == {'item': 4}
-    assert cachu.cache_get(Store.item, item_id=4) == {'item': 4}
+    assert Store.item.get(item_id=4) == {"item": 4}
+    assert cachu.cache_get(Store.item, item_id=4) == {"item": 4}
 
 
 # --- metadata -------------------------------------------------------------------
@@ -480,10 +480,10 @@ def module_level_target(a, b=1):
 
 def test_metadata_preserved():
     decorated = cachu.cache(ttl=300)(module_level_target)
-    assert decorated.__name__ == 'module_level_target'
-    assert decorated.__doc__ == 'Docstring of the target.'
+    assert decorated.__name__ == "module_level_target"
+    assert decorated.__doc__ == "Docstring of the target."
     assert decorated.__module__ == module_level_target.__module__
-    assert decorated.__qualname__ == 'module_level_target'
+    assert decorated.__qualname__ == "module_level_target"
     assert decorated.__wrapped__ is module_level_target
     assert decorated(1) == 2
 
@@ -494,10 +494,10 @@ def test_nested_metadata_preserved():
         return x
 
     decorated = cachu.cache(ttl=60)(inner_target)
-    assert decorated.__name__ == 'inner_target'
+    assert decorated.__name__ == "inner_target"
     assert decorated.__qualname__ == inner_target.__qualname__
-    assert decorated.__qualname__.endswith('<locals>.inner_target')
-    assert decorated.__doc__ == 'Inner doc.'
+    assert decorated.__qualname__.endswith("<locals>.inner_target")
+    assert decorated.__doc__ == "Inner doc."
     assert decorated.__wrapped__ is inner_target
     assert not inspect.iscoroutinefunction(decorated)
 
@@ -514,9 +514,9 @@ def test_signature_of_wrapped_visible():
 
 
 def test_package_override_uses_that_packages_config(region_keys):
-    cachu.configure(key_prefix='mine:')
+    cachu.configure(key_prefix="mine:")
 
-    @cachu.cache(ttl=300, package='otherlib')
+    @cachu.cache(ttl=300, package="otherlib")
     def cross_pkg(x):
         return x
 
@@ -527,8 +527,8 @@ def test_package_override_uses_that_packages_config(region_keys):
     cross_pkg(1)
     own_pkg(1)
     # otherlib never called configure(): it uses the defaults (no prefix)
-    assert region_keys(300) == ['5m:mine:own_pkg|x=1']
-    assert region_keys(300, package='otherlib') == ['5m:cross_pkg|x=1']
-    cachu.configure(key_prefix='theirs:')  # still this package's config
+    assert region_keys(300) == ["5m:mine:own_pkg|x=1"]
+    assert region_keys(300, package="otherlib") == ["5m:cross_pkg|x=1"]
+    cachu.configure(key_prefix="theirs:")  # still this package's config
     cross_pkg(2)
-    assert region_keys(300, package='otherlib') == ['5m:cross_pkg|x=1', '5m:cross_pkg|x=2']
+    assert region_keys(300, package="otherlib") == ["5m:cross_pkg|x=1", "5m:cross_pkg|x=2"]

@@ -16,22 +16,23 @@ class Boom(Exception):
 
 
 def test_configure_unknown_backend():
-    with pytest.raises(ValueError, match='bogus'):
-        cachu.configure(backend='bogus')
+    with pytest.raises(ValueError, match="bogus"):
+        cachu.configure(backend="bogus")
 
 
 def test_failed_configure_changes_nothing():
-    backend = cachu.configure(key_prefix='keep:').backend
+    backend = cachu.configure(key_prefix="keep:").backend
     with pytest.raises(ValueError):
-        cachu.configure(backend='bogus', key_prefix='lost:')
-    assert cachu.get_config().key_prefix == 'keep:'
+        cachu.configure(backend="bogus", key_prefix="lost:")
+    assert cachu.get_config().key_prefix == "keep:"
     assert cachu.get_config().backend == backend
 
 
 def test_decorator_unknown_backend():
     # Raising at decoration is best; raising at the first call is acceptable.
-    with pytest.raises(ValueError, match='bogus'):
-        @cachu.cache(ttl=300, backend='bogus')
+    with pytest.raises(ValueError, match="bogus"):
+
+        @cachu.cache(ttl=300, backend="bogus")
         def bad_backend(x):
             return x
 
@@ -39,14 +40,14 @@ def test_decorator_unknown_backend():
 
 
 def test_get_backend_unknown_backend():
-    with pytest.raises(ValueError, match='nosuch'):
-        cachu.get_backend('nosuch', ttl=300)
+    with pytest.raises(ValueError, match="nosuch"):
+        cachu.get_backend("nosuch", ttl=300)
 
 
 # --- ttl ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('ttl', ['5', b'5', [5], object()], ids=['str', 'bytes', 'list', 'object'])
+@pytest.mark.parametrize("ttl", ["5", b"5", [5], object()], ids=["str", "bytes", "list", "object"])
 def test_ttl_of_wrong_type_rejected_at_decoration(ttl):
     def target(x):
         return x
@@ -55,7 +56,7 @@ def test_ttl_of_wrong_type_rejected_at_decoration(ttl):
         cachu.cache(ttl=ttl)(target)
 
 
-@pytest.mark.parametrize('ttl', [0, -1, -300])
+@pytest.mark.parametrize("ttl", [0, -1, -300])
 def test_zero_and_negative_ttl_are_legal(ttl):
     calls = []
 
@@ -73,15 +74,15 @@ def test_zero_and_negative_ttl_are_legal(ttl):
 
 
 def test_file_dir_missing(tmp_path):
-    missing = tmp_path / 'does' / 'not' / 'exist'
+    missing = tmp_path / "does" / "not" / "exist"
     with pytest.raises(ValueError):
         cachu.configure(file_dir=str(missing))
     assert cachu.get_config().file_dir != str(missing)
 
 
 def test_file_dir_is_a_file(tmp_path):
-    path = tmp_path / 'a_file'
-    path.write_text('x')
+    path = tmp_path / "a_file"
+    path.write_text("x")
     with pytest.raises(ValueError):
         cachu.configure(file_dir=str(path))
 
@@ -89,21 +90,21 @@ def test_file_dir_is_a_file(tmp_path):
 def _unwritable_dir(tmp_path):
     """A directory this user cannot create files in: a 0o555 one, or, for
     root (whom modes do not stop), a procfs directory nobody may write."""
-    ro = tmp_path / 'readonly'
+    ro = tmp_path / "readonly"
     ro.mkdir()
     ro.chmod(0o555)
     if not os.access(ro, os.W_OK):
         return str(ro)
-    for candidate in ('/proc/1', '/proc/self/fdinfo'):
+    for candidate in ("/proc/1", "/proc/self/fdinfo"):
         if os.path.isdir(candidate) and not os.access(candidate, os.W_OK):
             return candidate
-    pytest.skip('no directory this user cannot write to')
+    pytest.skip("no directory this user cannot write to")
 
 
 def test_file_dir_not_writable(tmp_path):
     path = _unwritable_dir(tmp_path)
     cachu.configure(file_dir=str(tmp_path))
-    with pytest.raises(ValueError, match='not writable'):
+    with pytest.raises(ValueError, match="not writable"):
         cachu.configure(file_dir=path)
     # The bad value was refused whole: the previous directory stays.
     assert cachu.get_config().file_dir == str(tmp_path)
@@ -117,9 +118,9 @@ def test_file_dir_valid(tmp_path):
 
 
 @pytest.mark.parametrize(
-    'make_value',
-    [lambda: {'fn': lambda: 1}, lambda: {'lock': threading.Lock()}, lambda: [threading.Lock()]],
-    ids=['lambda', 'lock', 'lock-in-list'],
+    "make_value",
+    [lambda: {"fn": lambda: 1}, lambda: {"lock": threading.Lock()}, lambda: [threading.Lock()]],
+    ids=["lambda", "lock", "lock-in-list"],
 )
 def test_unpicklable_result_raises_at_call(region_keys, make_value):
     calls = []
@@ -127,29 +128,29 @@ def test_unpicklable_result_raises_at_call(region_keys, make_value):
     @cachu.cache(ttl=300)
     def unpicklable(x):
         calls.append(x)
-        return make_value() if x == 'bad' else {'x': x}
+        return make_value() if x == "bad" else {"x": x}
 
-    assert unpicklable('good') == {'x': 'good'}
+    assert unpicklable("good") == {"x": "good"}
     with pytest.raises(Exception) as excinfo:
-        unpicklable('bad')
+        unpicklable("bad")
     assert str(excinfo.value)
     # nothing stored for the bad key, the good entry intact, the key lock released
     assert region_keys(300) == ["5m:unpicklable|x='good'"]
-    assert unpicklable('good') == {'x': 'good'}
+    assert unpicklable("good") == {"x": "good"}
     with pytest.raises(Exception) as again:
-        unpicklable('bad')
+        unpicklable("bad")
     assert str(again.value)
-    assert calls == ['good', 'bad', 'bad']
+    assert calls == ["good", "bad", "bad"]
 
 
 def test_unpicklable_value_in_backend_set():
-    mem = cachu.get_backend('memory', ttl=300)
-    mem.set('ok', [1], 300)
+    mem = cachu.get_backend("memory", ttl=300)
+    mem.set("ok", [1], 300)
     with pytest.raises(Exception) as excinfo:
-        mem.set('bad', {'lock': threading.Lock()}, 300)
+        mem.set("bad", {"lock": threading.Lock()}, 300)
     assert str(excinfo.value)
-    assert mem.get('bad') is NO_VALUE
-    assert mem.get('ok') == [1]
+    assert mem.get("bad") is NO_VALUE
+    assert mem.get("ok") == [1]
     assert mem.count() == 1
 
 
@@ -163,7 +164,7 @@ def test_unpicklable_value_in_helpers():
         helper_target.set(lambda: 0, x=2)
     assert str(via_helper.value)
     with pytest.raises(Exception) as via_cache_set:
-        cachu.cache_set(helper_target, {'l': threading.Lock()}, x=3)
+        cachu.cache_set(helper_target, {"l": threading.Lock()}, x=3)
     assert str(via_cache_set.value)
     assert helper_target.get(x=1) == 1
     assert helper_target.get(default=None, x=2) is None
@@ -175,17 +176,17 @@ def test_unpicklable_rejected_by_cache_if_is_fine():
 
     @cachu.cache(ttl=300, cache_if=lambda r: not isinstance(r, dict))
     def rejected(x):
-        return {'lock': lock}
+        return {"lock": lock}
 
-    assert rejected(1) == {'lock': lock}
-    assert rejected(1)['lock'] is lock
+    assert rejected(1) == {"lock": lock}
+    assert rejected(1)["lock"] is lock
 
 
 # --- user exceptions propagate unchanged -----------------------------------------------
 
 
 def test_function_exception_propagates(region_keys):
-    err = Boom('from function')
+    err = Boom("from function")
     calls = []
 
     @cachu.cache(ttl=300)
@@ -199,11 +200,11 @@ def test_function_exception_propagates(region_keys):
         assert excinfo.value is err
     assert calls == [1, 1]
     assert region_keys(300) == []
-    assert cachu.cache_get(raises, x=1, default='none') == 'none'
+    assert cachu.cache_get(raises, x=1, default="none") == "none"
 
 
 def test_cache_if_exception_propagates(region_keys):
-    err = Boom('from cache_if')
+    err = Boom("from cache_if")
 
     def bad_cache_if(result):
         raise err
@@ -219,7 +220,7 @@ def test_cache_if_exception_propagates(region_keys):
 
 
 def test_callable_ttl_exception_propagates(region_keys):
-    err = Boom('from ttl')
+    err = Boom("from ttl")
 
     def bad_ttl(result):
         raise err
@@ -235,7 +236,7 @@ def test_callable_ttl_exception_propagates(region_keys):
 
 
 def test_validate_exception_propagates():
-    err = Boom('from validate')
+    err = Boom("from validate")
     calls = []
 
     def bad_validate(entry):
@@ -255,22 +256,22 @@ def test_validate_exception_propagates():
 
 
 def test_exception_keeps_existing_entry():
-    state = {'fail': False}
+    state = {"fail": False}
 
     @cachu.cache(ttl=300)
     def sometimes(x):
-        if state['fail']:
+        if state["fail"]:
             raise Boom(x)
         return x
 
     sometimes(1)
-    state['fail'] = True
+    state["fail"] = True
     with pytest.raises(Boom):
         sometimes(1, _overwrite_cache=True)
     with pytest.raises(Boom):
         sometimes(2)
     assert sometimes(1) == 1
-    assert sometimes.get(default='none', x=2) == 'none'
+    assert sometimes.get(default="none", x=2) == "none"
 
 
 def test_base_exception_propagates():
@@ -280,4 +281,4 @@ def test_base_exception_propagates():
 
     with pytest.raises(KeyboardInterrupt):
         interrupts(1)
-    assert interrupts.get(default='none', x=1) == 'none'
+    assert interrupts.get(default="none", x=1) == "none"

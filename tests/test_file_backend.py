@@ -21,15 +21,15 @@ import cachu
 import pytest
 from cachu.backends import NO_VALUE
 
-PKG = 'test_file_backend'
-DB5MIN = f'{PKG}_cache5min.db'
+PKG = "test_file_backend"
+DB5MIN = f"{PKG}_cache5min.db"
 
 REFERENCE_SCHEMA = (
     (
-        'CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, '
-        'created_at REAL NOT NULL, expires_at REAL NOT NULL)'
+        "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+        "created_at REAL NOT NULL, expires_at REAL NOT NULL)"
     ),
-    'CREATE INDEX IF NOT EXISTS idx_cache_expires ON cache(expires_at)',
+    "CREATE INDEX IF NOT EXISTS idx_cache_expires ON cache(expires_at)",
 )
 
 
@@ -40,21 +40,21 @@ REFERENCE_SCHEMA = (
 # are two copies of SQLite, and two copies in one process do not see each
 # other's POSIX locks (https://sqlite.org/howtocorrupt.html, 2.2.1).
 
-PEER_SCRIPT = os.path.join(os.path.dirname(__file__), 'file_helpers', 'sqlite_peer.py')
+PEER_SCRIPT = os.path.join(os.path.dirname(__file__), "file_helpers", "sqlite_peer.py")
 _peer = None
 
 
 def _encode(value):
     if isinstance(value, bytes):
-        return {'$b': base64.b64encode(value).decode('ascii')}
+        return {"$b": base64.b64encode(value).decode("ascii")}
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
     return value
 
 
 def _decode(value):
-    if isinstance(value, dict) and '$b' in value:
-        return base64.b64decode(value['$b'])
+    if isinstance(value, dict) and "$b" in value:
+        return base64.b64decode(value["$b"])
     if isinstance(value, list):
         return tuple(_decode(v) for v in value)
     return value
@@ -72,23 +72,23 @@ def sql(path, statements, write=False):
             text=True,
         )
     request = {
-        'path': str(path),
-        'write': write,
-        'statements': [[q, _encode(list(params))] for q, params in statements],
+        "path": str(path),
+        "write": write,
+        "statements": [[q, _encode(list(params))] for q, params in statements],
     }
-    _peer.stdin.write(json.dumps(request) + '\n')
+    _peer.stdin.write(json.dumps(request) + "\n")
     _peer.stdin.flush()
     reply = json.loads(_peer.stdout.readline())
-    if not reply['ok']:
-        raise RuntimeError(f'sqlite peer: {reply["error"]}')
-    return [[_decode(row) for row in rows] for rows in reply['results']]
+    if not reply["ok"]:
+        raise RuntimeError(f"sqlite peer: {reply['error']}")
+    return [[_decode(row) for row in rows] for rows in reply["results"]]
 
 
 def query(path, q, params=()):
     return sql(path, [(q, params)])[0]
 
 
-@pytest.fixture(scope='module', autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _stop_peer():
     yield
     global _peer
@@ -99,7 +99,7 @@ def _stop_peer():
         _peer = None
 
 
-INSERT = 'INSERT OR REPLACE INTO cache (key, value, created_at, expires_at) VALUES (?, ?, ?, ?)'
+INSERT = "INSERT OR REPLACE INTO cache (key, value, created_at, expires_at) VALUES (?, ?, ?, ?)"
 
 
 def make_reference_db(path, rows=()):
@@ -113,29 +113,29 @@ def insert_rows(path, rows):
 
 
 def delete_rows(path, where, params=()):
-    sql(path, [(f'DELETE FROM cache WHERE {where}', params)], write=True)
+    sql(path, [(f"DELETE FROM cache WHERE {where}", params)], write=True)
 
 
 def read_rows(path):
     """{key: (value bytes, created_at, expires_at)} of every row, expired or not."""
-    rows = query(path, 'SELECT key, value, created_at, expires_at FROM cache')
+    rows = query(path, "SELECT key, value, created_at, expires_at FROM cache")
     return {k: (v, c, e) for k, v, c, e in rows}
 
 
-def row_count(path, where='1', params=()):
-    return query(path, f'SELECT COUNT(*) FROM cache WHERE {where}', params)[0][0]
+def row_count(path, where="1", params=()):
+    return query(path, f"SELECT COUNT(*) FROM cache WHERE {where}", params)[0][0]
 
 
 def integrity(path):
-    return query(path, 'PRAGMA integrity_check')[0][0]
+    return query(path, "PRAGMA integrity_check")[0][0]
 
 
 def db_files(directory):
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith('.db'))
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".db"))
 
 
 def corrupt_files(directory):
-    return sorted(p.name for p in directory.iterdir() if '.corrupt-' in p.name)
+    return sorted(p.name for p in directory.iterdir() if ".corrupt-" in p.name)
 
 
 class Calls:
@@ -152,7 +152,7 @@ class Calls:
 
 @pytest.fixture
 def fdir(tmp_path):
-    d = tmp_path / 'cache'
+    d = tmp_path / "cache"
     d.mkdir()
     cachu.configure(file_dir=str(d))
     return d
@@ -162,49 +162,49 @@ def fdir(tmp_path):
 
 
 @pytest.mark.parametrize(
-    'ttl, name',
+    "ttl, name",
     [
-        (1, 'cache1sec.db'),
-        (30, 'cache30sec.db'),
-        (59, 'cache59sec.db'),
-        (60, 'cache1min.db'),
-        (90, 'cache1min.db'),
-        (300, 'cache5min.db'),
-        (3599, 'cache59min.db'),
-        (3600, 'cache1hour.db'),
-        (7200, 'cache2hour.db'),
-        (86400, 'cache24hour.db'),
-        (86400 * 2, 'cache48hour.db'),
+        (1, "cache1sec.db"),
+        (30, "cache30sec.db"),
+        (59, "cache59sec.db"),
+        (60, "cache1min.db"),
+        (90, "cache1min.db"),
+        (300, "cache5min.db"),
+        (3599, "cache59min.db"),
+        (3600, "cache1hour.db"),
+        (7200, "cache2hour.db"),
+        (86400, "cache24hour.db"),
+        (86400 * 2, "cache48hour.db"),
     ],
 )
 def test_file_name_per_ttl_region(fdir, ttl, name):
-    @cachu.cache(ttl=ttl, backend='file')
+    @cachu.cache(ttl=ttl, backend="file")
     def fn(x):
         return x
 
     assert fn(1) == 1
-    assert db_files(fdir) == [f'{PKG}_{name}']
+    assert db_files(fdir) == [f"{PKG}_{name}"]
 
 
 def test_file_name_for_explicit_package(fdir):
-    cachu.configure(file_dir=str(fdir), package='otherpkg')
+    cachu.configure(file_dir=str(fdir), package="otherpkg")
 
-    @cachu.cache(ttl=300, backend='file', package='otherpkg')
+    @cachu.cache(ttl=300, backend="file", package="otherpkg")
     def fn(x):
         return x
 
     fn(1)
-    assert db_files(fdir) == ['otherpkg_cache5min.db']
+    assert db_files(fdir) == ["otherpkg_cache5min.db"]
 
 
 def test_get_backend_uses_the_same_file(fdir):
-    backend = cachu.get_backend('file', ttl=7200)
-    backend.set('k', 1, 7200)
-    assert db_files(fdir) == [f'{PKG}_cache2hour.db']
+    backend = cachu.get_backend("file", ttl=7200)
+    backend.set("k", 1, 7200)
+    assert db_files(fdir) == [f"{PKG}_cache2hour.db"]
 
 
 def test_importing_and_decorating_create_no_file(fdir):
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
         return x
 
@@ -212,7 +212,7 @@ def test_importing_and_decorating_create_no_file(fdir):
 
 
 def test_table_and_index_layout(fdir, tmp_path):
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
         return x
 
@@ -222,9 +222,9 @@ def test_table_and_index_layout(fdir, tmp_path):
     info, index_list, index_info, ours = sql(
         path,
         [
-            ('PRAGMA table_info(cache)', ()),
-            ('PRAGMA index_list(cache)', ()),
-            ('PRAGMA index_info(idx_cache_expires)', ()),
+            ("PRAGMA table_info(cache)", ()),
+            ("PRAGMA index_list(cache)", ()),
+            ("PRAGMA index_info(idx_cache_expires)", ()),
             (master, ()),
         ],
     )
@@ -232,26 +232,26 @@ def test_table_and_index_layout(fdir, tmp_path):
     indexes = {row[1]: row for row in index_list}
     idx_cols = [row[2] for row in index_info]
     assert cols == [
-        ('key', 'TEXT', 0, 1),
-        ('value', 'BLOB', 1, 0),
-        ('created_at', 'REAL', 1, 0),
-        ('expires_at', 'REAL', 1, 0),
+        ("key", "TEXT", 0, 1),
+        ("value", "BLOB", 1, 0),
+        ("created_at", "REAL", 1, 0),
+        ("expires_at", "REAL", 1, 0),
     ]
-    assert 'idx_cache_expires' in indexes
-    assert indexes['idx_cache_expires'][2] == 0  # not unique
-    assert idx_cols == ['expires_at']
+    assert "idx_cache_expires" in indexes
+    assert indexes["idx_cache_expires"][2] == 0  # not unique
+    assert idx_cols == ["expires_at"]
 
     # The stored schema is exactly what the reference's statements produce.
-    ref = tmp_path / 'reference.db'
+    ref = tmp_path / "reference.db"
     make_reference_db(ref)
     theirs = query(ref, master)
     assert sorted(ours) == sorted(theirs)
 
 
 def test_row_written_by_decorator_is_plain_pickle(fdir):
-    result = {'id': 2, 'name': 'Ann', 'tags': ['a', 'b'], 'score': 1.5}
+    result = {"id": 2, "name": "Ann", "tags": ["a", "b"], "score": 1.5}
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def get_user(user_id):
         return result
 
@@ -260,30 +260,30 @@ def test_row_written_by_decorator_is_plain_pickle(fdir):
     t1 = time.time()
 
     rows = read_rows(fdir / DB5MIN)
-    assert list(rows) == ['5m:get_user|user_id=2']
-    value, created_at, expires_at = rows['5m:get_user|user_id=2']
+    assert list(rows) == ["5m:get_user|user_id=2"]
+    value, created_at, expires_at = rows["5m:get_user|user_id=2"]
     assert value == pickle.dumps(result)
     assert pickle.loads(value) == result
     assert t0 - 0.01 <= created_at <= t1 + 0.01
     assert expires_at == pytest.approx(created_at + 300, abs=1e-3)
     [types] = query(
         fdir / DB5MIN,
-        'SELECT typeof(key), typeof(value), typeof(created_at), typeof(expires_at) FROM cache',
+        "SELECT typeof(key), typeof(value), typeof(created_at), typeof(expires_at) FROM cache",
     )
-    assert types == ('text', 'blob', 'real', 'real')
+    assert types == ("text", "blob", "real", "real")
 
 
 def test_row_key_with_prefix_and_tag(fdir):
-    cachu.configure(key_prefix='v1:')
+    cachu.configure(key_prefix="v1:")
 
-    @cachu.cache(ttl=300, backend='file', tag='users')
+    @cachu.cache(ttl=300, backend="file", tag="users")
     def get_user(user_id, active=True):
         return [user_id, active]
 
     get_user(7)
     rows = read_rows(fdir / DB5MIN)
-    assert list(rows) == ['5m:v1:get_user||users||active=True user_id=7']
-    assert pickle.loads(rows['5m:v1:get_user||users||active=True user_id=7'][0]) == [7, True]
+    assert list(rows) == ["5m:v1:get_user||users||active=True user_id=7"]
+    assert pickle.loads(rows["5m:v1:get_user||users||active=True user_id=7"][0]) == [7, True]
 
 
 def test_reference_rows_are_hits(fdir):
@@ -292,59 +292,69 @@ def test_reference_rows_are_hits(fdir):
     make_reference_db(
         fdir / DB5MIN,
         [
-            ('5m:get_user|user_id=1', pickle.dumps({'id': 1, 'from': 'reference'}), created,
-             created + 300),
-            ('5m:get_user|user_id=2', pickle.dumps(None), created, created + 300),
-            ('5m:get_user|user_id=3', pickle.dumps({'old': True}), now - 400, now - 100),
+            (
+                "5m:get_user|user_id=1",
+                pickle.dumps({"id": 1, "from": "reference"}),
+                created,
+                created + 300,
+            ),
+            ("5m:get_user|user_id=2", pickle.dumps(None), created, created + 300),
+            ("5m:get_user|user_id=3", pickle.dumps({"old": True}), now - 400, now - 100),
         ],
     )
     calls = []
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def get_user(user_id):
         calls.append(user_id)
-        return {'id': user_id, 'from': 'function'}
+        return {"id": user_id, "from": "function"}
 
-    assert get_user(1) == {'id': 1, 'from': 'reference'}
-    assert get_user(user_id=1) == {'id': 1, 'from': 'reference'}
+    assert get_user(1) == {"id": 1, "from": "reference"}
+    assert get_user(user_id=1) == {"id": 1, "from": "reference"}
     assert get_user(2) is None  # a cached None is a hit too
     assert calls == []
-    assert get_user(3) == {'id': 3, 'from': 'function'}  # expired row: a miss
+    assert get_user(3) == {"id": 3, "from": "function"}  # expired row: a miss
     assert calls == [3]
     info = cachu.cache_info(get_user)
     assert (info.hits, info.misses) == (3, 1)
 
     # created_at is read back as stored
-    value, created_at = cachu.get_backend('file', ttl=300).get_with_metadata(
-        '5m:get_user|user_id=1'
+    value, created_at = cachu.get_backend("file", ttl=300).get_with_metadata(
+        "5m:get_user|user_id=1"
     )
-    assert value == {'id': 1, 'from': 'reference'}
+    assert value == {"id": 1, "from": "reference"}
     assert created_at == pytest.approx(created, abs=1e-6)
 
 
 def test_reference_row_with_prefix_and_tag_is_a_hit(fdir):
-    cachu.configure(key_prefix='v1:')
+    cachu.configure(key_prefix="v1:")
     created = time.time()
     make_reference_db(
         fdir / DB5MIN,
-        [('5m:v1:get_user||users||user_id=9', pickle.dumps('from reference'), created,
-          created + 300)],
+        [
+            (
+                "5m:v1:get_user||users||user_id=9",
+                pickle.dumps("from reference"),
+                created,
+                created + 300,
+            )
+        ],
     )
 
-    @cachu.cache(ttl=300, backend='file', tag='users')
+    @cachu.cache(ttl=300, backend="file", tag="users")
     def get_user(user_id):
-        raise AssertionError('must not be called')
+        raise AssertionError("must not be called")
 
-    assert get_user(9) == 'from reference'
-    assert get_user.get(user_id=9) == 'from reference'
-    assert cachu.cache_get(get_user, user_id=9) == 'from reference'
+    assert get_user(9) == "from reference"
+    assert get_user.get(user_id=9) == "from reference"
+    assert cachu.cache_get(get_user, user_id=9) == "from reference"
 
 
 def test_validate_sees_reference_created_at(fdir):
     created = time.time() - 100
     make_reference_db(
         fdir / DB5MIN,
-        [('5m:price|symbol=\'X\'', pickle.dumps(1.0), created, created + 300)],
+        [("5m:price|symbol='X'", pickle.dumps(1.0), created, created + 300)],
     )
     seen = []
 
@@ -352,11 +362,11 @@ def test_validate_sees_reference_created_at(fdir):
         seen.append((entry.value, entry.created_at, entry.age))
         return entry.age < 50
 
-    @cachu.cache(ttl=300, backend='file', validate=validate)
+    @cachu.cache(ttl=300, backend="file", validate=validate)
     def price(symbol):
         return 2.0
 
-    assert price('X') == 2.0  # too old: recomputed and overwritten
+    assert price("X") == 2.0  # too old: recomputed and overwritten
     assert seen  # (it may be asked again after taking the per-key lock)
     for value, created_at, age in seen:
         assert value == 1.0
@@ -371,87 +381,87 @@ def test_validate_sees_reference_created_at(fdir):
 def test_hand_written_rows_after_open_are_seen(fdir):
     """Rows another process (e.g. the reference) adds to an open database."""
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
-        return ('computed', x)
+        return ("computed", x)
 
-    assert fn(1) == ('computed', 1)
+    assert fn(1) == ("computed", 1)
     now = time.time()
-    insert_rows(fdir / DB5MIN, [('5m:fn|x=2', pickle.dumps(('hand', 2)), now, now + 300)])
-    assert fn(2) == ('hand', 2)
+    insert_rows(fdir / DB5MIN, [("5m:fn|x=2", pickle.dumps(("hand", 2)), now, now + 300)])
+    assert fn(2) == ("hand", 2)
     # and a row the other side deleted is gone for us too
-    delete_rows(fdir / DB5MIN, 'key = ?', ('5m:fn|x=1',))
-    assert fn.get(default='missing', x=1) == 'missing'
+    delete_rows(fdir / DB5MIN, "key = ?", ("5m:fn|x=1",))
+    assert fn.get(default="missing", x=1) == "missing"
 
 
 # ---------------------------------------------------------------- backend object
 
 
 def test_backend_object_methods(fdir):
-    b = cachu.get_backend('file', ttl=300)
-    assert b.get('nope') is NO_VALUE
-    assert b.get_with_metadata('nope') == (NO_VALUE, None)
+    b = cachu.get_backend("file", ttl=300)
+    assert b.get("nope") is NO_VALUE
+    assert b.get_with_metadata("nope") == (NO_VALUE, None)
 
     t0 = time.time()
-    b.set('user:1', {'id': 1}, 300)
-    b.set('user:2', [1, 2], 300)
-    b.set('user:10', 'ten', 300)
-    b.set('item:1', None, 300)
+    b.set("user:1", {"id": 1}, 300)
+    b.set("user:2", [1, 2], 300)
+    b.set("user:10", "ten", 300)
+    b.set("item:1", None, 300)
     t1 = time.time()
 
-    assert b.get('user:1') == {'id': 1}
-    assert b.get('item:1') is None
-    value, created = b.get_with_metadata('user:2')
+    assert b.get("user:1") == {"id": 1}
+    assert b.get("item:1") is None
+    value, created = b.get_with_metadata("user:2")
     assert value == [1, 2]
     assert t0 - 0.01 <= created <= t1 + 0.01
 
     # independent copies
-    got = b.get('user:2')
+    got = b.get("user:2")
     got.append(3)
-    assert b.get('user:2') == [1, 2]
+    assert b.get("user:2") == [1, 2]
 
-    assert sorted(b.keys()) == ['item:1', 'user:1', 'user:10', 'user:2']
-    assert sorted(b.keys('user:?')) == ['user:1', 'user:2']
-    assert sorted(b.keys('user:*')) == ['user:1', 'user:10', 'user:2']
-    assert sorted(b.keys('[iu]*:1')) == ['item:1', 'user:1']
+    assert sorted(b.keys()) == ["item:1", "user:1", "user:10", "user:2"]
+    assert sorted(b.keys("user:?")) == ["user:1", "user:2"]
+    assert sorted(b.keys("user:*")) == ["user:1", "user:10", "user:2"]
+    assert sorted(b.keys("[iu]*:1")) == ["item:1", "user:1"]
     assert b.count() == 4
-    assert b.count('user:*') == 3
-    assert b.count('none:*') == 0
+    assert b.count("user:*") == 3
+    assert b.count("none:*") == 0
 
-    b.delete('user:1')
-    assert b.get('user:1') is NO_VALUE
-    b.delete('user:1')  # deleting a missing key is fine
+    b.delete("user:1")
+    assert b.get("user:1") is NO_VALUE
+    b.delete("user:1")  # deleting a missing key is fine
     assert b.count() == 3
 
-    assert b.clear('user:*') == 2
-    assert sorted(b.keys()) == ['item:1']
+    assert b.clear("user:*") == 2
+    assert sorted(b.keys()) == ["item:1"]
     assert b.clear() == 1
     assert b.count() == 0
     assert row_count(fdir / DB5MIN) == 0
 
 
 def test_backend_set_uses_its_ttl_argument(fdir):
-    b = cachu.get_backend('file', ttl=300)
-    b.set('short', 1, 10)
-    _v, c, e = read_rows(fdir / DB5MIN)['short']
+    b = cachu.get_backend("file", ttl=300)
+    b.set("short", 1, 10)
+    _v, c, e = read_rows(fdir / DB5MIN)["short"]
     assert e == pytest.approx(c + 10, abs=1e-3)
 
 
 def test_backend_keys_and_count_skip_expired_rows(fdir):
-    b = cachu.get_backend('file', ttl=300)
-    b.set('live', 1, 300)
+    b = cachu.get_backend("file", ttl=300)
+    b.set("live", 1, 300)
     now = time.time()
-    insert_rows(fdir / DB5MIN, [('dead', pickle.dumps(2), now - 10, now - 5)])
-    assert list(b.keys()) == ['live']
+    insert_rows(fdir / DB5MIN, [("dead", pickle.dumps(2), now - 10, now - 5)])
+    assert list(b.keys()) == ["live"]
     assert b.count() == 1
-    assert b.get('dead') is NO_VALUE
+    assert b.get("dead") is NO_VALUE
 
 
 def test_backend_set_stores_plain_pickle(fdir):
-    b = cachu.get_backend('file', ttl=300)
-    value = {'a': (1, 2), 'b': {3, 4}}
-    b.set('k', value, 300)
-    assert read_rows(fdir / DB5MIN)['k'][0] == pickle.dumps(value)
+    b = cachu.get_backend("file", ttl=300)
+    value = {"a": (1, 2), "b": {3, 4}}
+    b.set("k", value, 300)
+    assert read_rows(fdir / DB5MIN)["k"][0] == pickle.dumps(value)
 
 
 # ---------------------------------------------------------------- decorator & CRUD
@@ -460,19 +470,19 @@ def test_backend_set_stores_plain_pickle(fdir):
 def test_decorator_round_trip(fdir):
     calls = []
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def get_user(user_id, verbose=False):
         calls.append(user_id)
-        return {'id': user_id, 'items': list(range(user_id))}
+        return {"id": user_id, "items": list(range(user_id))}
 
-    assert get_user(3) == {'id': 3, 'items': [0, 1, 2]}
-    assert get_user(3) == {'id': 3, 'items': [0, 1, 2]}
-    assert get_user(user_id=3) == {'id': 3, 'items': [0, 1, 2]}
-    assert get_user(4) == {'id': 4, 'items': [0, 1, 2, 3]}
+    assert get_user(3) == {"id": 3, "items": [0, 1, 2]}
+    assert get_user(3) == {"id": 3, "items": [0, 1, 2]}
+    assert get_user(user_id=3) == {"id": 3, "items": [0, 1, 2]}
+    assert get_user(4) == {"id": 4, "items": [0, 1, 2, 3]}
     assert calls == [3, 4]
     got = get_user(3)
-    got['items'].append('x')
-    assert get_user(3) == {'id': 3, 'items': [0, 1, 2]}
+    got["items"].append("x")
+    assert get_user(3) == {"id": 3, "items": [0, 1, 2]}
     info = cachu.cache_info(get_user)
     assert (info.hits, info.misses, info.currsize) == (4, 2, 2)
 
@@ -480,62 +490,63 @@ def test_decorator_round_trip(fdir):
 def test_helpers(fdir):
     calls = []
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def get_user(user_id):
         calls.append(user_id)
-        return {'id': user_id, 'n': len(calls)}
+        return {"id": user_id, "n": len(calls)}
 
     with pytest.raises(KeyError):
         get_user.get(user_id=1)
     assert get_user.get(default=None, user_id=1) is None
 
-    get_user.set({'id': 1, 'name': 'Set'}, user_id=1)
-    assert get_user.get(user_id=1) == {'id': 1, 'name': 'Set'}
-    assert get_user(1) == {'id': 1, 'name': 'Set'}
+    get_user.set({"id": 1, "name": "Set"}, user_id=1)
+    assert get_user.get(user_id=1) == {"id": 1, "name": "Set"}
+    assert get_user(1) == {"id": 1, "name": "Set"}
     assert calls == []
-    assert pickle.loads(read_rows(fdir / DB5MIN)['5m:get_user|user_id=1'][0]) == {
-        'id': 1, 'name': 'Set'}
+    assert pickle.loads(read_rows(fdir / DB5MIN)["5m:get_user|user_id=1"][0]) == {
+        "id": 1,
+        "name": "Set",
+    }
 
     get_user.invalidate(user_id=1)
     assert row_count(fdir / DB5MIN) == 0
-    assert get_user.get(default='gone', user_id=1) == 'gone'
+    assert get_user.get(default="gone", user_id=1) == "gone"
 
-    assert get_user(1) == {'id': 1, 'n': 1}
-    assert get_user.refresh(user_id=1) == {'id': 1, 'n': 2}
-    assert get_user(1) == {'id': 1, 'n': 2}
-    assert get_user.original(1) == {'id': 1, 'n': 3}
-    assert get_user(1) == {'id': 1, 'n': 2}
-    assert pickle.loads(read_rows(fdir / DB5MIN)['5m:get_user|user_id=1'][0]) == {
-        'id': 1, 'n': 2}
+    assert get_user(1) == {"id": 1, "n": 1}
+    assert get_user.refresh(user_id=1) == {"id": 1, "n": 2}
+    assert get_user(1) == {"id": 1, "n": 2}
+    assert get_user.original(1) == {"id": 1, "n": 3}
+    assert get_user(1) == {"id": 1, "n": 2}
+    assert pickle.loads(read_rows(fdir / DB5MIN)["5m:get_user|user_id=1"][0]) == {"id": 1, "n": 2}
 
 
 def test_crud_functions(fdir):
-    @cachu.cache(ttl=300, backend='file', tag='users')
+    @cachu.cache(ttl=300, backend="file", tag="users")
     def get_user(user_id):
-        return {'id': user_id}
+        return {"id": user_id}
 
-    key = '5m:get_user||users||user_id=123'
+    key = "5m:get_user||users||user_id=123"
     with pytest.raises(KeyError):
         cachu.cache_get(get_user, user_id=123)
     assert cachu.cache_get(get_user, user_id=123, default=None) is None
 
-    cachu.cache_set(get_user, {'id': 123, 'name': 'Updated'}, user_id=123)
-    assert pickle.loads(read_rows(fdir / DB5MIN)[key][0]) == {'id': 123, 'name': 'Updated'}
-    assert cachu.cache_get(get_user, user_id=123) == {'id': 123, 'name': 'Updated'}
-    assert get_user(123) == {'id': 123, 'name': 'Updated'}
+    cachu.cache_set(get_user, {"id": 123, "name": "Updated"}, user_id=123)
+    assert pickle.loads(read_rows(fdir / DB5MIN)[key][0]) == {"id": 123, "name": "Updated"}
+    assert cachu.cache_get(get_user, user_id=123) == {"id": 123, "name": "Updated"}
+    assert get_user(123) == {"id": 123, "name": "Updated"}
 
     cachu.cache_delete(get_user, user_id=123)
     assert key not in read_rows(fdir / DB5MIN)
-    assert cachu.cache_get(get_user, user_id=123, default='x') == 'x'
-    assert get_user(123) == {'id': 123}
+    assert cachu.cache_get(get_user, user_id=123, default="x") == "x"
+    assert get_user(123) == {"id": 123}
 
 
 def test_cache_info_currsize(fdir):
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def f(x):
         return x
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def g(x):
         return x
 
@@ -545,7 +556,7 @@ def test_cache_info_currsize(fdir):
         g(i)
     now = time.time()
     # an expired row of f is not live
-    insert_rows(fdir / DB5MIN, [('5m:f|x=99', pickle.dumps(99), now - 10, now - 5)])
+    insert_rows(fdir / DB5MIN, [("5m:f|x=99", pickle.dumps(99), now - 10, now - 5)])
     assert cachu.cache_info(f).currsize == 5
     assert cachu.cache_info(g).currsize == 2
     f.invalidate(x=0)
@@ -553,20 +564,20 @@ def test_cache_info_currsize(fdir):
 
 
 def test_tag_clearing(fdir):
-    @cachu.cache(ttl=300, backend='file', tag='users')
+    @cachu.cache(ttl=300, backend="file", tag="users")
     def get_user(user_id):
         return user_id
 
-    @cachu.cache(ttl=300, backend='file', tag='products')
+    @cachu.cache(ttl=300, backend="file", tag="products")
     def get_product(product_id):
         return product_id
 
     for i in range(3):
         get_user(i)
         get_product(i)
-    assert cachu.cache_clear(tag='users', backend='file', ttl=300) == 3
+    assert cachu.cache_clear(tag="users", backend="file", ttl=300) == 3
     keys = sorted(read_rows(fdir / DB5MIN))
-    assert keys == [f'5m:get_product||products||product_id={i}' for i in range(3)]
+    assert keys == [f"5m:get_product||products||product_id={i}" for i in range(3)]
     assert cachu.cache_info(get_product).currsize == 3
     assert cachu.cache_info(get_user).currsize == 0
 
@@ -577,31 +588,33 @@ def test_clearing_table_for_file_backend(fdir):
             return x
 
         # currsize counts keys by function name: give each its own
-        fn.__name__ = fn.__qualname__ = f'fn_{backend}_{ttl}_{tag}'
+        fn.__name__ = fn.__qualname__ = f"fn_{backend}_{ttl}_{tag}"
         fn = cachu.cache(ttl=ttl, backend=backend, tag=tag)(fn)
         for i in range(2):
             fn(i)
         return fn
 
-    users300 = make(300, 'file', 'users')
-    other300 = make(300, 'file', 'other')
-    users60 = make(60, 'file', 'users')
-    other60 = make(60, 'file', 'other')
-    mem_users = make(300, 'memory', 'users')
-    mem_other = make(300, 'memory', 'other')
+    users300 = make(300, "file", "users")
+    other300 = make(300, "file", "other")
+    users60 = make(60, "file", "users")
+    other60 = make(60, "file", "other")
+    mem_users = make(300, "memory", "users")
+    mem_other = make(300, "memory", "other")
 
     def sizes():
-        return [cachu.cache_info(f).currsize
-                for f in (users300, other300, users60, other60, mem_users, mem_other)]
+        return [
+            cachu.cache_info(f).currsize
+            for f in (users300, other300, users60, other60, mem_users, mem_other)
+        ]
 
-    db60 = fdir / f'{PKG}_cache1min.db'
+    db60 = fdir / f"{PKG}_cache1min.db"
     assert sizes() == [2, 2, 2, 2, 2, 2]
 
     # ttl + tag + backend: only that tag in that region
-    assert cachu.cache_clear(tag='users', backend='file', ttl=300) == 2
+    assert cachu.cache_clear(tag="users", backend="file", ttl=300) == 2
     assert sizes() == [0, 2, 2, 2, 2, 2]
     # ttl + backend: the whole region
-    assert cachu.cache_clear(backend='file', ttl=300) == 2
+    assert cachu.cache_clear(backend="file", ttl=300) == 2
     assert sizes() == [0, 0, 2, 2, 2, 2]
     assert row_count(fdir / DB5MIN) == 0
     assert row_count(db60) == 4
@@ -610,10 +623,10 @@ def test_clearing_table_for_file_backend(fdir):
         users300(i)
         other300(i)
     # tag only: that tag across all backends
-    assert cachu.cache_clear(tag='users') == 6
+    assert cachu.cache_clear(tag="users") == 6
     assert sizes() == [0, 2, 0, 2, 0, 2]
     # backend only: every file region, memory untouched
-    assert cachu.cache_clear(backend='file') == 4
+    assert cachu.cache_clear(backend="file") == 4
     assert sizes() == [0, 0, 0, 0, 0, 2]
     assert row_count(fdir / DB5MIN) == 0
     assert row_count(db60) == 0
@@ -625,55 +638,55 @@ def test_clearing_table_for_file_backend(fdir):
 
 
 def test_clear_resets_counters(fdir):
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
         return x
 
     fn(1)
     fn(1)
-    cachu.cache_clear(backend='file', ttl=300)
+    cachu.cache_clear(backend="file", ttl=300)
     info = cachu.cache_info(fn)
     assert (info.hits, info.misses, info.currsize) == (0, 0, 0)
 
 
 def test_clear_with_package_from_elsewhere(fdir):
-    cachu.configure(file_dir=str(fdir), package='elsewhere')
+    cachu.configure(file_dir=str(fdir), package="elsewhere")
 
-    @cachu.cache(ttl=300, backend='file', package='elsewhere')
+    @cachu.cache(ttl=300, backend="file", package="elsewhere")
     def fn(x):
         return x
 
     fn(1)
     fn(2)
-    assert row_count(fdir / 'elsewhere_cache5min.db') == 2
-    assert cachu.cache_clear(backend='file', ttl=300, package='elsewhere') == 2
-    assert row_count(fdir / 'elsewhere_cache5min.db') == 0
+    assert row_count(fdir / "elsewhere_cache5min.db") == 2
+    assert cachu.cache_clear(backend="file", ttl=300, package="elsewhere") == 2
+    assert row_count(fdir / "elsewhere_cache5min.db") == 0
 
 
 def test_skip_and_overwrite(fdir):
-    state = {'v': 'first', 'calls': 0}
+    state = {"v": "first", "calls": 0}
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x, _note=None):
-        state['calls'] += 1
-        return (state['v'], x)
+        state["calls"] += 1
+        return (state["v"], x)
 
-    assert fn(1, _skip_cache=True) == ('first', 1)
+    assert fn(1, _skip_cache=True) == ("first", 1)
     assert not (fdir / DB5MIN).exists() or row_count(fdir / DB5MIN) == 0
 
-    assert fn(1) == ('first', 1)
-    state['v'] = 'second'
-    assert fn(1) == ('first', 1)
-    assert fn(1, _skip_cache=True) == ('second', 1)
-    assert fn(1) == ('first', 1)
-    assert fn(1, _overwrite_cache=True) == ('second', 1)
-    assert fn(1) == ('second', 1)
-    assert state['calls'] == 4  # skip, miss, skip, overwrite
-    assert pickle.loads(read_rows(fdir / DB5MIN)['5m:fn|x=1'][0]) == ('second', 1)
+    assert fn(1) == ("first", 1)
+    state["v"] = "second"
+    assert fn(1) == ("first", 1)
+    assert fn(1, _skip_cache=True) == ("second", 1)
+    assert fn(1) == ("first", 1)
+    assert fn(1, _overwrite_cache=True) == ("second", 1)
+    assert fn(1) == ("second", 1)
+    assert state["calls"] == 4  # skip, miss, skip, overwrite
+    assert pickle.loads(read_rows(fdir / DB5MIN)["5m:fn|x=1"][0]) == ("second", 1)
 
 
 def test_disable_touches_no_file(fdir):
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
         return x
 
@@ -684,27 +697,27 @@ def test_disable_touches_no_file(fdir):
 
 
 def test_cache_if_rejects(fdir):
-    @cachu.cache(ttl=300, backend='file', cache_if=lambda r: r is not None)
+    @cachu.cache(ttl=300, backend="file", cache_if=lambda r: r is not None)
     def find(x):
         return None if x < 0 else x
 
     assert find(-1) is None
     assert find(1) == 1
-    assert sorted(read_rows(fdir / DB5MIN)) == ['5m:find|x=1']
+    assert sorted(read_rows(fdir / DB5MIN)) == ["5m:find|x=1"]
 
 
 def test_callable_ttl_uses_region_minus_one(fdir):
-    @cachu.cache(ttl=lambda r: 120, backend='file')
+    @cachu.cache(ttl=lambda r: 120, backend="file")
     def fn(x):
         return x
 
     t0 = time.time()
     fn(1)
     files = db_files(fdir)
-    assert files == [f'{PKG}_cache-1sec.db']
+    assert files == [f"{PKG}_cache-1sec.db"]
     rows = read_rows(fdir / files[0])
-    assert list(rows) == ['-1s:fn|x=1']
-    _v, c, e = rows['-1s:fn|x=1']
+    assert list(rows) == ["-1s:fn|x=1"]
+    _v, c, e = rows["-1s:fn|x=1"]
     assert c >= t0 - 0.01
     assert e == pytest.approx(c + 120, abs=1e-3)
 
@@ -715,11 +728,11 @@ def test_callable_ttl_uses_region_minus_one(fdir):
 def test_dogpile_twenty_threads_one_call(fdir):
     calls = Calls()
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def slow(x):
         calls()
         time.sleep(0.2)
-        return {'x': x}
+        return {"x": x}
 
     barrier = threading.Barrier(20)
     results = [None] * 20
@@ -739,24 +752,24 @@ def test_dogpile_twenty_threads_one_call(fdir):
         t.join(30)
     assert errors == []
     assert calls.n == 1
-    assert results == [{'x': 5}] * 20
+    assert results == [{"x": 5}] * 20
     info = cachu.cache_info(slow)
     assert info.misses == 1
     assert info.hits + info.misses == 20
 
 
 def test_threads_distinct_keys(fdir):
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(t, i):
-        return (t, i, 'v')
+        return (t, i, "v")
 
     errors = []
 
     def run(t):
         try:
             for i in range(100):
-                assert fn(t, i) == (t, i, 'v')
-                assert fn(t, i) == (t, i, 'v')
+                assert fn(t, i) == (t, i, "v")
+                assert fn(t, i) == (t, i, "v")
         except BaseException as e:
             errors.append(e)
 
@@ -779,37 +792,37 @@ def test_ttl1_expiry_and_sweep(fdir):
     removed on read, and a burst of more than 1000 writes sweeps the rest."""
     calls = []
 
-    @cachu.cache(ttl=1, backend='file')
+    @cachu.cache(ttl=1, backend="file")
     def fn(x):
         calls.append(x)
         return (x, len(calls))
 
-    path = fdir / f'{PKG}_cache1sec.db'
-    assert fn('a') == ('a', 1)
-    assert fn('b') == ('b', 2)
-    assert fn('a') == ('a', 1)
-    b = cachu.get_backend('file', ttl=1)
+    path = fdir / f"{PKG}_cache1sec.db"
+    assert fn("a") == ("a", 1)
+    assert fn("b") == ("b", 2)
+    assert fn("a") == ("a", 1)
+    b = cachu.get_backend("file", ttl=1)
     for i in range(300):
-        b.set(f'old:{i}', i, 1)
+        b.set(f"old:{i}", i, 1)
     assert row_count(path) == 302
-    old_created = read_rows(path)['1s:fn|x=\'b\''][1]
+    old_created = read_rows(path)["1s:fn|x='b'"][1]
 
     time.sleep(1.1)
 
     # read through the backend: a miss, and the row is gone
     assert b.get("1s:fn|x='a'") is NO_VALUE
-    assert row_count(path, 'key = ?', ("1s:fn|x='a'",)) == 0
-    assert fn.get(default='miss', x='a') == 'miss'
+    assert row_count(path, "key = ?", ("1s:fn|x='a'",)) == 0
+    assert fn.get(default="miss", x="a") == "miss"
     # decorated call: recomputed and stored afresh
-    assert fn('b') == ('b', 3)
+    assert fn("b") == ("b", 3)
     _v, c, e = read_rows(path)["1s:fn|x='b'"]
     assert c > old_created + 1
     assert e == pytest.approx(c + 1, abs=1e-3)
-    assert b.count('old:*') == 0
+    assert b.count("old:*") == 0
     assert cachu.cache_info(fn).currsize == 1
 
     for i in range(1001):
-        b.set(f'new:{i}', i, 300)
+        b.set(f"new:{i}", i, 300)
     assert row_count(path, "key GLOB 'old:*'") == 0
     assert row_count(path, "key GLOB 'new:*'") == 1001
 
@@ -817,15 +830,15 @@ def test_ttl1_expiry_and_sweep(fdir):
 def test_sweep_every_1000_writes(fdir):
     """Expired rows added by hand after the backend's first write are gone
     once more than 1000 further writes happened."""
-    b = cachu.get_backend('file', ttl=300)
-    b.set('first', 0, 300)
+    b = cachu.get_backend("file", ttl=300)
+    b.set("first", 0, 300)
     now = time.time()
     insert_rows(
         fdir / DB5MIN,
-        [(f'dead:{i}', pickle.dumps(i), now - 100, now - 50) for i in range(500)],
+        [(f"dead:{i}", pickle.dumps(i), now - 100, now - 50) for i in range(500)],
     )
     for i in range(1001):
-        b.set(f'live:{i}', i, 300)
+        b.set(f"live:{i}", i, 300)
     assert row_count(fdir / DB5MIN, "key GLOB 'dead:*'") == 0
     assert row_count(fdir / DB5MIN) == 1002
 
@@ -835,22 +848,22 @@ def test_sweep_every_1000_writes(fdir):
 
 def test_configure_missing_dir(tmp_path):
     with pytest.raises(ValueError):
-        cachu.configure(file_dir=str(tmp_path / 'missing'))
+        cachu.configure(file_dir=str(tmp_path / "missing"))
 
 
 def test_configure_file_dir_is_a_file(tmp_path):
-    f = tmp_path / 'afile'
-    f.write_text('x')
+    f = tmp_path / "afile"
+    f.write_text("x")
     with pytest.raises(ValueError):
         cachu.configure(file_dir=str(f))
 
 
 def test_directory_removed_after_configure(tmp_path):
-    d = tmp_path / 'gone'
+    d = tmp_path / "gone"
     d.mkdir()
     cachu.configure(file_dir=str(d))
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
         return x
 
@@ -866,26 +879,26 @@ def _check_recovery(fdir, caplog, bad_bytes=None):
     file is set aside and later calls hit."""
     calls = []
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
         calls.append(x)
-        return {'x': x}
+        return {"x": x}
 
     with caplog.at_level(logging.WARNING):
-        assert fn(1) == {'x': 1}
+        assert fn(1) == {"x": 1}
     assert calls == [1]
     aside = corrupt_files(fdir)
-    assert [n for n in aside if n.startswith(DB5MIN + '.corrupt-')], aside
+    assert [n for n in aside if n.startswith(DB5MIN + ".corrupt-")], aside
     if bad_bytes is not None:
-        main = [n for n in aside if not n.endswith(('-wal', '-shm'))]
+        main = [n for n in aside if not n.endswith(("-wal", "-shm"))]
         assert len(main) == 1
         assert (fdir / main[0]).read_bytes() == bad_bytes
-    assert fn(1) == {'x': 1}
-    assert fn(2) == {'x': 2}
-    assert fn(2) == {'x': 2}
+    assert fn(1) == {"x": 1}
+    assert fn(2) == {"x": 2}
+    assert fn(2) == {"x": 2}
     assert calls == [1, 2]
-    assert sorted(read_rows(fdir / DB5MIN)) == ['5m:fn|x=1', '5m:fn|x=2']
-    assert integrity(fdir / DB5MIN) == 'ok'
+    assert sorted(read_rows(fdir / DB5MIN)) == ["5m:fn|x=1", "5m:fn|x=2"]
+    assert integrity(fdir / DB5MIN) == "ok"
     # The Rust engine logs through the `log` crate; a record only shows up
     # here when that is bridged to Python logging.
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -900,14 +913,14 @@ def test_random_bytes_db_is_set_aside(fdir, caplog):
 
 
 def test_truncated_db_is_set_aside(fdir, caplog):
-    b = cachu.get_backend('file', ttl=300)
+    b = cachu.get_backend("file", ttl=300)
     for i in range(300):
-        b.set(f'k{i}', 'x' * 2000 + str(i), 300)
+        b.set(f"k{i}", "x" * 2000 + str(i), 300)
     b.close()
     path = fdir / DB5MIN
     size = path.stat().st_size
     assert size > 100_000
-    with open(path, 'r+b') as f:
+    with open(path, "r+b") as f:
         f.truncate(size // 3)
     _check_recovery(fdir, caplog)
 
@@ -917,49 +930,49 @@ def test_invalid_pickle_row_is_a_miss_and_removed(fdir):
     make_reference_db(
         fdir / DB5MIN,
         [
-            ('5m:fn|x=1', b'not a pickle at all', now, now + 300),
-            ('5m:fn|x=2', pickle.dumps({'x': 2})[:-3], now, now + 300),
-            ('5m:fn|x=3', b'\x80\x04garbage', now, now + 300),
+            ("5m:fn|x=1", b"not a pickle at all", now, now + 300),
+            ("5m:fn|x=2", pickle.dumps({"x": 2})[:-3], now, now + 300),
+            ("5m:fn|x=3", b"\x80\x04garbage", now, now + 300),
         ],
     )
     calls = []
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
         calls.append(x)
-        return {'x': x, 'fresh': True}
+        return {"x": x, "fresh": True}
 
-    b = cachu.get_backend('file', ttl=300)
+    b = cachu.get_backend("file", ttl=300)
     # through the backend object: a miss, and the row is removed
-    assert b.get('5m:fn|x=3') is NO_VALUE
-    assert row_count(fdir / DB5MIN, 'key = ?', ('5m:fn|x=3',)) == 0
+    assert b.get("5m:fn|x=3") is NO_VALUE
+    assert row_count(fdir / DB5MIN, "key = ?", ("5m:fn|x=3",)) == 0
     # through a helper
-    assert fn.get(default='miss', x=2) == 'miss'
-    assert row_count(fdir / DB5MIN, 'key = ?', ('5m:fn|x=2',)) == 0
+    assert fn.get(default="miss", x=2) == "miss"
+    assert row_count(fdir / DB5MIN, "key = ?", ("5m:fn|x=2",)) == 0
     # through a decorated call: recomputed and replaced
-    assert fn(1) == {'x': 1, 'fresh': True}
+    assert fn(1) == {"x": 1, "fresh": True}
     assert calls == [1]
-    assert pickle.loads(read_rows(fdir / DB5MIN)['5m:fn|x=1'][0]) == {'x': 1, 'fresh': True}
-    assert fn(1) == {'x': 1, 'fresh': True}
+    assert pickle.loads(read_rows(fdir / DB5MIN)["5m:fn|x=1"][0]) == {"x": 1, "fresh": True}
+    assert fn(1) == {"x": 1, "fresh": True}
     assert calls == [1]
 
 
 def test_unpicklable_result_raises_and_keeps_entries(fdir):
     """The error pickle raises reaches the caller; nothing else changes."""
-    mode = {'bad': False}
+    mode = {"bad": False}
 
-    @cachu.cache(ttl=300, backend='file')
+    @cachu.cache(ttl=300, backend="file")
     def fn(x):
-        if mode['bad']:
+        if mode["bad"]:
             return threading.Lock()
-        return {'x': x}
+        return {"x": x}
 
     with pytest.raises(TypeError) as expected:
         pickle.dumps(threading.Lock())
     message = str(expected.value)
 
-    assert fn(1) == {'x': 1}
-    mode['bad'] = True
+    assert fn(1) == {"x": 1}
+    mode["bad"] = True
     with pytest.raises(TypeError, match=re.escape(message)):
         fn(2)
     with pytest.raises(TypeError, match=re.escape(message)):
@@ -969,11 +982,11 @@ def test_unpicklable_result_raises_and_keeps_entries(fdir):
     with pytest.raises(TypeError, match=re.escape(message)):
         cachu.cache_set(fn, threading.Lock(), x=3)
     with pytest.raises(TypeError, match=re.escape(message)):
-        cachu.get_backend('file', ttl=300).set('5m:fn|x=1', threading.Lock(), 300)
-    mode['bad'] = False
-    assert fn(1) == {'x': 1}
-    assert fn(2) == {'x': 2}
+        cachu.get_backend("file", ttl=300).set("5m:fn|x=1", threading.Lock(), 300)
+    mode["bad"] = False
+    assert fn(1) == {"x": 1}
+    assert fn(2) == {"x": 2}
     rows = read_rows(fdir / DB5MIN)
-    assert sorted(rows) == ['5m:fn|x=1', '5m:fn|x=2']
-    assert pickle.loads(rows['5m:fn|x=1'][0]) == {'x': 1}
+    assert sorted(rows) == ["5m:fn|x=1", "5m:fn|x=2"]
+    assert pickle.loads(rows["5m:fn|x=1"][0]) == {"x": 1}
     assert cachu.cache_info(fn).currsize == 2

@@ -20,17 +20,17 @@ import time
 import cachu
 from cachu.backends import NO_VALUE
 
-HELPERS = os.path.join(os.path.dirname(__file__), 'file_helpers')
+HELPERS = os.path.join(os.path.dirname(__file__), "file_helpers")
 
 
 def run_python(code, *args, timeout=60):
     proc = subprocess.run(
-        [sys.executable, '-c', textwrap.dedent(code), *map(str, args)],
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, f'child failed:\n{proc.stdout}\n{proc.stderr}'
+    assert proc.returncode == 0, f"child failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
 
@@ -55,16 +55,16 @@ PERSIST_CHILD = """
 
 
 def test_entries_survive_a_restart(tmp_path):
-    marker = tmp_path / 'calls.txt'
+    marker = tmp_path / "calls.txt"
     first = run_python(PERSIST_CHILD, tmp_path, marker)
-    assert marker.read_text().split() == ['3', '4']
-    assert first.splitlines()[-1] == '0 2 2'
-    assert (tmp_path / 'persist_cache5min.db').exists()
+    assert marker.read_text().split() == ["3", "4"]
+    assert first.splitlines()[-1] == "0 2 2"
+    assert (tmp_path / "persist_cache5min.db").exists()
 
     second = run_python(PERSIST_CHILD, tmp_path, marker)
-    assert marker.read_text().split() == ['3', '4']  # not called again
+    assert marker.read_text().split() == ["3", "4"]  # not called again
     assert second.splitlines()[:2] == first.splitlines()[:2]
-    assert second.splitlines()[-1] == '2 0 2'
+    assert second.splitlines()[-1] == "2 0 2"
 
 
 def test_restart_after_writes_through_every_api(tmp_path):
@@ -92,16 +92,16 @@ def test_restart_after_writes_through_every_api(tmp_path):
         """,
         tmp_path,
     )
-    path = tmp_path / 'persist_cache2hour.db'
+    path = tmp_path / "persist_cache2hour.db"
     conn = sqlite3.connect(str(path))
     try:
-        rows = dict(conn.execute('SELECT key, value FROM cache'))
+        rows = dict(conn.execute("SELECT key, value FROM cache"))
     finally:
         conn.close()
     assert {k: pickle.loads(v) for k, v in rows.items()} == {
-        'raw:1': {'raw': 1},
-        '2h:f|x=1': 'via helper',
-        '2h:f|x=2': 'via cache_set',
+        "raw:1": {"raw": 1},
+        "2h:f|x=1": "via helper",
+        "2h:f|x=2": "via cache_set",
     }
     out = run_python(
         """
@@ -121,8 +121,14 @@ def test_restart_after_writes_through_every_api(tmp_path):
         tmp_path,
     )
     assert out.strip() == repr(
-        [{'raw': 1}, True, 'via helper', 'via cache_set', 'computed',
-         ['2h:f|x=1', '2h:f|x=2', '2h:f|x=3', 'raw:1']]
+        [
+            {"raw": 1},
+            True,
+            "via helper",
+            "via cache_set",
+            "computed",
+            ["2h:f|x=1", "2h:f|x=2", "2h:f|x=3", "raw:1"],
+        ]
     )
 
 
@@ -130,11 +136,18 @@ def test_many_processes_and_threads(tmp_path):
     procs = 4
     duration = 3.5
     start = time.time() + 1.5  # let every child import cachu first
-    outs = [tmp_path / f'out{p}.json' for p in range(procs)]
+    outs = [tmp_path / f"out{p}.json" for p in range(procs)]
     children = [
         subprocess.Popen(
-            [sys.executable, os.path.join(HELPERS, 'hammer.py'),
-             str(tmp_path), str(p), repr(start), str(duration), str(outs[p])],
+            [
+                sys.executable,
+                os.path.join(HELPERS, "hammer.py"),
+                str(tmp_path),
+                str(p),
+                repr(start),
+                str(duration),
+                str(outs[p]),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -153,43 +166,41 @@ def test_many_processes_and_threads(tmp_path):
                 child.wait()
 
     for p, (rc, stdout, stderr) in enumerate(results):
-        assert rc == 0, f'process {p} exited with {rc}:\n{stdout}\n{stderr}'
+        assert rc == 0, f"process {p} exited with {rc}:\n{stdout}\n{stderr}"
     reports = [json.loads(out.read_text()) for out in outs]
     for p, report in enumerate(reports):
-        assert report['errors'] == [], f'process {p}:\n' + '\n'.join(report['errors'][:10])
-        assert report['ops'] > 100, f'process {p} did only {report["ops"]} operations'
+        assert report["errors"] == [], f"process {p}:\n" + "\n".join(report["errors"][:10])
+        assert report["ops"] > 100, f"process {p} did only {report['ops']} operations"
 
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert not [n for n in names if '.corrupt-' in n], names
-    dbs = [n for n in names if n.endswith('.db')]
-    assert dbs == ['hammer_cache1sec.db', 'hammer_cache5min.db']
+    assert not [n for n in names if ".corrupt-" in n], names
+    dbs = [n for n in names if n.endswith(".db")]
+    assert dbs == ["hammer_cache1sec.db", "hammer_cache5min.db"]
 
     # Raw checks first, while this process has no cachu connection open.
     private = {}
     for report in reports:
-        private.update(report['private'])
+        private.update(report["private"])
     assert private
     for name in dbs:
         conn = sqlite3.connect(str(tmp_path / name))
         try:
-            assert conn.execute('PRAGMA integrity_check').fetchall() == [('ok',)], name
-            if name == 'hammer_cache5min.db':
-                rows = dict(
-                    conn.execute("SELECT key, value FROM cache WHERE key GLOB 'priv:*'")
-                )
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)], name
+            if name == "hammer_cache5min.db":
+                rows = dict(conn.execute("SELECT key, value FROM cache WHERE key GLOB 'priv:*'"))
         finally:
             conn.close()
     for key, want in private.items():
         if want is None:
-            assert key not in rows, f'{key} was deleted last but is present'
+            assert key not in rows, f"{key} was deleted last but is present"
         else:
-            assert key in rows, f'{key} lost its last write {want!r}'
+            assert key in rows, f"{key} lost its last write {want!r}"
             assert pickle.loads(rows[key]) == want, key
     assert set(rows) <= set(private)
 
     # And this process reads the same through cachu.
-    cachu.configure(file_dir=str(tmp_path), package='hammer')
-    b = cachu.get_backend('file', package='hammer', ttl=300)
+    cachu.configure(file_dir=str(tmp_path), package="hammer")
+    b = cachu.get_backend("file", package="hammer", ttl=300)
     for key, want in private.items():
         got = b.get(key)
         if want is None:

@@ -24,7 +24,7 @@ import traceback
 import cachu
 from cachu.backends import NO_VALUE
 
-PKG = 'hammer'
+PKG = "hammer"
 THREADS = 4
 PRIVATE_KEYS = 25
 SHARED_KEYS = 40
@@ -38,16 +38,16 @@ def main():
     deadline = start + float(duration)
 
     cachu.configure(file_dir=file_dir, package=PKG)
-    long_b = cachu.get_backend('file', package=PKG, ttl=300)
-    short_b = cachu.get_backend('file', package=PKG, ttl=1)
+    long_b = cachu.get_backend("file", package=PKG, ttl=300)
+    short_b = cachu.get_backend("file", package=PKG, ttl=1)
 
-    @cachu.cache(ttl=300, backend='file', tag='shared', package=PKG)
+    @cachu.cache(ttl=300, backend="file", tag="shared", package=PKG)
     def shared_fn(n):
-        return {'n': n, 'by': proc}
+        return {"n": n, "by": proc}
 
-    @cachu.cache(ttl=1, backend='file', package=PKG)
+    @cachu.cache(ttl=1, backend="file", package=PKG)
     def short_fn(n):
-        return ('short', n)
+        return ("short", n)
 
     errors = []
     ops = [0] * THREADS
@@ -65,7 +65,7 @@ def main():
         seq = 0
 
         def pkey(i):
-            return f'priv:p{proc}:t{t}:k{i}'
+            return f"priv:p{proc}:t{t}:k{i}"
 
         def check_private(i, where):
             key = pkey(i)
@@ -73,9 +73,9 @@ def main():
             want = expected.get(key, NO_VALUE)
             if want is NO_VALUE:
                 if got is not NO_VALUE:
-                    error(f'{where}: {key} should be missing, read {got!r}')
+                    error(f"{where}: {key} should be missing, read {got!r}")
             elif got is NO_VALUE or got != want:
-                error(f'{where}: {key} should be {want!r}, read {got!r}')
+                error(f"{where}: {key} should be {want!r}, read {got!r}")
 
         while time.time() < start:
             time.sleep(0.001)
@@ -89,67 +89,67 @@ def main():
                     long_b.set(pkey(i), value, 300)
                     expected[pkey(i)] = value
                 elif r < 0.40:  # private read
-                    check_private(rng.randrange(PRIVATE_KEYS), 'read')
+                    check_private(rng.randrange(PRIVATE_KEYS), "read")
                 elif r < 0.44:  # private delete
                     i = rng.randrange(PRIVATE_KEYS)
                     long_b.delete(pkey(i))
                     expected[pkey(i)] = NO_VALUE
                 elif r < 0.54:  # shared raw keys, tagged so that tag clears take them
                     n = rng.randrange(SHARED_KEYS)
-                    key = f'raw|shared|n={n}'
+                    key = f"raw|shared|n={n}"
                     op = rng.random()
                     if op < 0.5:
                         long_b.set(key, [proc, n], 300)
                     elif op < 0.9:
                         got = long_b.get(key)
                         if got is not NO_VALUE and (not isinstance(got, list) or got[1] != n):
-                            error(f'shared read {key}: {got!r}')
+                            error(f"shared read {key}: {got!r}")
                     else:
                         long_b.delete(key)
                 elif r < 0.66:  # decorated, shared between processes
                     n = rng.randrange(SHARED_KEYS)
                     got = shared_fn(n)
-                    if not isinstance(got, dict) or got.get('n') != n:
-                        error(f'shared_fn({n}) returned {got!r}')
+                    if not isinstance(got, dict) or got.get("n") != n:
+                        error(f"shared_fn({n}) returned {got!r}")
                 elif r < 0.69:  # clears that never match private keys
                     op = rng.random()
                     if op < 0.4:
-                        long_b.clear('*|shared|*')
+                        long_b.clear("*|shared|*")
                     elif op < 0.7:
-                        cachu.cache_clear(tag='shared', backend='file', ttl=300, package=PKG)
+                        cachu.cache_clear(tag="shared", backend="file", ttl=300, package=PKG)
                     else:
                         short_b.clear()
                 elif r < 0.80:  # short-TTL entries that expire during the run
                     n = rng.randrange(SHARED_KEYS)
-                    key = f'short:{n}'
+                    key = f"short:{n}"
                     if rng.random() < 0.5:
                         short_b.set(key, n, 1)
                     else:
                         got = short_b.get(key)
                         if got is not NO_VALUE and got != n:
-                            error(f'short read {key}: {got!r}')
+                            error(f"short read {key}: {got!r}")
                 elif r < 0.92:  # decorated, 1 s TTL
                     n = rng.randrange(SHARED_KEYS)
                     got = short_fn(n)
-                    if got != ('short', n):
-                        error(f'short_fn({n}) returned {got!r}')
+                    if got != ("short", n):
+                        error(f"short_fn({n}) returned {got!r}")
                 else:  # listing and counting
                     if rng.random() < 0.5:
-                        mine = list(long_b.keys(f'priv:p{proc}:t{t}:*'))
+                        mine = list(long_b.keys(f"priv:p{proc}:t{t}:*"))
                         live = {k for k, v in expected.items() if v is not NO_VALUE}
                         if set(mine) != live:
-                            error(f'keys: {sorted(set(mine) ^ live)} differ')
+                            error(f"keys: {sorted(set(mine) ^ live)} differ")
                     else:
-                        n = long_b.count('*|shared|*')
+                        n = long_b.count("*|shared|*")
                         if not isinstance(n, int) or n < 0:
-                            error(f'count returned {n!r}')
+                            error(f"count returned {n!r}")
                 ops[t] += 1
             except Exception:
                 error(traceback.format_exc())
 
         for i in range(PRIVATE_KEYS):
             try:
-                check_private(i, 'final')
+                check_private(i, "final")
             except Exception:
                 error(traceback.format_exc())
         with lock:
@@ -162,9 +162,9 @@ def main():
     for th in threads:
         th.join()
 
-    with open(out, 'w') as f:
-        json.dump({'errors': errors, 'ops': sum(ops), 'private': private_state}, f)
+    with open(out, "w") as f:
+        json.dump({"errors": errors, "ops": sum(ops), "private": private_state}, f)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

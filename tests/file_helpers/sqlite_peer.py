@@ -19,8 +19,8 @@ import sys
 
 
 def decode(value):
-    if isinstance(value, dict) and '$b' in value:
-        return base64.b64decode(value['$b'])
+    if isinstance(value, dict) and "$b" in value:
+        return base64.b64decode(value["$b"])
     if isinstance(value, list):
         return [decode(v) for v in value]
     return value
@@ -28,20 +28,20 @@ def decode(value):
 
 def encode(value):
     if isinstance(value, bytes):
-        return {'$b': base64.b64encode(value).decode('ascii')}
+        return {"$b": base64.b64encode(value).decode("ascii")}
     if isinstance(value, (list, tuple)):
         return [encode(v) for v in value]
     return value
 
 
 def handle(request):
-    conn = sqlite3.connect(request['path'], timeout=10, isolation_level=None)
+    conn = sqlite3.connect(request["path"], timeout=10, isolation_level=None)
     try:
         results = []
-        conn.execute('BEGIN IMMEDIATE' if request.get('write') else 'BEGIN')
-        for sql, params in request['statements']:
+        conn.execute("BEGIN IMMEDIATE" if request.get("write") else "BEGIN")
+        for sql, params in request["statements"]:
             results.append([encode(row) for row in conn.execute(sql, decode(params)).fetchall()])
-        conn.execute('COMMIT')
+        conn.execute("COMMIT")
         return results
     finally:
         conn.close()
@@ -52,12 +52,12 @@ def main():
         if not line.strip():
             continue
         try:
-            reply = {'ok': True, 'results': handle(json.loads(line))}
+            reply = {"ok": True, "results": handle(json.loads(line))}
         except Exception as e:
-            reply = {'ok': False, 'error': f'{type(e).__name__}: {e}'}
-        sys.stdout.write(json.dumps(reply) + '\n')
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()
