@@ -1,7 +1,7 @@
 # cachu: the habits, as targets. `make help` lists them.
 PYTHON ?= python3
 
-.PHONY: help install demo test test-rust test-python fmt lint bench
+.PHONY: help install demo test test-rust test-python test-pythons fmt lint bench
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,16 @@ test-rust: ## Rust unit and doc tests (no Python)
 
 test-python: ## pytest against the installed package
 	$(PYTHON) -m pytest
+
+# Interpreters for test-pythons: names on PATH or full paths.
+PYTHONS ?= python3.10 python3.12 python3.13
+test-pythons: ## pytest under each interpreter of PYTHONS, each in its own venv (.venv-py<version>/)
+	set -e; for p in $(PYTHONS); do \
+	  v=.venv-py$$($$p -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  $$p -m venv $$v; \
+	  $$v/bin/python -m pip install -q '.[test]'; \
+	  PATH=$$PWD/$$v/bin:$$PATH $$v/bin/python -m pytest -q -p no:cacheprovider; \
+	done
 
 fmt: ## format Rust and Python
 	cargo fmt
