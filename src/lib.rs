@@ -30,3 +30,8 @@ pub mod stats;
 mod python;
 
 pub use error::{Error, Result};
+
+// The README's Rust example runs as a doc test, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
