@@ -278,6 +278,39 @@ def test_decorator_copy_semantics():
     assert calls == [1]
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: {"id": 1, "name": "a", "score": 1.5, "none": None},
+        lambda: [1, "two", 3.0, (4, 5)],
+        lambda: {1, "two", (3, 4)},
+    ],
+    ids=["dict", "list", "set"],
+)
+def test_flat_container_results_are_copied(make):
+    """Containers of immutables take the one-level copy on a hit: each hit
+    still returns a new container, and mutating it changes nothing cached."""
+
+    @cachu.cache(ttl=300)
+    def flat():
+        return make()
+
+    first = flat()
+    second = flat()
+    assert second == make() and second is not first
+    for got in (first, second):
+        if isinstance(got, dict):
+            got["id"] = "changed"
+            got["extra"] = True
+        elif isinstance(got, list):
+            got[0] = "changed"
+            got.append("extra")
+        else:
+            got.add("extra")
+    assert flat() == make()
+    assert flat() is not flat()
+
+
 def test_decorator_list_result_copy_semantics():
     @cachu.cache(ttl=300)
     def list_result():

@@ -27,7 +27,12 @@ const MAX_DEPTH: u32 = 32;
 /// A value as the memory store keeps it.
 pub enum Stored {
     Shared(Py<PyAny>),
-    Template(Py<PyAny>),
+    /// A private copy; `flat` when its members are all immutable, so that a
+    /// shallow copy of it is a deep one.
+    Template {
+        value: Py<PyAny>,
+        flat: bool,
+    },
     Pickled(Arc<[u8]>),
 }
 
@@ -38,7 +43,10 @@ impl Stored {
     pub fn fetch(&self, py: Python<'_>) -> Stored {
         match self {
             Stored::Shared(o) => Stored::Shared(o.clone_ref(py)),
-            Stored::Template(o) => Stored::Template(o.clone_ref(py)),
+            Stored::Template { value, flat } => Stored::Template {
+                value: value.clone_ref(py),
+                flat: *flat,
+            },
             Stored::Pickled(b) => Stored::Pickled(b.clone()),
         }
     }
@@ -47,7 +55,10 @@ impl Stored {
     pub fn prepare(value: &Bound<'_, PyAny>) -> PyResult<Stored> {
         Ok(match snapshot(value, 0)? {
             Snapshot::Same => Stored::Shared(value.clone().unbind()),
-            Snapshot::Copy(copy) => Stored::Template(copy.unbind()),
+            Snapshot::Copy(copy, flat) => Stored::Template {
+                value: copy.unbind(),
+                flat,
+            },
             Snapshot::Other => Stored::Pickled(dumps(value)?.into()),
         })
     }
@@ -57,7 +68,8 @@ impl Stored {
     pub fn into_value(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match self {
             Stored::Shared(o) => Ok(o),
-            Stored::Template(o) => Ok(deep_copy(o.bind(py))?.unbind()),
+            Stored::Template { value, flat: true } => Ok(shallow_copy(value.bind(py))?.unbind()),
+            Stored::Template { value, flat: false } => Ok(deep_copy(value.bind(py))?.unbind()),
             Stored::Pickled(b) => Ok(loads(py, &b)?.unbind()),
         }
     }
@@ -67,8 +79,9 @@ impl Stored {
 enum Snapshot<'py> {
     /// Immutable all the way down: share it.
     Same,
-    /// Plain containers of immutables: this private deep copy.
-    Copy(Bound<'py, PyAny>),
+    /// Plain containers of immutables: this private deep copy, and whether
+    /// its members are all immutable (then a shallow copy is a deep one).
+    Copy(Bound<'py, PyAny>, bool),
     /// Anything else: pickle it.
     Other,
 }
@@ -96,28 +109,36 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
     if let Ok(d) = v.cast_exact::<PyDict>() {
         // Copy the dict in C, then replace the members that need their own copy.
         let out = d.copy()?;
+        let mut flat = true;
         for (k, val) in d.iter() {
             if !matches!(snapshot(&k, depth + 1)?, Same) {
                 return Ok(Other);
             }
             match snapshot(&val, depth + 1)? {
                 Same => {}
-                Copy(c) => out.set_item(k, c)?,
+                Copy(c, _) => {
+                    out.set_item(k, c)?;
+                    flat = false;
+                }
                 Other => return Ok(Other),
             }
         }
-        return Ok(Copy(out.into_any()));
+        return Ok(Copy(out.into_any(), flat));
     }
     if let Ok(l) = v.cast_exact::<PyList>() {
         let out = l.get_slice(0, l.len());
+        let mut flat = true;
         for (i, item) in l.iter().enumerate() {
             match snapshot(&item, depth + 1)? {
                 Same => {}
-                Copy(c) => out.set_item(i, c)?,
+                Copy(c, _) => {
+                    out.set_item(i, c)?;
+                    flat = false;
+                }
                 Other => return Ok(Other),
             }
         }
-        return Ok(Copy(out.into_any()));
+        return Ok(Copy(out.into_any(), flat));
     }
     if let Ok(t) = v.cast_exact::<PyTuple>() {
         let mut copies: Option<Vec<Bound<'py, PyAny>>> = None;
@@ -128,7 +149,7 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
                         c.push(item);
                     }
                 }
-                Copy(c) => copies
+                Copy(c, _) => copies
                     .get_or_insert_with(|| t.iter().take(i).collect())
                     .push(c),
                 Other => return Ok(Other),
@@ -136,7 +157,7 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
         }
         return Ok(match copies {
             None => Same,
-            Some(items) => Copy(PyTuple::new(py, items)?.into_any()),
+            Some(items) => Copy(PyTuple::new(py, items)?.into_any(), false),
         });
     }
     if let Ok(s) = v.cast_exact::<PyFrozenSet>() {
@@ -154,12 +175,24 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
                 return Ok(Other);
             }
         }
-        return Ok(Copy(PySet::new(py, s.iter())?.into_any()));
+        return Ok(Copy(PySet::new(py, s.iter())?.into_any(), true));
     }
     Ok(Other)
 }
 
-/// Deep copy of a value `classify` accepted: shares immutable leaves and
+/// Copy of a flat template (a dict, list or set of immutables): the
+/// container alone.
+fn shallow_copy<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Ok(d) = v.cast_exact::<PyDict>() {
+        return Ok(d.copy()?.into_any());
+    }
+    if let Ok(l) = v.cast_exact::<PyList>() {
+        return Ok(l.get_slice(0, l.len()).into_any());
+    }
+    deep_copy(v)
+}
+
+/// Deep copy of a value `snapshot` accepted: shares immutable leaves and
 /// rebuilds containers. Dicts and lists are first copied shallowly in C
 /// (`PyDict_Copy` copies the key table in one go), then only their mutable
 /// members are replaced by copies.
