@@ -532,3 +532,71 @@ def test_package_override_uses_that_packages_config(region_keys):
     cachu.configure(key_prefix="theirs:")  # still this package's config
     cross_pkg(2)
     assert region_keys(300, package="otherlib") == ["5m:cross_pkg|x=1", "5m:cross_pkg|x=2"]
+
+
+# --- the two call protocols ------------------------------------------------------
+# CPython calls a decorated function through vectorcall (the arguments as they
+# lie on its stack) and, from some callers, through tp_call (a tuple and a
+# dict). Both must behave the same.
+
+
+def test_vectorcall_is_enabled():
+    @cachu.cache(ttl=300)
+    def f(x):
+        return x
+
+    have_vectorcall = 1 << 11  # Py_TPFLAGS_HAVE_VECTORCALL
+    assert type(f).__flags__ & have_vectorcall
+
+
+def test_both_call_protocols_share_entries_and_counts(region_keys):
+    calls = []
+
+    @cachu.cache(ttl=300)
+    def f(x, y=2, *rest, z=0):
+        calls.append((x, y, rest, z))
+        return [x, y, list(rest), z]
+
+    tp_call = type(f).__call__  # the slot wrapper: always the tuple protocol
+    assert f(1) == [1, 2, [], 0]  # vectorcall, positional
+    assert tp_call(f, 1) == [1, 2, [], 0]  # tp_call: a hit on the same key
+    assert tp_call(f, 1, y=3, z=4) == [1, 3, [], 4]  # tp_call with keywords
+    assert f(1, y=3, z=4) == [1, 3, [], 4]  # vectorcall with keywords: a hit
+    assert f(1, 2, 5, 6) == [1, 2, [5, 6], 0]
+    assert tp_call(f, 1, 2, 5, 6) == [1, 2, [5, 6], 0]
+    assert f(*[7], **{"z": 1}) == tp_call(f, 7, z=1) == [7, 2, [], 1]
+    assert len(calls) == 4
+    info = cachu.cache_info(f)
+    assert (info.hits, info.misses) == (4, 4)
+    assert f(1, _skip_cache=True) == tp_call(f, 1, _skip_cache=True)
+    assert len(calls) == 6
+
+
+def test_errors_pass_through_both_call_protocols():
+    @cachu.cache(ttl=300)
+    def f(x):
+        raise KeyError(x)
+
+    with pytest.raises(KeyError):
+        f(1)
+    with pytest.raises(KeyError):
+        type(f).__call__(f, 1)
+    with pytest.raises(TypeError):
+        f()  # a missing argument is the function's own TypeError
+    with pytest.raises(TypeError):
+        f(1, 2, 3)
+
+
+def test_bound_method_calls_take_the_fast_path_with_self():
+    class Repo:
+        def __init__(self, tag):
+            self.tag = tag
+
+        @cachu.cache(ttl=300)
+        def get(self, x):
+            return (self.tag, x)
+
+    a, b = Repo("a"), Repo("b")
+    assert a.get(1) == ("a", 1)
+    assert b.get(1) == ("a", 1)  # self is not part of the key
+    assert a.get(x=2) == ("a", 2)

@@ -58,6 +58,7 @@ mod _cachu {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // Loggers are named after the Rust module path (`cachu.backend.file`).
         let _ = pyo3_log::try_init();
+        super::cached::enable_vectorcall(&m.py().get_type::<CachedFunction>())?;
         m.add(
             "NO_VALUE",
             super::region::no_value(m.py()).clone_ref(m.py()),

@@ -4,6 +4,9 @@
 //! The Redis paths live in `redis.rs`.
 
 mod redis;
+mod vectorcall;
+
+pub use vectorcall::enable_vectorcall;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,14 @@ pub enum Ttl {
     PerResult(Py<PyAny>),
 }
 
+/// Runs the undecorated function with the call's arguments.
+pub(super) type Run<'a, 'py> = dyn Fn() -> PyResult<Bound<'py, PyAny>> + 'a;
+
+/// Runs the undecorated function with the call's positional arguments and
+/// these keyword arguments.
+pub(super) type Invoke<'a, 'py> =
+    dyn Fn(Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> + 'a;
+
 /// What a function's calls need from configuration, refreshed when the
 /// configuration generation changes.
 struct Resolved {
@@ -48,6 +59,9 @@ struct Resolved {
 
 #[pyclass(module = "cachu", name = "CachedFunction", dict, weakref, frozen)]
 pub struct CachedFunction {
+    /// Where CPython finds this object's vectorcall entry point (the type's
+    /// `tp_vectorcall_offset` points here; see `vectorcall.rs`).
+    vectorcall: ffi::vectorcallfunc,
     func: Py<PyAny>,
     name: String,
     tag: String,
@@ -133,14 +147,12 @@ impl CachedFunction {
     }
 
     /// The miss path: take the key's dogpile lock, look again, call, store.
-    #[allow(clippy::too_many_arguments)]
-    fn compute(
+    fn compute<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         r: &Resolved,
         key: HashedKey<'_>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        run: &Run<'_, 'py>,
         overwrite: bool,
         writes_before: u64,
     ) -> PyResult<Py<PyAny>> {
@@ -166,7 +178,7 @@ impl CachedFunction {
             }
         }
         self.stats.miss();
-        let result = self.func.bind(py).call(args, kwargs)?;
+        let result = run()?;
         self.store_result(py, r, key, &result)?;
         Ok(result.unbind())
     }
@@ -212,6 +224,58 @@ impl CachedFunction {
             }
         }
         Ok(Some(value))
+    }
+
+    /// An inert instance, only to find where PyO3 lays the struct out.
+    fn for_layout(py: Python<'_>) -> Self {
+        Self {
+            vectorcall: vectorcall::entry,
+            func: py.None(),
+            name: String::new(),
+            tag: String::new(),
+            region_ttl: 0,
+            ttl: Ttl::Fixed(0.0),
+            plan: KeyPlan::new(Vec::new(), Vec::new()),
+            cache_if: None,
+            validate: None,
+            entry_type: py.None(),
+            resolver: py.None(),
+            resolved: RwLock::new(None),
+            stats: Arc::new(Stats::new()),
+        }
+    }
+
+    /// A call: `positional` and `kwargs` are its arguments; `invoke` runs the
+    /// function with them, given the keyword arguments left once the
+    /// per-call flags are taken out (each call protocol has its cheapest way).
+    pub(super) fn call<'py>(
+        slf: &Bound<'py, Self>,
+        positional: &[Bound<'py, PyAny>],
+        kwargs: Option<&Bound<'py, PyDict>>,
+        invoke: &Invoke<'_, 'py>,
+    ) -> PyResult<Py<PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        let (kwargs, skip, overwrite) = Self::split_flags(py, kwargs)?;
+        let kwargs = kwargs.as_ref();
+        let run = || invoke(kwargs);
+        if skip || state::disabled() {
+            return Ok(run()?.unbind());
+        }
+        let r = this.resolved(py)?;
+        let text = this.build_key(py, &r, positional, kwargs)?;
+        let key = HashedKey::new(&text);
+        if let Store::Redis(redis) = &r.region.store {
+            return this.call_redis(py, &r, redis, key, &run, overwrite);
+        }
+        let writes_before = r.region.writes();
+        if !overwrite {
+            if let Some(v) = this.lookup_valid(py, &r, key)? {
+                this.stats.hit();
+                return Ok(v);
+            }
+        }
+        this.compute(py, &r, key, &run, overwrite, writes_before)
     }
 
     /// Keyword arguments minus the per-call flags, and the flags' values.
@@ -265,6 +329,7 @@ impl CachedFunction {
             Ttl::Fixed(ttl.extract()?)
         };
         Ok(Self {
+            vectorcall: vectorcall::entry,
             func,
             name,
             tag,
@@ -286,33 +351,16 @@ impl CachedFunction {
         })
     }
 
+    /// The `tp_call` face; CPython mostly takes the vectorcall one
+    /// (`vectorcall.rs`), which makes no argument tuple.
     #[pyo3(signature = (*args, **kwargs))]
     fn __call__(
         slf: &Bound<'_, Self>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let this = slf.get();
-        let py = slf.py();
-        let (kwargs, skip, overwrite) = Self::split_flags(py, kwargs)?;
-        let kwargs = kwargs.as_ref();
-        if skip || state::disabled() {
-            return Ok(this.func.bind(py).call(args, kwargs)?.unbind());
-        }
-        let r = this.resolved(py)?;
-        let text = this.build_key(py, &r, args.as_slice(), kwargs)?;
-        let key = HashedKey::new(&text);
-        if let Store::Redis(redis) = &r.region.store {
-            return this.call_redis(py, &r, redis, key, args, kwargs, overwrite);
-        }
-        let writes_before = r.region.writes();
-        if !overwrite {
-            if let Some(v) = this.lookup_valid(py, &r, key)? {
-                this.stats.hit();
-                return Ok(v);
-            }
-        }
-        this.compute(py, &r, key, args, kwargs, overwrite, writes_before)
+        let func = slf.get().func.bind(slf.py());
+        Self::call(slf, args.as_slice(), kwargs, &|kw| func.call(args, kw))
     }
 
     /// Bind as a method when looked up on an instance.

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::PyBytes;
 
-use super::{CachedFunction, Resolved};
+use super::{CachedFunction, Resolved, Run};
 use crate::backend::redis::{GetOrLock, LockToken, RedisBackend};
 use crate::backend::{Backend, Hit};
 use crate::key::HashedKey;
@@ -61,18 +61,17 @@ impl CachedFunction {
     /// (without the GIL) for the owner's value, up to `lock_timeout`. When
     /// Redis is unreachable and the region fails open, the function just runs.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn call_redis(
+    pub(super) fn call_redis<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         r: &Resolved,
         redis: &RedisBackend,
         key: HashedKey<'_>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        run: &Run<'_, 'py>,
         overwrite: bool,
     ) -> PyResult<Py<PyAny>> {
         if overwrite {
-            return self.compute_on_redis(py, r, redis, key, args, kwargs, None);
+            return self.compute_on_redis(py, r, redis, key, run, None);
         }
         // Until the lock timeout: read or lock; if another caller holds the
         // lock, wait for its value; if it let go without storing, try again,
@@ -96,7 +95,7 @@ impl CachedFunction {
                 Err(e) => {
                     r.region.degrade(py, to_py(e))?;
                     self.stats.miss();
-                    return Ok(self.func.bind(py).call(args, kwargs)?.unbind());
+                    return Ok(run()?.unbind());
                 }
             };
             let hit = match probe {
@@ -127,20 +126,19 @@ impl CachedFunction {
                 break None;
             }
         };
-        self.compute_on_redis(py, r, redis, key, args, kwargs, token)
+        self.compute_on_redis(py, r, redis, key, run, token)
     }
 
     /// Run the function and store its result on Redis, releasing `token`'s
     /// lock in the same round trip (or on any failure).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn compute_on_redis(
+    pub(super) fn compute_on_redis<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         r: &Resolved,
         redis: &RedisBackend,
         key: HashedKey<'_>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        run: &Run<'_, 'py>,
         token: Option<LockToken>,
     ) -> PyResult<Py<PyAny>> {
         let unlock = |token: &Option<LockToken>| {
@@ -150,7 +148,7 @@ impl CachedFunction {
             }
         };
         self.stats.miss();
-        let prepared = self.func.bind(py).call(args, kwargs).and_then(|result| {
+        let prepared = run().and_then(|result| {
             let ttl = self.store_ttl(&result)?;
             let data = ttl.map(|_| dumps(&result)).transpose()?;
             Ok((result, ttl.zip(data)))
