@@ -600,3 +600,52 @@ def test_bound_method_calls_take_the_fast_path_with_self():
     assert a.get(1) == ("a", 1)
     assert b.get(1) == ("a", 1)  # self is not part of the key
     assert a.get(x=2) == ("a", 2)
+
+
+# --- pickling and copying: by reference, as for a plain function ---------------
+
+
+@cachu.cache(ttl=300)
+def module_level_square(x):
+    return x * x
+
+
+class Holder:
+    @cachu.cache(ttl=300)
+    def method(self, x):
+        return x + 1
+
+
+def test_decorated_function_pickles_by_reference():
+    import pickle
+
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        assert pickle.loads(pickle.dumps(module_level_square, protocol)) is module_level_square
+    assert pickle.loads(pickle.dumps(Holder.method)) is Holder.method
+    assert pickle.loads(pickle.dumps(Holder().method))(1) == 2
+
+
+def test_decorated_function_copies_as_itself():
+    import copy
+
+    assert copy.copy(module_level_square) is module_level_square
+    assert copy.deepcopy({"callback": module_level_square})["callback"] is module_level_square
+
+
+def test_local_function_fails_to_pickle_like_a_local_function():
+    import pickle
+
+    @cachu.cache(ttl=300)
+    def local(x):
+        return x
+
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pickle.dumps(local)
+
+
+def test_multiprocessing_pool_runs_a_decorated_function():
+    import multiprocessing
+
+    # spawn: the worker imports this module afresh and finds the function by name.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.map(module_level_square, range(5)) == [0, 1, 4, 9, 16]

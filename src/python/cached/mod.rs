@@ -363,6 +363,13 @@ impl CachedFunction {
         Self::call(slf, args.as_slice(), kwargs, &|kw| func.call(args, kw))
     }
 
+    /// Pickled (and copied) by reference, as a function is: the name under
+    /// which its module holds it (`functools.wraps` set `__qualname__` and
+    /// `__module__`), so `multiprocessing` can hand it to workers.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.getattr(intern!(slf.py(), "__qualname__"))
+    }
+
     /// Bind as a method when looked up on an instance.
     fn __get__(
         slf: &Bound<'_, Self>,
