@@ -86,7 +86,7 @@ def _seconds(name: str) -> Any:
     def check(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
-        return float(value)
+        return value  # as given, int or float (0.2.7 keeps it as given too)
 
     return check
 
