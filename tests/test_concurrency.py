@@ -301,3 +301,42 @@ def test_waiting_for_a_computation_does_not_hold_the_gil(clean_env):
     assert out["calls"] == 1
     assert out["a"] == 42
     assert out["b"] == 42
+
+
+def test_ctrl_c_ends_a_wait_for_another_threads_computation():
+    """The main thread, waiting (without the GIL) for a key another thread is
+    computing, still gets KeyboardInterrupt: the wait does not hold it back
+    until lock_timeout."""
+    import _thread
+
+    import pytest
+
+    cachu.configure(lock_timeout=60)
+    entered, release = threading.Event(), threading.Event()
+
+    @cachu.cache(ttl=300)
+    def slow(x):
+        entered.set()
+        release.wait(3 * JOIN_TIMEOUT)  # only `release` ends it
+        return x
+
+    holder = threading.Thread(target=slow, args=(1,), daemon=True)
+    holder.start()
+    assert entered.wait(JOIN_TIMEOUT)
+    interrupt = threading.Timer(0.2, _thread.interrupt_main)
+    # Should the wait ignore the interrupt, end it anyway (the holder
+    # finishes), so that the test fails instead of hanging.
+    safety = threading.Timer(JOIN_TIMEOUT, release.set)
+    interrupt.start()
+    safety.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            slow(1)
+        # Interrupted while the other thread was still computing.
+        assert not release.is_set()
+    finally:
+        release.set()
+        interrupt.cancel()
+        safety.cancel()
+        holder.join(JOIN_TIMEOUT)
+    assert slow(1) == 1

@@ -644,6 +644,37 @@ def test_waits_for_a_foreign_lock_and_reads_its_value(r):
     assert calls == []
 
 
+def test_ctrl_c_ends_a_wait_for_a_foreign_lock(r):
+    """Waiting on another client's lock (without the GIL), the main thread
+    still gets KeyboardInterrupt, rather than after lock_timeout."""
+    import _thread
+
+    cachu.configure(lock_timeout=60)
+    key = "5m:held_elsewhere|n=1"
+    r.set(f"lock:{key}", "peer-token", ex=60)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def held_elsewhere(n):
+        calls.append(n)
+        return n
+
+    interrupt = threading.Timer(0.2, _thread.interrupt_main)
+    # Should the wait ignore the interrupt, the lock goes away and the
+    # function runs, so that the test fails instead of hanging.
+    safety = threading.Timer(20, lambda: r.delete(f"lock:{key}"))
+    interrupt.start()
+    safety.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            held_elsewhere(1)
+        assert calls == []
+        assert r.exists(f"lock:{key}")
+    finally:
+        interrupt.cancel()
+        safety.cancel()
+
+
 def test_lock_of_a_dead_owner_expires(r):
     """The owner of ``lock:{key}`` died: after the lock expires the waiter
     runs the function itself."""

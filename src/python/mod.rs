@@ -3,6 +3,7 @@
 mod aio;
 mod cached;
 mod errors;
+mod interruptible;
 mod keyplan;
 mod redis_lock;
 mod region;

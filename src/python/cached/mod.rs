@@ -18,6 +18,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use super::interruptible;
 use super::keyplan::KeyPlan;
 use super::redis_lock::RedisLock;
 use super::region::{PyBackend, Region, Store};
@@ -157,10 +158,14 @@ impl CachedFunction {
         writes_before: u64,
     ) -> PyResult<Py<PyAny>> {
         let locks = &r.region.locks;
-        // Wait for another thread's computation without holding the GIL.
+        // Wait for another thread's computation without holding the GIL
+        // (and open to Ctrl-C).
         let (_guard, waited) = match locks.try_acquire(key) {
             Some(g) => (Some(g), false),
-            None => (py.detach(|| locks.acquire(key, r.lock_timeout)), true),
+            None => (
+                interruptible::wait(py, r.lock_timeout, |slice| locks.acquire(key, slice))?,
+                true,
+            ),
         };
         // Look again unless nothing can have been stored since the first
         // look: stores happen under the GIL, and an in-memory lookup never

@@ -13,6 +13,7 @@ use crate::backend::{Backend, Hit};
 use crate::key::HashedKey;
 use crate::python::aio;
 use crate::python::errors::to_py;
+use crate::python::interruptible;
 use crate::python::redis_lock::RedisLock;
 use crate::python::region::Store;
 use crate::python::value::{dumps, loads};
@@ -102,10 +103,17 @@ impl CachedFunction {
                 GetOrLock::Locked(token) => break Some(token),
                 GetOrLock::Hit(hit) => hit,
                 GetOrLock::Busy => {
+                    // In slices, so that Ctrl-C can end the wait between them.
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match py.detach(|| redis.wait_for_newer(key.text, stale, left)) {
+                    let slice = left.min(interruptible::SLICE);
+                    match py.detach(|| redis.wait_for_newer(key.text, stale, slice)) {
                         Ok(Some(hit)) => hit,
-                        Ok(None) if Instant::now() < deadline => continue,
+                        Ok(None) if Instant::now() < deadline => {
+                            // The slice ended, or the holder let go without
+                            // storing: look (or lock) again.
+                            py.check_signals()?;
+                            continue;
+                        }
                         Ok(None) => break None,
                         Err(e) => {
                             r.region.degrade(py, to_py(e))?;
