@@ -65,11 +65,11 @@ def test_distributed_dogpile_runs_the_function_once(server, r, tmp_path):
     assert errors == []
     results = [res for rep in reports for res in rep["results"]]
     assert len(results) == procs * threads
+    # One caller computed; the others waited for its value rather than
+    # computing their own.
     assert int(r.get("dogpile:runs")) == 1
     assert all(res == results[0] for res in results), results
     assert results[0]["n"] == 7
-    # Waiters waited for the computation rather than failing over to their own.
-    assert max(e for rep in reports for e in rep["elapsed"]) < 5
 
     raw = r.get("5m:slow_answer|n=7")
     assert pickle.loads(raw[8:]) == results[0]
