@@ -232,22 +232,22 @@ impl CachedFunction {
     }
 
     /// An inert instance, only to find where PyO3 lays the struct out.
-    fn for_layout(py: Python<'_>) -> Self {
-        Self {
-            vectorcall: vectorcall::entry,
-            func: py.None(),
-            name: String::new(),
-            tag: String::new(),
-            region_ttl: 0,
-            ttl: Ttl::Fixed(0.0),
-            plan: KeyPlan::new(Vec::new(), Vec::new()),
-            cache_if: None,
-            validate: None,
-            entry_type: py.None(),
-            resolver: py.None(),
-            resolved: RwLock::new(None),
-            stats: Arc::new(Stats::new()),
-        }
+    fn for_layout(py: Python<'_>) -> PyResult<Self> {
+        let none = || py.None();
+        let ttl = 0i32.into_pyobject(py)?.into_any();
+        Self::new(
+            none(),
+            String::new(),
+            String::new(),
+            0,
+            &ttl,
+            Vec::new(),
+            Vec::new(),
+            None,
+            None,
+            none(),
+            none(),
+        )
     }
 
     /// A call: `positional` and `kwargs` are its arguments; `invoke` runs the
@@ -562,7 +562,7 @@ impl CachedFunction {
     /// caller took the key's lock, `(0, None)` when another holds it, and
     /// `(3, None)` when Redis is down and the region fails open.
     fn _aget_or_lock<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.aget_or_lock(py, key)
+        self.alock(py, key, false)
     }
 
     /// Async Redis: wait (suspended) for another caller's value (one stored
@@ -593,9 +593,11 @@ impl CachedFunction {
         self.accept_read(py, key, data, created_at)
     }
 
-    /// Async Redis, one round trip: take the key's lock if it is free.
+    /// Async Redis, one round trip: take the key's lock if it is free,
+    /// whatever the value. Resolves to `(2, RedisLock)`, `(0, None)` when
+    /// another holds it, or `(3, None)` when Redis is down and failing open.
     fn _atry_lock<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.atry_lock(py, key)
+        self.alock(py, key, true)
     }
 
     /// Async Redis: remove `key` if it still holds the unreadable value

@@ -185,14 +185,13 @@ impl CachedFunction {
         Ok(result.unbind())
     }
 
-    /// Async Redis, one round trip: resolves to `(1, (data, created_at))` for
-    /// a stored value (check it with `_accept`), `(2, RedisLock)` when the
-    /// caller took the key's lock, `(0, None)` when another holds it, and
-    /// `(3, None)` when Redis is down and the region fails open.
-    pub(super) fn aget_or_lock<'py>(
+    /// `_aget_or_lock`, or `_atry_lock` when `lock_only`: one round trip that
+    /// reads the value or takes the lock (or, `lock_only`, just takes it).
+    pub(super) fn alock<'py>(
         &self,
         py: Python<'py>,
         key: String,
+        lock_only: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let region = self.resolved(py)?.region.clone();
         let work_region = region.clone();
@@ -200,9 +199,14 @@ impl CachedFunction {
         aio::spawn(
             py,
             async move {
-                match &work_region.store {
-                    Store::Redis(redis) => redis.get_or_lock_async(&work_key).await,
-                    _ => unreachable!("_aget_or_lock on a region that is not Redis"),
+                let Store::Redis(redis) = &work_region.store else {
+                    unreachable!("an async Redis lock on a region that is not Redis")
+                };
+                if lock_only {
+                    let token = redis.try_lock_async(&work_key).await?;
+                    Ok(token.map_or(GetOrLock::Busy, GetOrLock::Locked))
+                } else {
+                    redis.get_or_lock_async(&work_key).await
                 }
             },
             move |py, out| {
@@ -225,8 +229,7 @@ impl CachedFunction {
         )
     }
 
-    /// Async Redis: wait (suspended) for another caller's value, up to the
-    /// lock timeout. Resolves to `(data, created_at)` or `None`.
+    /// Behind `_await_value` (documented there).
     pub(super) fn await_value<'py>(
         &self,
         py: Python<'py>,
@@ -259,10 +262,9 @@ impl CachedFunction {
         )
     }
 
-    /// A value read by the async Redis path: `(1, value)` if it unpickles
-    /// and passes `validate` (a hit is counted), `(0, None)` if `validate`
-    /// rejected it (recompute under the lock), `(-1, None)` if it did not
-    /// unpickle (remove it with `_adelete_unreadable`, then read again).
+    /// Behind `_accept` (documented there): after `-1`, the caller removes the
+    /// value with `_adelete_unreadable` and reads again; after `0`, it
+    /// recomputes under the lock.
     pub(super) fn accept_read(
         &self,
         py: Python<'_>,
@@ -284,42 +286,6 @@ impl CachedFunction {
             }
             None => (0, None),
         })
-    }
-
-    /// Async Redis, one round trip: take the key's lock if it is free,
-    /// whatever the value. Resolves to `(2, RedisLock)`, `(0, None)` when
-    /// another holds it, or `(3, None)` when Redis is down and failing open.
-    pub(super) fn atry_lock<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let region = self.resolved(py)?.region.clone();
-        let work_region = region.clone();
-        let work_key = key.clone();
-        aio::spawn(
-            py,
-            async move {
-                match &work_region.store {
-                    Store::Redis(redis) => redis.try_lock_async(&work_key).await,
-                    _ => unreachable!("_atry_lock on a region that is not Redis"),
-                }
-            },
-            move |py, out| {
-                let reply = match out {
-                    Ok(Some(token)) => {
-                        (2, RedisLock::new(region.clone(), key, token)).into_pyobject(py)?
-                    }
-                    Ok(None) => (0, py.None()).into_pyobject(py)?,
-                    Err(e) => {
-                        region.degrade(py, to_py(e))?;
-                        return Ok((3, py.None()).into_pyobject(py)?.into_any().unbind());
-                    }
-                };
-                region.up();
-                Ok(reply.into_any().unbind())
-            },
-        )
     }
 
     /// Async Redis: remove `key` if it still holds the unreadable value

@@ -119,7 +119,7 @@ pub fn enable_vectorcall(ty: &Bound<'_, PyType>) -> PyResult<()> {
     let py = ty.py();
     // The entry point's offset inside the object, read off a real instance:
     // PyO3 decides where the Rust struct lies in the Python object.
-    let probe = Bound::new(py, CachedFunction::for_layout(py))?;
+    let probe = Bound::new(py, CachedFunction::for_layout(py)?)?;
     let base = probe.as_ptr() as usize;
     let field = &probe.get().vectorcall as *const ffi::vectorcallfunc as usize;
     let offset = field
