@@ -117,3 +117,45 @@ def make_package(tmp_path, monkeypatch):
 def clean_env():
     """A copy of the environment without any CACHU_* variable."""
     return {k: v for k, v in os.environ.items() if not k.startswith("CACHU_")}
+
+
+# -- a real redis-server, for the modules that use Redis --------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A redis-server for the requesting module (127.0.0.1, a free port,
+    nothing persisted)."""
+    from redis_server import start_server
+
+    s = start_server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def r(server):
+    """The raw peer client on the module server, database 0, flushed."""
+    c = server.client()
+    c.flushall()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def own_server():
+    """Start extra servers for one test: ``own_server(**RedisServer kwargs)``."""
+    from cachu.decorator import clear_backends
+    from redis_server import start_server
+
+    started = []
+
+    def make(**kwargs):
+        s = start_server(**kwargs)
+        started.append(s)
+        return s
+
+    yield make
+    clear_backends()
+    for s in started:
+        s.close()

@@ -21,7 +21,6 @@ import pathlib
 import re
 
 import pytest
-from redis_server import start_server
 
 API_MD = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec" / "API.md"
 
@@ -95,13 +94,6 @@ class _Db:
 
     def fetch(self, user_id):
         return self._stand.record("db.fetch", user_id)
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = start_server()
-    yield s
-    s.close()
 
 
 def _adapt(source, file_dir, redis_url):

@@ -8,6 +8,7 @@ import threading
 import cachu
 import pytest
 from cachu.backends import NO_VALUE
+from helpers import run_threads
 
 JOIN_TIMEOUT = 30
 WAIT = 10  # upper bound for waits that should end at once; only guards against hangs
@@ -525,29 +526,6 @@ def test_loop_closed_during_a_computation_leaves_the_key_free(backend):
     assert asyncio.run(fetch.get(default=None, key="k")) is None
     assert asyncio.run(asyncio.wait_for(fetch("k"), WAIT)) == 2
     assert asyncio.run(fetch("k")) == 2
-
-
-def run_threads(targets, timeout=JOIN_TIMEOUT):
-    """Run each target in its own thread; re-raise the first error."""
-    errors = []
-
-    def guard(fn):
-        def run():
-            try:
-                fn()
-            except BaseException as exc:  # re-raised below
-                errors.append(exc)
-
-        return run
-
-    threads = [threading.Thread(target=guard(t), daemon=True) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-        assert not t.is_alive(), "thread did not finish"
-    if errors:
-        raise errors[0]
 
 
 def test_threads_each_running_their_own_loop(backend):

@@ -17,8 +17,8 @@ locks the way the reference (pure-Python cachu 0.2.7) does:
     lock  = SET lock:{mangled key} <token> NX EX int(lock_timeout)
 
 The package's ``lock_timeout`` is 30 s unless a test says otherwise, so a
-lock left behind shows up as a long wait, which the ``WAIT`` guards and the
-explicit elapsed-time bounds turn into failures.
+lock left behind shows up as a long wait, which the ``WAIT`` guards (10 s)
+turn into failures.
 """
 
 import asyncio
@@ -34,7 +34,9 @@ import cachu
 import pytest
 from cachu.backends import NO_VALUE, AsyncBackend
 from cachu.decorator import clear_backends
-from redis_server import free_port, start_server
+from helpers import run_threads
+from redis_raw import assert_no_locks, assert_ttl_about, put_raw, raw_keys, read_raw
+from redis_server import free_port
 
 LOCK_TIMEOUT = 30
 WAIT = 10  # guards waits that should end long before it; only catches hangs
@@ -43,22 +45,6 @@ PICKLE_ERRORS = (TypeError, pickle.PicklingError, AttributeError)
 
 
 # -- servers and helpers ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = start_server()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def r(server):
-    """The raw peer client on the module server, database 0, flushed."""
-    c = server.client()
-    c.flushall()
-    yield c
-    c.close()
 
 
 @pytest.fixture(autouse=True)
@@ -70,54 +56,6 @@ def on_module_server(server, r):
     cachu.configure(redis_url=server.url, lock_timeout=LOCK_TIMEOUT)
     yield
     clear_backends()
-
-
-@pytest.fixture
-def own_server():
-    """Start extra servers for one test: ``own_server(**RedisServer kwargs)``."""
-    started = []
-
-    def make(**kwargs):
-        s = start_server(**kwargs)
-        started.append(s)
-        return s
-
-    yield make
-    clear_backends()
-    for s in started:
-        s.close()
-
-
-def pack(value, created_at):
-    """A value in the reference's Redis layout."""
-    return struct.pack("d", created_at) + pickle.dumps(value)
-
-
-def put_raw(r, key, value, ttl=300, created_at=None):
-    """Store ``value`` as the reference does (SETEX)."""
-    created_at = time.time() if created_at is None else created_at
-    r.execute_command("SETEX", key, ttl, pack(value, created_at))
-
-
-def read_raw(r, key):
-    """``(created_at, value, pickle bytes)`` of a stored entry."""
-    raw = r.get(key)
-    assert raw is not None, f"{key!r} is not stored"
-    assert len(raw) > 8, raw
-    return struct.unpack("d", raw[:8])[0], pickle.loads(raw[8:]), raw[8:]
-
-
-def raw_keys(r, pattern="*"):
-    return sorted(k.decode() for k in r.scan_iter(match=pattern, count=1000))
-
-
-def assert_no_locks(r):
-    assert raw_keys(r, "lock:*") == []
-
-
-def assert_ttl_about(r, key, ttl):
-    pttl = r.pttl(key)
-    assert (ttl - 3) * 1000 < pttl <= ttl * 1000, (key, pttl)
 
 
 async def wait_until(predicate, timeout, what):
@@ -1450,29 +1388,6 @@ def test_loop_closed_during_a_computation_releases_the_lock(r):
     assert raw_keys(r) == []
     assert asyncio.run(asyncio.wait_for(fetch("k"), WAIT)) == 2
     assert asyncio.run(fetch("k")) == 2
-
-
-def run_threads(targets, timeout=JOIN_TIMEOUT):
-    """Run each target in its own thread; re-raise the first error."""
-    errors = []
-
-    def guard(fn):
-        def run():
-            try:
-                fn()
-            except BaseException as exc:  # re-raised below
-                errors.append(exc)
-
-        return run
-
-    threads = [threading.Thread(target=guard(t), daemon=True) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-        assert not t.is_alive(), "thread did not finish"
-    if errors:
-        raise errors[0]
 
 
 def test_threads_each_running_their_own_loop(r):

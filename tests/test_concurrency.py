@@ -8,31 +8,9 @@ import threading
 import time
 
 import cachu
+from helpers import run_threads
 
 JOIN_TIMEOUT = 20
-
-
-def run_threads(targets, timeout=JOIN_TIMEOUT):
-    """Start one thread per target, join them all, re-raise the first error."""
-    errors = []
-
-    def guard(fn):
-        def run():
-            try:
-                fn()
-            except BaseException as exc:
-                errors.append(exc)
-
-        return run
-
-    threads = [threading.Thread(target=guard(t), daemon=True) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-        assert not t.is_alive(), "thread did not finish"
-    if errors:
-        raise errors[0]
 
 
 def test_dogpile_one_computation_for_many_threads():

@@ -29,31 +29,16 @@ import pytest
 import redis
 from cachu.backends import NO_VALUE
 from cachu.decorator import clear_backends
+from helpers import within
+from redis_raw import assert_no_locks, assert_ttl_about, pack, put_raw, raw_keys, read_raw
 from redis_server import (
     make_ca,
     make_server_cert,
     openssl_binary,
     redis_supports_tls,
-    start_server,
 )
 
 # -- servers and helpers ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = start_server()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def r(server):
-    """The raw peer client on the module server, database 0, flushed."""
-    c = server.client()
-    c.flushall()
-    yield c
-    c.close()
 
 
 @pytest.fixture(autouse=True)
@@ -65,74 +50,6 @@ def on_module_server(server, r):
     cachu.configure(redis_url=server.url)
     yield
     clear_backends()
-
-
-@pytest.fixture
-def own_server():
-    """Start extra servers for one test: ``own_server(**RedisServer kwargs)``."""
-    started = []
-
-    def make(**kwargs):
-        s = start_server(**kwargs)
-        started.append(s)
-        return s
-
-    yield make
-    clear_backends()
-    for s in started:
-        s.close()
-
-
-def pack(value, created_at):
-    """A value in the reference's Redis layout."""
-    return struct.pack("d", created_at) + pickle.dumps(value)
-
-
-def put_raw(r, key, value, ttl=300, created_at=None):
-    """Store ``value`` as the reference does (SETEX)."""
-    created_at = time.time() if created_at is None else created_at
-    r.execute_command("SETEX", key, ttl, pack(value, created_at))
-
-
-def read_raw(r, key):
-    """``(created_at, value, pickle bytes)`` of a stored entry."""
-    raw = r.get(key)
-    assert raw is not None, f"{key!r} is not stored"
-    assert len(raw) > 8, raw
-    return struct.unpack("d", raw[:8])[0], pickle.loads(raw[8:]), raw[8:]
-
-
-def raw_keys(r, pattern="*"):
-    return sorted(k.decode() for k in r.scan_iter(match=pattern, count=1000))
-
-
-def assert_no_locks(r):
-    assert raw_keys(r, "lock:*") == []
-
-
-def assert_ttl_about(r, key, ttl):
-    pttl = r.pttl(key)
-    assert (ttl - 3) * 1000 < pttl <= ttl * 1000, (key, pttl)
-
-
-def within(seconds, fn, *args, **kwargs):
-    """Run ``fn`` in a thread; fail (instead of hanging) if it takes longer
-    than ``seconds``. Returns its result or raises its exception."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as e:  # handed to the test
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"{fn} still running after {seconds}s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def cachu_warnings(caplog):

@@ -12,25 +12,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-from redis_server import start_server
-
 HELPERS = os.path.join(os.path.dirname(__file__), "redis_helpers")
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = start_server()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def r(server):
-    c = server.client()
-    c.flushall()
-    yield c
-    c.close()
 
 
 def test_distributed_dogpile_runs_the_function_once(server, r, tmp_path):

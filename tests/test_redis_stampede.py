@@ -5,20 +5,13 @@ others wait for the new value: no stampede, sync or async."""
 import asyncio
 import pickle
 import struct
-import threading
 import time
 
 import cachu
 import pytest
 from cachu.decorator import clear_backends
-from redis_server import start_server
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = start_server()
-    yield s
-    s.close()
+from helpers import run_threads
+from redis_raw import put_raw
 
 
 @pytest.fixture(autouse=True)
@@ -31,20 +24,6 @@ def on_server(server):
     c.close()
 
 
-def _old_entry(client, key, value, age):
-    """A value in cachu's layout, stored ``age`` seconds ago."""
-    created = time.time() - age
-    client.set(key, struct.pack("d", created) + pickle.dumps(value), ex=300)
-
-
-def _run_threads(n, target):
-    threads = [threading.Thread(target=target) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-
-
 def test_rejected_value_is_recomputed_once_by_threads(on_server):
     calls = []
 
@@ -54,9 +33,9 @@ def test_rejected_value_is_recomputed_once_by_threads(on_server):
         time.sleep(0.3)
         return "fresh"
 
-    _old_entry(on_server, "5m:price|symbol='X'", "stale", age=120)
+    put_raw(on_server, "5m:price|symbol='X'", "stale", created_at=time.time() - 120)
     results = []
-    _run_threads(12, lambda: results.append(price("X")))
+    run_threads([lambda: results.append(price("X"))] * 12)
     assert results == ["fresh"] * 12
     assert len(calls) == 1
     assert not on_server.exists("lock:5m:price|symbol='X'")
@@ -74,7 +53,7 @@ def test_unreadable_value_is_recomputed_once_by_threads(on_server):
     key = "5m:report|n=1"
     on_server.set(key, struct.pack("d", time.time()) + b"definitely not a pickle", ex=300)
     results = []
-    _run_threads(12, lambda: results.append(report(1)))
+    run_threads([lambda: results.append(report(1))] * 12)
     assert results == ["good"] * 12
     assert len(calls) == 1
     raw = on_server.get(key)
@@ -90,7 +69,7 @@ def test_rejected_value_is_recomputed_once_by_tasks(on_server):
         await asyncio.sleep(0.3)
         return "fresh"
 
-    _old_entry(on_server, "5m:quote|symbol='Y'", "stale", age=120)
+    put_raw(on_server, "5m:quote|symbol='Y'", "stale", created_at=time.time() - 120)
 
     async def main():
         return await asyncio.gather(*(quote("Y") for _ in range(50)))
