@@ -617,6 +617,7 @@ async def test_sync_and_async_share_entries_both_ways(r):
     assert await async_fn(4) == {"n": 4, "by": "async"}
     assert cachu.cache_get(sync_fn, n=4) == {"n": 4, "by": "async"}
     assert cachu.cache_get(async_fn, n=4) == {"n": 4, "by": "async"}
+    assert await cachu.async_cache_get(sync_fn, n=4) == {"n": 4, "by": "async"}
     assert sync_fn(4) == {"n": 4, "by": "async"}
     # async CRUD -> sync
     await cachu.async_cache_set(async_fn, {"n": 5, "by": "async_cache_set"}, n=5)

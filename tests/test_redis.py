@@ -1155,37 +1155,6 @@ async def test_async_redis_io_does_not_block_the_loop(r):
 
 
 @pytest.mark.asyncio
-async def test_sync_and_async_share_entries(r):
-    calls = []
-
-    def make_sync():
-        @cachu.cache(ttl=300, backend="redis")
-        def shared(n):
-            calls.append(("sync", n))
-            return {"n": n, "by": "sync"}
-
-        return shared
-
-    def make_async():
-        @cachu.cache(ttl=300, backend="redis")
-        async def shared(n):
-            calls.append(("async", n))
-            return {"n": n, "by": "async"}
-
-        return shared
-
-    sync_fn, async_fn = make_sync(), make_async()
-    assert sync_fn(1) == {"n": 1, "by": "sync"}
-    assert await async_fn(1) == {"n": 1, "by": "sync"}
-    assert await async_fn(2) == {"n": 2, "by": "async"}
-    assert sync_fn(2) == {"n": 2, "by": "async"}
-    assert calls == [("sync", 1), ("async", 2)]
-    assert await cachu.async_cache_get(sync_fn, n=2) == {"n": 2, "by": "async"}
-    assert cachu.cache_get(async_fn, n=1) == {"n": 1, "by": "sync"}
-    assert raw_keys(r) == ["5m:shared|n=1", "5m:shared|n=2"]
-
-
-@pytest.mark.asyncio
 async def test_async_call_waits_for_a_foreign_lock(r):
     """COMPAT.md: a decorated miss on redis takes the Redis lock, so a
     coroutine must also wait for a lock another process holds (API.md: the
