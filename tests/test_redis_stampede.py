@@ -97,3 +97,58 @@ def test_unreadable_value_is_recomputed_once_by_tasks(on_server):
     assert asyncio.run(main()) == ["good"] * 50
     assert len(calls) == 1
     assert pickle.loads(on_server.get(key)[8:]) == "good"
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_caller_late_to_the_lock_uses_the_value_stored_meanwhile(on_server, face):
+    """A caller reads the stale value, and before it takes the lock another
+    caller has recomputed, stored and let go: the late caller finds the lock
+    free, but uses the newer value instead of computing a second time.
+    (The late caller is held inside ``validate`` to force that order.)"""
+    import threading
+
+    calls = []
+    late_has_read, fresh_stored = threading.Event(), threading.Event()
+
+    def validate(entry):
+        if entry.value == "stale" and threading.current_thread().name == "late":
+            late_has_read.set()
+            assert fresh_stored.wait(20)
+        return entry.age < 60
+
+    if face == "sync":
+
+        @cachu.cache(ttl=300, backend="redis", validate=validate)
+        def price(symbol):
+            calls.append(symbol)
+            return "fresh"
+
+        call = price
+    else:
+
+        @cachu.cache(ttl=300, backend="redis", validate=validate)
+        async def aprice(symbol):
+            calls.append(symbol)
+            return "fresh"
+
+        def call(symbol):
+            return asyncio.run(aprice(symbol))
+
+    put_raw(on_server, "5m:price|symbol='X'", "stale", created_at=time.time() - 120)
+    put_raw(on_server, "5m:aprice|symbol='X'", "stale", created_at=time.time() - 120)
+    results = {}
+
+    def late():
+        results["late"] = call("X")
+
+    def first():
+        assert late_has_read.wait(20)
+        results["first"] = call("X")
+        fresh_stored.set()
+
+    t = threading.Thread(target=late, name="late")
+    t.start()
+    run_threads([first])
+    t.join(20)
+    assert results == {"late": "fresh", "first": "fresh"}
+    assert calls == ["X"]

@@ -104,12 +104,18 @@ async def _on_redis(
             else:
                 state, payload = await core._atry_lock(key)
             if state == 2:
-                lock = payload
-                break
-            if state == 3:  # Redis is down and the region fails open.
+                # The lock was free; after a rejected read, another caller
+                # may have stored a newer value before we took it: use that
+                # rather than compute again.
+                read = None if stale is None else await core._await_value(key, 0, stale)
+                if read is None:
+                    lock = payload
+                    break
+                payload.release()
+            elif state == 3:  # Redis is down and the region fails open.
                 store = False
                 break
-            if state == 1:
+            elif state == 1:
                 read = payload
             else:
                 read = await core._await_value(key, max(0.0, deadline - loop.time()), stale)

@@ -100,6 +100,18 @@ impl CachedFunction {
                 }
             };
             let hit = match probe {
+                GetOrLock::Locked(token) if stale.is_some() => {
+                    // The lock was free, but between reading the rejected
+                    // value and taking it another caller may have stored a
+                    // newer one: use that instead of computing again.
+                    match py.detach(|| redis.wait_for_newer(key.text, stale, Duration::ZERO)) {
+                        Ok(Some(hit)) => {
+                            let _ = py.detach(|| redis.unlock(key.text, &token));
+                            hit
+                        }
+                        _ => break Some(token),
+                    }
+                }
                 GetOrLock::Locked(token) => break Some(token),
                 GetOrLock::Hit(hit) => hit,
                 GetOrLock::Busy => {
