@@ -21,6 +21,16 @@ DEFAULTS = {
     # Added by the Redis work (issue 4): outage behaviour and socket bound.
     "fail_open": True,
     "redis_socket_timeout": 3.0,
+    # Beyond 0.2.7 (spec/EXTENSIONS.md): defaults that change nothing.
+    "memory_maxsize": None,
+    "memory_max_bytes": None,
+    "memory_sweep_interval": 60.0,
+    "on_lock_timeout": "run",
+    "cache_deadline": None,
+    "redis_retry_count": 1,
+    "redis_health_check_interval": 30.0,
+    "redis_near_cache": 0,
+    "signing_key": None,
 }
 
 no_env_overrides = pytest.mark.skipif(
@@ -432,3 +442,123 @@ def test_bad_env_backend_fails_import(clean_env):
     proc = run_python("import cachu", dict(clean_env, CACHU_BACKEND="bogus"))
     assert proc.returncode != 0
     assert "CACHU_BACKEND" in proc.stderr
+
+
+# --- options beyond 0.2.7 -------------------------------------------------------
+
+EXTENSION_VALUES = {
+    "memory_maxsize": 1000,
+    "memory_max_bytes": 1 << 20,
+    "memory_sweep_interval": 0.5,
+    "on_lock_timeout": "raise",
+    "cache_deadline": 0.25,
+    "redis_retry_count": 3,
+    "redis_health_check_interval": 5.0,
+    "redis_near_cache": 100,
+}
+
+
+@pytest.mark.parametrize(("option", "value"), EXTENSION_VALUES.items())
+def test_extension_option_set_and_kept(option, value):
+    cfg = cachu.configure(**{option: value})
+    assert getattr(cfg, option) == value
+    cachu.configure(key_prefix="other:")  # not given: left as is
+    assert getattr(cachu.get_config(), option) == value
+    assert cachu.get_all_configs()[PKG][option] == value
+
+
+@pytest.mark.parametrize("option", ["memory_maxsize", "memory_max_bytes", "cache_deadline"])
+def test_extension_option_reset_to_none(option):
+    cachu.configure(**{option: EXTENSION_VALUES[option]})
+    assert getattr(cachu.configure(**{option: None}), option) is None
+
+
+@pytest.mark.parametrize(
+    ("option", "bad"),
+    [
+        ("memory_maxsize", 0),
+        ("memory_maxsize", -1),
+        ("memory_maxsize", True),
+        ("memory_maxsize", 2.5),
+        ("memory_max_bytes", "1k"),
+        ("memory_max_bytes", False),
+        ("memory_sweep_interval", -1),
+        ("memory_sweep_interval", float("nan")),
+        ("memory_sweep_interval", "60"),
+        ("on_lock_timeout", "wait"),
+        ("on_lock_timeout", None),
+        ("cache_deadline", 0),
+        ("cache_deadline", float("nan")),
+        ("redis_retry_count", -1),
+        ("redis_retry_count", 1.5),
+        ("redis_health_check_interval", -2),
+        ("redis_near_cache", True),
+        ("signing_key", ""),
+        ("signing_key", []),
+        ("signing_key", ["good", b""]),
+        ("signing_key", 12345),
+    ],
+)
+def test_extension_option_refused(option, bad):
+    before = cachu.get_all_configs().get(PKG)
+    with pytest.raises(ValueError, match=option):
+        cachu.configure(**{option: bad})
+    assert cachu.get_all_configs().get(PKG) == before
+
+
+def test_sweep_interval_accepts_zero_and_infinity():
+    assert cachu.configure(memory_sweep_interval=0).memory_sweep_interval == 0
+    assert cachu.configure(memory_sweep_interval=float("inf")).memory_sweep_interval == float("inf")
+
+
+def test_signing_key_never_shown():
+    secret = "s3cr3t-signing-key"
+    cfg = cachu.configure(signing_key=[secret, b"older-key"])
+    assert cfg.signing_key == (secret, b"older-key")
+    assert secret not in repr(cfg) and secret not in str(cfg)
+    assert cachu.get_all_configs()[PKG]["signing_key"] == "***"
+    assert secret not in repr(cachu.get_all_configs())
+    with pytest.raises(ValueError) as e:
+        cachu.configure(signing_key=[secret, ""])
+    assert secret not in str(e.value)
+
+
+def test_extension_options_from_env(clean_env):
+    env = dict(
+        clean_env,
+        CACHU_MEMORY_MAXSIZE="500",
+        CACHU_MEMORY_SWEEP_INTERVAL="inf",
+        CACHU_ON_LOCK_TIMEOUT="raise",
+        CACHU_CACHE_DEADLINE="0.5",
+        CACHU_REDIS_NEAR_CACHE="64",
+        CACHU_SIGNING_KEY="env-secret",
+    )
+    proc = run_python(
+        "import cachu, json; print(json.dumps(cachu.get_all_configs()['_default']))", env
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == dict(
+        DEFAULTS,
+        memory_maxsize=500,
+        memory_sweep_interval=float("inf"),
+        on_lock_timeout="raise",
+        cache_deadline=0.5,
+        redis_near_cache=64,
+        signing_key="***",
+    )
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("CACHU_MEMORY_MAXSIZE", "-3"),
+        ("CACHU_MEMORY_MAX_BYTES", "lots"),
+        ("CACHU_ON_LOCK_TIMEOUT", "later"),
+        ("CACHU_REDIS_RETRY_COUNT", "1.5"),
+    ],
+)
+def test_bad_extension_env_fails_import(clean_env, var, raw):
+    proc = run_python("import cachu", dict(clean_env, **{var: raw}))
+    assert proc.returncode != 0
+    assert var in proc.stderr

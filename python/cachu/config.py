@@ -6,19 +6,24 @@ looking at who is calling: the first frame outside cachu names the package.
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import sys
 import threading
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from types import FrameType
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from cachu import _cachu
 
 BACKENDS = ("memory", "file", "redis", "null")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+SigningKey = str | bytes | tuple[str | bytes, ...]
 
 
 @dataclass
@@ -35,6 +40,25 @@ class CacheConfig:
     fail_open: bool = True
     #: Bound, in seconds, on connecting to Redis and on each round trip.
     redis_socket_timeout: float = 3.0
+    # --- beyond 0.2.7 (spec/EXTENSIONS.md); the defaults change nothing ---
+    #: Most live entries one memory region holds (None: unbounded).
+    memory_maxsize: int | None = None
+    #: Most bytes of values one memory region holds (None: unbounded).
+    memory_max_bytes: int | None = None
+    #: Least seconds between sweeps of expired memory entries.
+    memory_sweep_interval: float = 60.0
+    #: After waiting lock_timeout for another caller: 'run' or 'raise'.
+    on_lock_timeout: str = "run"
+    #: Most seconds of cache work (not the function) in one call; None: no bound.
+    cache_deadline: float | None = None
+    #: Retries of a round trip that failed at once on a broken connection.
+    redis_retry_count: int = 1
+    #: A pooled connection idle longer than this is PINGed before use.
+    redis_health_check_interval: float = 30.0
+    #: Entries per Redis region kept in process memory (0: off).
+    redis_near_cache: int = 0
+    #: Key(s) signing values written to Redis and files; never shown.
+    signing_key: SigningKey | None = field(default=None, repr=False)
 
 
 def check_backend(name: object) -> str:
@@ -97,7 +121,71 @@ def check_fail_open(value: object) -> bool:
     return value
 
 
-_CHECKS = {
+def _number(value: object) -> TypeGuard[float]:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _positive_int_or_none(name: str) -> Callable[[object], int | None]:
+    def check(value: object) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        return value
+
+    return check
+
+
+def _count(name: str) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        return value
+
+    return check
+
+
+def _interval(name: str) -> Callable[[object], float]:
+    """Seconds >= 0, infinity allowed (never), NaN refused."""
+
+    def check(value: object) -> float:
+        if not _number(value) or math.isnan(value) or value < 0:
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        return value
+
+    return check
+
+
+def check_on_lock_timeout(value: object) -> str:
+    if value not in ("run", "raise"):
+        raise ValueError(f"on_lock_timeout must be 'run' or 'raise', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_cache_deadline(value: object) -> float | None:
+    if value is None:
+        return None
+    if not _number(value) or math.isnan(value) or value <= 0:
+        raise ValueError(f"cache_deadline must be a number of seconds > 0 or None, got {value!r}")
+    return value
+
+
+def check_signing_key(value: object) -> SigningKey | None:
+    """A non-empty str/bytes, or a non-empty sequence of them (the first
+    signs, all verify). The message never shows the key."""
+    if value is None:
+        return None
+    keys = [value] if isinstance(value, (str, bytes)) else value
+    if isinstance(keys, (list, tuple)) and keys:
+        if all(isinstance(k, (str, bytes)) and k for k in keys):
+            return value if isinstance(value, (str, bytes)) else tuple(keys)
+    raise ValueError(
+        "signing_key must be a non-empty str or bytes, or a non-empty sequence of them "
+        f"(got a {type(value).__name__}; the key itself is not shown)"
+    )
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
     "backend": check_backend,
     "key_prefix": lambda v: v if isinstance(v, str) else _bad_prefix(v),
     "file_dir": check_file_dir,
@@ -105,7 +193,30 @@ _CHECKS = {
     "lock_timeout": _seconds("lock_timeout"),
     "fail_open": check_fail_open,
     "redis_socket_timeout": _seconds("redis_socket_timeout"),
+    "memory_maxsize": _positive_int_or_none("memory_maxsize"),
+    "memory_max_bytes": _positive_int_or_none("memory_max_bytes"),
+    "memory_sweep_interval": _interval("memory_sweep_interval"),
+    "on_lock_timeout": check_on_lock_timeout,
+    "cache_deadline": check_cache_deadline,
+    "redis_retry_count": _count("redis_retry_count"),
+    "redis_health_check_interval": _interval("redis_health_check_interval"),
+    "redis_near_cache": _count("redis_near_cache"),
+    "signing_key": check_signing_key,
 }
+
+#: Options added beyond 0.2.7, whose configure() default means "leave as is"
+#: (so that None can be given to reset the ones where None means "off").
+EXTENSION_OPTIONS = (
+    "memory_maxsize",
+    "memory_max_bytes",
+    "memory_sweep_interval",
+    "on_lock_timeout",
+    "cache_deadline",
+    "redis_retry_count",
+    "redis_health_check_interval",
+    "redis_near_cache",
+    "signing_key",
+)
 
 
 def _bad_prefix(v: object) -> str:
@@ -118,18 +229,36 @@ _ENV = {
     "CACHU_FILE_DIR": "file_dir",
     "CACHU_REDIS_URL": "redis_url",
 }
+_ENV.update({f"CACHU_{name.upper()}": name for name in EXTENSION_OPTIONS})
+
+
+def _from_env(name: str, raw: str) -> object:
+    """An environment variable's text as the option's type (the check runs after)."""
+    default = getattr(CacheConfig, name, None)
+    if name == "signing_key" or isinstance(default, str):
+        return raw
+    if raw.strip().lower() in ("", "none"):
+        return None
+    try:
+        number = float(raw)
+    except ValueError:
+        return raw  # the check names it
+    if name in ("memory_maxsize", "memory_max_bytes", "redis_retry_count", "redis_near_cache"):
+        return int(number) if number.is_integer() else number
+    return number
 
 
 def _defaults_from_env() -> CacheConfig:
     cfg = CacheConfig()
-    for var, field in _ENV.items():
+    for var, name in _ENV.items():
         raw = os.environ.get(var)
         if raw is None:
             continue
         try:
-            setattr(cfg, field, _CHECKS[field](raw))
+            setattr(cfg, name, _CHECKS[name](_from_env(name, raw)))
         except ValueError as e:
-            raise ValueError(f"environment variable {var}={raw!r} is invalid: {e}") from None
+            shown = "***" if name == "signing_key" else repr(raw)
+            raise ValueError(f"environment variable {var}={shown} is invalid: {e}") from None
     return cfg
 
 
@@ -145,6 +274,16 @@ def caller_package() -> str | None:
             return top
         frame = frame.f_back
     return None
+
+
+class _Keep:
+    """configure()'s default for the options beyond 0.2.7: leave as is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
 
 
 class _Registry:
@@ -170,10 +309,21 @@ def configure(
     redis_socket_timeout: float | None = None,
     *,
     package: str | None = None,
+    memory_maxsize: int | _Keep | None = KEEP,
+    memory_max_bytes: int | _Keep | None = KEEP,
+    memory_sweep_interval: float | _Keep = KEEP,
+    on_lock_timeout: str | _Keep = KEEP,
+    cache_deadline: float | _Keep | None = KEEP,
+    redis_retry_count: int | _Keep = KEEP,
+    redis_health_check_interval: float | _Keep = KEEP,
+    redis_near_cache: int | _Keep = KEEP,
+    signing_key: SigningKey | _Keep | None = KEEP,
 ) -> CacheConfig:
-    """Set the calling package's options; ``None`` leaves an option as is.
-    File and Redis backend instances of the package are reopened with the new
-    settings on next use (their stored entries stay where they are)."""
+    """Set the calling package's options. For the 0.2.7 options ``None``
+    leaves an option as is; the options added beyond 0.2.7 are left as they
+    are when not given, and take ``None`` where it means "off". File and Redis
+    backend instances of the package are reopened with the new settings on
+    next use (their stored entries stay where they are)."""
     if package is None:
         package = caller_package()
     given = {
@@ -186,6 +336,18 @@ def configure(
         "redis_socket_timeout": redis_socket_timeout,
     }
     updates = {k: _CHECKS[k](v) for k, v in given.items() if v is not None}
+    extensions = {
+        "memory_maxsize": memory_maxsize,
+        "memory_max_bytes": memory_max_bytes,
+        "memory_sweep_interval": memory_sweep_interval,
+        "on_lock_timeout": on_lock_timeout,
+        "cache_deadline": cache_deadline,
+        "redis_retry_count": redis_retry_count,
+        "redis_health_check_interval": redis_health_check_interval,
+        "redis_near_cache": redis_near_cache,
+        "signing_key": signing_key,
+    }
+    updates.update({k: _CHECKS[k](v) for k, v in extensions.items() if v is not KEEP})
     with _registry.lock:
         cfg = _registry.configs.get(package)
         if cfg is None:
@@ -207,9 +369,17 @@ def get_config(package: str | None = None) -> CacheConfig:
 
 def get_all_configs() -> dict[str | None, dict[str, Any]]:
     """``{'_default': defaults, package: settings, ...}`` as plain dicts."""
-    out: dict[str | None, dict[str, Any]] = {"_default": asdict(_registry.default)}
+    out: dict[str | None, dict[str, Any]] = {"_default": _shown(_registry.default)}
     for pkg, cfg in list(_registry.configs.items()):
-        out[pkg] = asdict(cfg)
+        out[pkg] = _shown(cfg)
+    return out
+
+
+def _shown(cfg: CacheConfig) -> dict[str, Any]:
+    """A config as a plain dict, with the signing key masked."""
+    out = asdict(cfg)
+    if out.get("signing_key") is not None:
+        out["signing_key"] = "***"
     return out
 
 
