@@ -55,19 +55,40 @@ pub fn normalize_tag(tag: &str) -> String {
     format!("|{}|", tag.trim_matches('|').replace('|', "."))
 }
 
-/// The glob that selects a tag's keys: `*|users|*`; `None` for no tag.
+/// `text` as a glob that matches exactly `text` in every glob dialect the
+/// backends speak (`fnmatch`, SQLite `GLOB`, Redis `MATCH`): `*`, `?`, `[`
+/// and the backslash (an escape in Redis only) become one-character classes.
+pub fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '*' => out.push_str("[*]"),
+            '?' => out.push_str("[?]"),
+            '[' => out.push_str("[[]"),
+            // `[\\]` is a class holding one backslash for all three readers.
+            '\\' => out.push_str("[\\\\]"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The glob that selects a tag's keys, the tag taken literally:
+/// `*||users||*` (a tagged base key is `name||users||...`); `None` for no
+/// tag. The bars on both sides keep untagged keys whose arguments merely
+/// contain `|users|` out of it.
 pub fn tag_pattern(tag: &str) -> Option<String> {
     if tag.is_empty() {
         None
     } else {
-        Some(format!("*{}*", normalize_tag(tag)))
+        Some(format!("*|{}|*", glob_escape(&normalize_tag(tag))))
     }
 }
 
 /// The glob that selects one function's keys in a region, whatever its tag:
-/// `*:{key_prefix}{name}|*`.
+/// `*:{key_prefix}{name}|*`, prefix and name taken literally.
 pub fn function_pattern(key_prefix: &str, name: &str) -> String {
-    format!("*:{key_prefix}{name}|*")
+    format!("*:{}{}|*", glob_escape(key_prefix), glob_escape(name))
 }
 
 /// The start of a function's base key: `name|` or `name||tag||`.
@@ -199,7 +220,12 @@ mod tests {
         assert_eq!(normalize_tag("users"), "|users|");
         assert_eq!(normalize_tag("user|admin"), "|user.admin|");
         assert_eq!(normalize_tag("||a|b||"), "|a.b|");
-        assert_eq!(tag_pattern("users").as_deref(), Some("*|users|*"));
+        assert_eq!(tag_pattern("users").as_deref(), Some("*||users||*"));
+        assert_eq!(tag_pattern("*").as_deref(), Some("*||[*]||*"));
+        assert_eq!(
+            tag_pattern("a?[b]\\").as_deref(),
+            Some("*||a[?][[]b][\\\\]||*")
+        );
         assert_eq!(tag_pattern(""), None);
         assert_eq!(base_head("get_user", "users"), "get_user||users||");
         assert_eq!(base_head("get_user", ""), "get_user|");
@@ -227,5 +253,23 @@ mod tests {
         assert!(!glob_match("*a*b*c", "xxaxxcxxb"));
         assert!(glob_match("*:v1:f|*", "5m:v1:f|x=1"));
         assert!(glob_match("é*", "été"));
+    }
+
+    #[test]
+    fn escaped_globs_match_literally() {
+        for text in ["*", "a?b", "[x]", "a\\b", "[!a]*", "plain", "é[*"] {
+            let pattern = glob_escape(text);
+            assert!(glob_match(&pattern, text), "{pattern}");
+            assert!(!glob_match(&pattern, &format!("{text}x")), "{pattern}");
+        }
+        assert!(!glob_match(&glob_escape("a?b"), "axb"));
+        assert!(!glob_match(&glob_escape("*"), "x"));
+        let tagged = "5m:f||*||x=1";
+        let star = tag_pattern("*").unwrap();
+        assert!(glob_match(&star, tagged));
+        assert!(!glob_match(&star, "5m:f|x=1"));
+        assert!(!glob_match(&star, "5m:f||users||x=1"));
+        let users = tag_pattern("users").unwrap();
+        assert!(!glob_match(&users, "5m:f|x='|users|'"));
     }
 }

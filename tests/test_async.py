@@ -767,6 +767,7 @@ SHAPE_CALLS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore::cachu.CacheKeyCollisionWarning")  # same name on purpose
 @pytest.mark.parametrize(
     "opts",
     [{}, {"tag": "users"}, {"tag": "user|admin"}, {"exclude": {"b", "zed"}}],
@@ -787,6 +788,9 @@ async def test_keys_match_the_sync_decorator(backend, opts, prefix):
     assert all(k.startswith(f"5m:{prefix}shape|") for k in sync_keys)
 
 
+@pytest.mark.filterwarnings(
+    "ignore::cachu.CacheKeyCollisionWarning"
+)  # tested in test_collisions.py
 async def test_keys_are_the_documented_strings(backend):
     fn = async_shape()
     await fn(1)

@@ -117,6 +117,7 @@ async def test_miss_then_hit_stores_the_reference_layout(r, decorator):
     assert (info.hits, info.misses, info.currsize) == (2, 1, 1)
 
 
+@pytest.mark.filterwarnings("ignore::cachu.CacheKeyCollisionWarning")  # same name on purpose
 @pytest.mark.asyncio
 async def test_keys_and_bytes_identical_to_the_sync_path(r):
     """The same function, decorated sync and async, writes the same keys,
@@ -584,6 +585,7 @@ async def test_non_cachu_value_is_a_miss_and_replaced(r, bad):
 # -- sync and async share entries ------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::cachu.CacheKeyCollisionWarning")  # same name on purpose
 @pytest.mark.asyncio
 async def test_sync_and_async_share_entries_both_ways(r):
     calls = []

@@ -317,6 +317,9 @@ class pyodbc_handle:
     pass
 
 
+@pytest.mark.filterwarnings(
+    "ignore::cachu.CacheKeyCollisionWarning"
+)  # tested in test_collisions.py
 @pytest.mark.parametrize(
     "factory",
     [
@@ -345,6 +348,9 @@ def test_connection_like_values_excluded(region_keys, factory):
     assert region_keys(300) == ["5m:with_conn|user_id=1"]
 
 
+@pytest.mark.filterwarnings(
+    "ignore::cachu.CacheKeyCollisionWarning"
+)  # tested in test_collisions.py
 def test_sqlite3_connection_excluded(region_keys):
     conn = sqlite3.connect(":memory:")
     try:
@@ -360,6 +366,9 @@ def test_sqlite3_connection_excluded(region_keys):
         conn.close()
 
 
+@pytest.mark.filterwarnings(
+    "ignore::cachu.CacheKeyCollisionWarning"
+)  # tested in test_collisions.py
 def test_connection_like_vararg_excluded(region_keys):
     @cachu.cache(ttl=300)
     def conn_vararg(a, *rest):

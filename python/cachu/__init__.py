@@ -4,7 +4,12 @@ A drop-in replacement for the pure-Python ``cachu`` 0.2.7: same API, same
 keys and storage formats, much faster calls.
 """
 
-from cachu._cachu import BackendUnavailableError, CachedFunction, CacheError
+from cachu._cachu import (
+    BackendUnavailableError,
+    CachedFunction,
+    CacheError,
+    CacheKeyCollisionWarning,
+)
 from cachu.backends import NO_VALUE, AsyncBackend, Backend
 from cachu.config import (
     CacheConfig,
@@ -48,6 +53,7 @@ __all__ = [
     "CacheEntry",
     "CacheError",
     "CacheInfo",
+    "CacheKeyCollisionWarning",
     "CachedFunction",
     "async_cache",
     "async_cache_clear",

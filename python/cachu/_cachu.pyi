@@ -12,10 +12,12 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "CacheError",
+    "CacheKeyCollisionWarning",
     "CachedFunction",
     "NoValue",
     "RedisLock",
     "bump_generation",
+    "glob_escape",
     "is_disabled",
     "mangle",
     "region_name",
@@ -39,6 +41,9 @@ class CacheError(Exception):
 
 class BackendUnavailableError(CacheError):
     """The backend could not be reached or answered with an error."""
+
+class CacheKeyCollisionWarning(UserWarning):
+    """Different calls may share one cache key (and so one another's values)."""
 
 @disjoint_base
 class Backend:
@@ -98,6 +103,7 @@ class CachedFunction:
         validate: Callable[[CacheEntry], object] | None,
         entry_type: type[CacheEntry],
         resolver: Callable[[], tuple[str, Backend, float]],
+        keep_in_key: list[str] | None = None,
     ) -> CachedFunction: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: object, owner: type | None = None, /) -> Any: ...
@@ -136,6 +142,9 @@ def bump_generation() -> None: ...
 def region_name(ttl: int) -> str: ...
 def mangle(base: str, key_prefix: str, ttl: int) -> str: ...
 def tag_pattern(tag: str) -> str | None: ...
+def glob_escape(text: str) -> str:
+    """A glob matching exactly ``text`` in every backend."""
+
 def reset_stats() -> None: ...
 def shutdown_io() -> None:
     """Stop the engine's I/O thread from calling back into Python (atexit)."""

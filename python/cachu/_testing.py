@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cachu import _cachu, _regions
+from cachu import _cachu, _collisions, _regions
 from cachu.config import _registry
 
 
@@ -15,5 +15,6 @@ def reset() -> None:
         inst.clear()
         inst.close()
     _cachu.reset_stats()
+    _collisions.forget()
     _cachu.set_disabled(False)
     _cachu.bump_generation()

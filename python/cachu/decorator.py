@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from cachu import _cachu, _regions
+from cachu import _cachu, _collisions, _regions
 from cachu.backends import AsyncBackend, Backend
 from cachu.config import caller_package, check_backend, check_ttl, get_config
 from cachu.types import CacheEntry
@@ -35,8 +35,11 @@ def cache(
     cache_if: Callable[[Any], bool] | None = None,
     validate: Callable[[CacheEntry], bool] | None = None,
     package: str | None = None,
+    keep_in_key: set[str] | None = None,
 ) -> Callable[[F], F]:
-    """Cache a function's results, keyed by its arguments."""
+    """Cache a function's results, keyed by its arguments. Parameters named
+    in ``keep_in_key`` stay in the key even when their value looks like a
+    database connection (which is otherwise left out, with a warning)."""
     check_ttl(ttl)
     if package is None:
         package = caller_package()
@@ -46,6 +49,7 @@ def cache(
     if not isinstance(tag, str):
         raise TypeError(f"tag must be a string, got {tag!r}")
     exclude_names = sorted(exclude or ())
+    keep_names = sorted(keep_in_key or ())
 
     def resolve() -> tuple[str, Backend, float]:
         cfg = get_config(package)
@@ -65,7 +69,9 @@ def cache(
             validate,
             CacheEntry,
             resolve,
+            keep_names,
         )
+        _collisions.check(fn, unwrapped.__name__, package, backend_name, region_ttl, tag)
         if inspect.iscoroutinefunction(fn):
             from cachu._async import async_wrapper
 
@@ -84,11 +90,12 @@ def async_cache(
     cache_if: Callable[[Any], bool] | None = None,
     validate: Callable[[CacheEntry], bool] | None = None,
     package: str | None = None,
+    keep_in_key: set[str] | None = None,
 ) -> Callable[[F], F]:
     """``@cache`` for coroutine functions (``@cache`` detects them as well)."""
     if package is None:
         package = caller_package()
-    return cache(ttl, backend, tag, exclude, cache_if, validate, package)
+    return cache(ttl, backend, tag, exclude, cache_if, validate, package, keep_in_key)
 
 
 def get_backend(

@@ -73,17 +73,13 @@ def cache_clear(
         if name == "redis":
             # All regions (and packages) share one Redis database: clear only
             # this region's keys, under this package's prefix.
-            prefix = _glob_escape(get_config(package).key_prefix)
+            prefix = _cachu.glob_escape(get_config(package).key_prefix)
             head = f"{_cachu.region_name(region_ttl)}:{prefix}"
             removed += inst.clear(head + (pattern or "*"))
         else:
             removed += inst.clear(pattern)
     _cachu.reset_stats()
     return removed
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def cache_info(fn: Callable[..., Any]) -> CacheInfo:

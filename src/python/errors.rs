@@ -1,7 +1,7 @@
 //! The one mapping from the core's `Error` to Python exceptions.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyUserWarning, PyValueError};
 use pyo3::PyErr;
 
 use crate::error::Error;
@@ -17,6 +17,12 @@ create_exception!(
     BackendUnavailableError,
     CacheError,
     "The backend could not be reached or answered with an error."
+);
+create_exception!(
+    cachu,
+    CacheKeyCollisionWarning,
+    PyUserWarning,
+    "Different calls may share one cache key (and so one another's values)."
 );
 
 pub fn to_py(err: Error) -> PyErr {

@@ -2,6 +2,10 @@
 //! COMPAT.md specifies. Everything that depends only on the function's
 //! signature is worked out once, when the function is decorated.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{
@@ -9,11 +13,18 @@ use pyo3::types::{
     PyTuple,
 };
 
+use super::errors::CacheKeyCollisionWarning;
+
 struct Param {
     name: String,
     default: Option<Py<PyAny>>,
     /// Dropped by name: `self`, `cls`, `_`-names, `exclude`.
     dropped: bool,
+    /// Named in `keep_in_key`: kept even when its value looks like a
+    /// connection.
+    keep: bool,
+    /// A connection-like value of it was left out and the user was told.
+    warned: AtomicBool,
 }
 
 /// The signature facts key building needs.
@@ -22,16 +33,30 @@ pub struct KeyPlan {
     /// Indices of the kept parameters, sorted by name.
     sorted_kept: Vec<usize>,
     exclude: Vec<String>,
+    keep: Vec<String>,
+    /// `module.qualname` of the function, for warnings.
+    owner: String,
+    /// Extra arguments (`*args`, `**kwargs`) the user was told about.
+    warned_extra: Mutex<HashSet<String>>,
 }
 
 impl KeyPlan {
     /// `params` are the function's positional parameter names in order
-    /// (`getfullargspec(fn).args`) with their defaults, if any.
-    pub fn new(params: Vec<(String, Option<Py<PyAny>>)>, exclude: Vec<String>) -> Self {
+    /// (`getfullargspec(fn).args`) with their defaults, if any; `keep`
+    /// names the parameters kept in the key even when their value looks
+    /// like a database connection; `owner` names the function in warnings.
+    pub fn new(
+        params: Vec<(String, Option<Py<PyAny>>)>,
+        exclude: Vec<String>,
+        keep: Vec<String>,
+        owner: String,
+    ) -> Self {
         let params: Vec<Param> = params
             .into_iter()
             .map(|(name, default)| Param {
                 dropped: drops_name(&name, &exclude),
+                keep: keep.contains(&name),
+                warned: AtomicBool::new(false),
                 name,
                 default,
             })
@@ -43,6 +68,9 @@ impl KeyPlan {
             params,
             sorted_kept,
             exclude,
+            keep,
+            owner,
+            warned_extra: Mutex::new(HashSet::new()),
         }
     }
 
@@ -69,6 +97,14 @@ impl KeyPlan {
                         None => continue,
                     },
                 };
+                if !p.keep {
+                    if let Some(why) = connection_reason(&value)? {
+                        if !p.warned.swap(true, Ordering::Relaxed) {
+                            self.warn_left_out(py, &p.name, &why)?;
+                        }
+                        continue;
+                    }
+                }
                 write_pair(out, &mut first, &p.name, &value)?;
             }
             return Ok(());
@@ -112,9 +148,44 @@ impl KeyPlan {
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut first = true;
         for (name, value, _) in &pairs {
+            if !self.keep.contains(name) {
+                if let Some(why) = connection_reason(value)? {
+                    self.left_out(py, name, &why)?;
+                    continue;
+                }
+            }
             write_pair(out, &mut first, name, value)?;
         }
         Ok(())
+    }
+
+    /// A connection-like value of `name` was left out: tell the user, once
+    /// per parameter.
+    fn left_out(&self, py: Python<'_>, name: &str, why: &str) -> PyResult<()> {
+        if let Some(p) = self.params.iter().find(|p| p.name == name) {
+            if p.warned.swap(true, Ordering::Relaxed) {
+                return Ok(());
+            }
+        } else if !self.warned_extra.lock().insert(name.to_owned()) {
+            return Ok(());
+        }
+        self.warn_left_out(py, name, why)
+    }
+
+    /// The warning itself: which argument, why, and the two ways to silence it.
+    #[cold]
+    fn warn_left_out(&self, py: Python<'_>, name: &str, why: &str) -> PyResult<()> {
+        let message = format!(
+            "cachu: argument '{name}' of {} is left out of the cache key because its value \
+             looks like a database connection ({why}), so calls that differ only in it share \
+             one cached value; pass exclude={{{name:?}}} to @cache to leave it out without \
+             this warning, or keep_in_key={{{name:?}}} to keep it in the key",
+            self.owner
+        );
+        let category = py.get_type::<CacheKeyCollisionWarning>();
+        let message =
+            std::ffi::CString::new(message.replace('\0', "")).expect("no NUL left in the message");
+        PyErr::warn(py, &category, &message, 1)
     }
 }
 
@@ -129,9 +200,6 @@ fn write_pair(
     name: &str,
     value: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    if looks_like_connection(value)? {
-        return Ok(());
-    }
     if !*first {
         out.push(' ');
     }
@@ -141,9 +209,10 @@ fn write_pair(
     write_repr(out, value)
 }
 
-/// Builtin values are never connections; anything else is checked the way
-/// the reference does (attributes, then the type's name).
-fn looks_like_connection(v: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// Why `v` looks like a database connection, if it does: checked as the
+/// reference does (attributes, then the type's name); builtin values never
+/// do.
+fn connection_reason(v: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     if v.is_none()
         || v.is_exact_instance_of::<PyInt>()
         || v.is_exact_instance_of::<PyString>()
@@ -157,7 +226,7 @@ fn looks_like_connection(v: &Bound<'_, PyAny>) -> PyResult<bool> {
         || v.is_exact_instance_of::<PyFrozenSet>()
         || v.is_exact_instance_of::<PyComplex>()
     {
-        return Ok(false);
+        return Ok(None);
     }
     let py = v.py();
     for attr in [
@@ -166,14 +235,18 @@ fn looks_like_connection(v: &Bound<'_, PyAny>) -> PyResult<bool> {
         intern!(py, "engine"),
     ] {
         if v.hasattr(attr)? {
-            return Ok(true);
+            return Ok(Some(format!(
+                "it has an attribute named {:?}",
+                attr.to_cow()?
+            )));
         }
     }
     let type_str = v.get_type().str()?;
     let type_str = type_str.to_cow()?;
     Ok(["Connection", "Engine", "psycopg", "pyodbc", "sqlite3"]
         .iter()
-        .any(|s| type_str.contains(s)))
+        .find(|s| type_str.contains(*s))
+        .map(|s| format!("its type {type_str} contains {s:?}")))
 }
 
 /// Append `repr(v)`, computing the common cases without calling Python.

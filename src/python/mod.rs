@@ -30,6 +30,12 @@ fn tag_pattern(tag: &str) -> Option<String> {
     crate::key::tag_pattern(tag)
 }
 
+/// `glob_escape(text)`: a glob matching exactly `text` in every backend.
+#[pyfunction]
+fn glob_escape(text: &str) -> String {
+    crate::key::glob_escape(text)
+}
+
 /// Reset every cached function's hit and miss counters.
 #[pyfunction]
 fn reset_stats() {
@@ -43,7 +49,7 @@ mod _cachu {
     #[pymodule_export]
     use super::cached::CachedFunction;
     #[pymodule_export]
-    use super::errors::{BackendUnavailableError, CacheError};
+    use super::errors::{BackendUnavailableError, CacheError, CacheKeyCollisionWarning};
     #[pymodule_export]
     use super::redis_lock::RedisLock;
     #[pymodule_export]
@@ -51,7 +57,7 @@ mod _cachu {
     #[pymodule_export]
     use super::state::{bump_generation, is_disabled, set_disabled};
     #[pymodule_export]
-    use super::{mangle, region_name, reset_stats, tag_pattern};
+    use super::{glob_escape, mangle, region_name, reset_stats, tag_pattern};
 
     use pyo3::prelude::*;
 

@@ -53,11 +53,21 @@ impl RedisBackend {
     /// Async [`RedisBackend::get`]: one `GET`.
     pub async fn get_async(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
         let mut conn = self.connection().await?;
-        let raw: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.failed(&e))?;
+        let raw: Option<Vec<u8>> = match redis::cmd("GET").arg(key).query_async(&mut conn).await {
+            // Not a string: no cachu value, a miss (removed if still so).
+            Err(e) if super::is_wrong_type(&e) => {
+                let _: Value = self
+                    .scripts
+                    .compare_delete
+                    .key(key)
+                    .arg(&b""[..])
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| self.failed(&e))?;
+                None
+            }
+            other => other.map_err(|e| self.failed(&e))?,
+        };
         Ok(raw.and_then(super::decode))
     }
 

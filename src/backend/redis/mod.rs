@@ -66,15 +66,22 @@ const POLL_MAX: Duration = Duration::from_millis(20);
 
 /// One round trip: the value if it is there, else try to take the lock.
 /// Returns `{1, value}`, `{2}` (lock taken) or `{0}` (someone else holds it).
-/// A value too short to carry the 8-byte header was not written by cachu: it
-/// is deleted and counts as missing.
+/// A value too short to carry the 8-byte header, or not a string at all
+/// (`WRONGTYPE`), was not written by cachu: it is deleted and counts as
+/// missing. So is a lock key that is not a string (no cachu lock).
 const GET_OR_LOCK_LUA: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v then
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'string' then
   if string.len(v) >= 8 then return {1, v} end
+  redis.call('DEL', KEYS[1])
+elseif v then
   redis.call('DEL', KEYS[1])
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {2} end
+if redis.call('TYPE', KEYS[2])['ok'] ~= 'string' then
+  redis.call('DEL', KEYS[2])
+  if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {2} end
+end
 return {0}
 ";
 
@@ -87,18 +94,20 @@ if tonumber(ARGV[2]) > 0 then
 else
   redis.call('DEL', KEYS[1])
 end
-if redis.call('GET', KEYS[2]) == ARGV[3] then
+if redis.pcall('GET', KEYS[2]) == ARGV[3] then
   redis.call('DEL', KEYS[2])
   return 1
 end
 return 0
 ";
 
-/// Compare-and-delete: remove `KEYS[1]` only if it holds exactly `ARGV[1]`.
+/// Compare-and-delete: remove `KEYS[1]` only if it holds exactly `ARGV[1]`
+/// (or is not a string at all, which no cachu value or lock is).
 /// Releases a lock by its owner, and removes a malformed value without
 /// clobbering a good one written meanwhile.
 const COMPARE_DELETE_LUA: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local v = redis.pcall('GET', KEYS[1])
+if v == ARGV[1] or type(v) == 'table' then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -107,7 +116,8 @@ return 0
 /// One poll of a waiter: `{1, value}` if the value is there, else
 /// `{0, 1}` while the lock is held and `{0, 0}` once it is gone.
 const POLL_LUA: &str = r"
-local v = redis.call('GET', KEYS[1])
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then v = false end
 local l = redis.call('EXISTS', KEYS[2])
 if v and string.len(v) >= 8 then return {1, v, l} end
 return {0, l}
@@ -634,7 +644,13 @@ impl RedisBackend {
 
 impl Backend for RedisBackend {
     fn get(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
-        let raw = self.run(|c| redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(c))?;
+        let raw = self.run(
+            |c| match redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(c) {
+                // Not a string: no cachu value; removed below, as a short one is.
+                Err(e) if is_wrong_type(&e) => Ok(Some(Vec::new())),
+                other => other,
+            },
+        )?;
         let Some(raw) = raw else {
             return Ok(None);
         };
@@ -939,6 +955,11 @@ fn into_bytes(v: Value) -> Vec<u8> {
 /// pipe), as an idle connection does after a server restart; not a timeout.
 fn is_dead_connection(e: &RedisError) -> bool {
     !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error())
+}
+
+/// `WRONGTYPE`: the key holds a list, hash, ... where a value was expected.
+pub(super) fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
 }
 
 fn is_unknown_command(e: &RedisError) -> bool {

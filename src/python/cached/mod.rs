@@ -247,6 +247,7 @@ impl CachedFunction {
             None,
             none(),
             none(),
+            None,
         )
     }
 
@@ -310,11 +311,27 @@ impl CachedFunction {
     }
 }
 
+/// `module.qualname` of a decorated function, for messages (`name` if it
+/// has neither).
+fn owner_name(func: &Bound<'_, PyAny>, name: &str) -> String {
+    let py = func.py();
+    let text = |attr: &Bound<'_, pyo3::types::PyString>| {
+        func.getattr(attr)
+            .ok()
+            .and_then(|v| v.extract::<String>().ok())
+    };
+    let qualname = text(intern!(py, "__qualname__")).unwrap_or_else(|| name.to_owned());
+    match text(intern!(py, "__module__")) {
+        Some(module) => format!("{module}.{qualname}"),
+        None => qualname,
+    }
+}
+
 #[pymethods]
 impl CachedFunction {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, resolver))]
+    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, resolver, keep_in_key=None))]
     fn new(
         func: Py<PyAny>,
         name: String,
@@ -327,7 +344,9 @@ impl CachedFunction {
         validate: Option<Py<PyAny>>,
         entry_type: Py<PyAny>,
         resolver: Py<PyAny>,
+        keep_in_key: Option<Vec<String>>,
     ) -> PyResult<Self> {
+        let owner = owner_name(func.bind(ttl.py()), &name);
         let ttl = if ttl.is_callable() {
             Ttl::PerResult(ttl.clone().unbind())
         } else {
@@ -346,6 +365,8 @@ impl CachedFunction {
                     .map(|(name, has_default, default)| (name, has_default.then_some(default)))
                     .collect(),
                 exclude,
+                keep_in_key.unwrap_or_default(),
+                owner,
             ),
             cache_if,
             validate,
