@@ -24,6 +24,7 @@ pub mod error;
 pub mod key;
 pub mod lock;
 pub mod runtime;
+pub mod sign;
 pub mod stats;
 
 #[cfg(feature = "python")]

@@ -40,6 +40,13 @@
 //!   warning, rename the file to `<path>.corrupt-<unix-ts>` (its `-wal` goes
 //!   along, its `-shm` is removed), create a fresh database and retry the
 //!   operation once.
+//! * **Safety** ([`super::file_safety`]): the database is created `0600`
+//!   (so are its `-wal` and `-shm`), and a database or sidecar file that is
+//!   a symbolic link or belongs to another user is never opened: every
+//!   operation then behaves as on an empty cache that stores nothing.
+//! * **Signing** ([`crate::sign`], with [`FileBackend::with_signer`]): the
+//!   `value` column holds the payload followed by its signature's trailer,
+//!   and a value whose trailer is missing or wrong reads as missing.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -47,15 +54,18 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::file_safety::Guard;
 use super::{Backend, Hit};
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::sign::{Signer, Signing};
 
 /// The table every implementation shares (the text must not change).
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL)";
@@ -350,6 +360,8 @@ struct Failure {
     generation: u64,
     /// Identity of the file a fresh connection opened.
     file_id: Option<FileId>,
+    /// The file was not opened (see [`super::file_safety`]): run uncached.
+    refused: bool,
 }
 
 struct Checkout {
@@ -378,6 +390,9 @@ pub struct FileBackend {
     sweep_every: u64,
     sweep_interval: f64,
     recheck_interval: f64,
+    /// Which files may be opened.
+    guard: Guard,
+    signing: Signing,
 }
 
 impl fmt::Debug for FileBackend {
@@ -424,7 +439,16 @@ impl FileBackend {
             sweep_every: SWEEP_EVERY_WRITES,
             sweep_interval: SWEEP_INTERVAL_SECS,
             recheck_interval: RECHECK_INTERVAL_SECS,
+            guard: Guard::default(),
+            signing: Signing::default(),
         })
+    }
+
+    /// This backend, signing the values it writes and reading only values
+    /// that verify (with `Some`); see [`crate::sign`].
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
+        self.signing = Signing::new(signer);
+        self
     }
 
     /// The database file.
@@ -445,7 +469,10 @@ impl FileBackend {
 
     /// Runs `op` on a pooled connection, retrying busy errors and recovering
     /// from a corrupt file once. `op` gets the current Unix time.
-    fn run<T>(&self, mut op: impl FnMut(&mut Connection, f64) -> rusqlite::Result<T>) -> Result<T> {
+    fn run<T: Default>(
+        &self,
+        mut op: impl FnMut(&mut Connection, f64) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut busy_retries = 0u32;
         let mut reset = false;
         let mut rebuilt = false;
@@ -454,6 +481,10 @@ impl FileBackend {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
+            if failure.refused {
+                // Logged by the guard; nothing is read or stored.
+                return Ok(T::default());
+            }
             if is_corrupt(&failure.err) {
                 if !failure.fresh && !reset {
                     // The pooled connections may point at a file that was
@@ -503,6 +534,7 @@ impl FileBackend {
                     fresh,
                     generation,
                     file_id: None,
+                    refused: false,
                 })
             }
         }
@@ -542,6 +574,16 @@ impl FileBackend {
                 fresh: false,
             });
         }
+        let refused = || Failure {
+            err: rusqlite::Error::InvalidPath(self.path.clone()),
+            fresh: true,
+            generation,
+            file_id: None,
+            refused: true,
+        };
+        if !self.guard.admit_before_open(&self.path) {
+            return Err(refused());
+        }
         let conn = self
             .open_connection(generation)
             .map_err(|(err, file_id)| Failure {
@@ -549,7 +591,12 @@ impl FileBackend {
                 fresh: true,
                 generation,
                 file_id,
+                refused: false,
             })?;
+        if !self.guard.admit_after_open(&self.path) {
+            dispose(conn, true);
+            return Err(refused());
+        }
         Ok(Checkout {
             conn,
             generation,
@@ -578,7 +625,8 @@ impl FileBackend {
     ) -> std::result::Result<Connection, (rusqlite::Error, Option<FileId>)> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| (e, None))?;
         let file_id = file_identity(&self.path);
         if let Err(err) = configure(&conn) {
@@ -763,7 +811,7 @@ impl FileBackend {
 
 impl Backend for FileBackend {
     fn get(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
-        self.run(|conn, now| {
+        let hit = self.run(|conn, now| {
             let row = conn
                 .prepare_cached(SQL_GET)?
                 .query_row([key], |row| {
@@ -786,7 +834,13 @@ impl Backend for FileBackend {
                     }
                 }
             }
-        })
+        })?;
+        Ok(hit.and_then(|Hit { value, created_at }| {
+            let value = self
+                .signing
+                .open(key, created_at, value, 0, &self.path.display())?;
+            Some(Hit { value, created_at })
+        }))
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: f64) -> Result<()> {
@@ -794,8 +848,17 @@ impl Backend for FileBackend {
             return self.delete(key).map(|_| ());
         }
         self.run(|conn, now| {
+            let signed;
+            let stored = if self.signing.enabled() {
+                let mut v = value.to_vec();
+                self.signing.seal(key, now, &mut v, 0);
+                signed = v;
+                &signed[..]
+            } else {
+                value
+            };
             conn.prepare_cached(SQL_SET)?
-                .execute(params![key, value, now, now + ttl])?;
+                .execute(params![key, stored, now, now + ttl])?;
             self.maybe_sweep(conn, now);
             Ok(())
         })?;

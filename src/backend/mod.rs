@@ -3,6 +3,7 @@
 //! stores nothing.
 
 pub mod file;
+pub mod file_safety;
 pub mod memory;
 pub mod null;
 pub mod redis;

@@ -20,6 +20,7 @@ use crate::backend::Backend;
 use crate::clock::{now, now_coarse};
 use crate::key::HashedKey;
 use crate::lock::KeyLocks;
+use crate::sign::{key_function, Signer};
 
 // Regions live behind an Arc, one per (package, backend, ttl): size is moot.
 #[allow(clippy::large_enum_variant)]
@@ -147,10 +148,12 @@ impl Region {
     }
 
     fn discard(&self, py: Python<'_>, key: HashedKey<'_>, why: PyErr) {
+        // The key's arguments may be personal data: only at debug.
         log::warn!(
-            "dropping cache entry {:?} that could not be read: {why}",
-            key.text
+            "dropping a cache entry of {} that could not be read: {why}",
+            key_function(key.text)
         );
+        log::debug!("the unreadable cache entry was {:?}", key.text);
         let _ = self.delete(py, key);
     }
 
@@ -284,9 +287,11 @@ impl PyBackend {
     /// A new backend instance: `Backend('memory')`, `Backend('null')`,
     /// `Backend('file', path)` (an SQLite database at `path`), or
     /// `Backend('redis', url=..., socket_timeout=3.0, lock_timeout=10.0,
-    /// fail_open=True)` (connects on first use, not here).
+    /// fail_open=True)` (connects on first use, not here). File and Redis
+    /// backends given `signing_keys` (a list of bytes; the first signs)
+    /// sign what they store and read only values that verify.
     #[new]
-    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true))]
+    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None))]
     fn new(
         kind: &str,
         path: Option<std::path::PathBuf>,
@@ -294,7 +299,12 @@ impl PyBackend {
         socket_timeout: f64,
         lock_timeout: f64,
         fail_open: bool,
+        signing_keys: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Self> {
+        let signer = signing_keys
+            .map(|keys| Signer::new(keys).map(Arc::new))
+            .transpose()
+            .map_err(to_py)?;
         let seconds = |name: &str, v: f64| {
             if v.is_finite() && v >= 0.0 {
                 Ok(Duration::from_secs_f64(v))
@@ -308,7 +318,8 @@ impl PyBackend {
             ("memory", None, None) => (Store::Memory(MemoryStore::new()), "memory"),
             ("null", None, None) => (Store::Null, "null"),
             ("file", Some(path), None) => {
-                (Store::File(FileBackend::open(path).map_err(to_py)?), "file")
+                let backend = FileBackend::open(path).map_err(to_py)?;
+                (Store::File(backend.with_signer(signer)), "file")
             }
             ("redis", None, Some(url)) => {
                 let options = RedisOptions {
@@ -316,10 +327,8 @@ impl PyBackend {
                     lock_timeout: seconds("lock_timeout", lock_timeout)?,
                     ..RedisOptions::default()
                 };
-                (
-                    Store::Redis(RedisBackend::new(url, options).map_err(to_py)?),
-                    "redis",
-                )
+                let backend = RedisBackend::new(url, options).map_err(to_py)?;
+                (Store::Redis(backend.with_signer(signer)), "redis")
             }
             ("file", _, _) => return Err(PyValueError::new_err("the file backend takes a path")),
             ("redis", _, _) => return Err(PyValueError::new_err("the redis backend takes url=")),

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
 
-use super::{
-    encode, lock_key, ttl_secs, GetOrLock, LockToken, Poll, RedisBackend, POLL_FIRST, POLL_MAX,
-};
+use super::{lock_key, ttl_secs, GetOrLock, LockToken, Poll, RedisBackend, POLL_FIRST, POLL_MAX};
 use crate::backend::Hit;
 use crate::clock::now;
 use crate::error::{Error, Result};
@@ -68,7 +66,7 @@ impl RedisBackend {
             }
             other => other.map_err(|e| self.failed(&e))?,
         };
-        Ok(raw.and_then(super::decode))
+        Ok(raw.and_then(|raw| self.decode_for(key, raw)))
     }
 
     /// Async [`RedisBackend::get_or_lock`]: one script call.
@@ -86,7 +84,14 @@ impl RedisBackend {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed(&e))?;
-        self.read_get_or_lock(reply, token)
+        match self.read_get_or_lock(key, reply, token)? {
+            Some(found) => Ok(found),
+            // A value that must not be used: lock as for a missing one.
+            None => Ok(self
+                .try_lock_async(key)
+                .await?
+                .map_or(GetOrLock::Busy, GetOrLock::Locked)),
+        }
     }
 
     /// Async [`RedisBackend::store_and_unlock`]: one script call.
@@ -97,7 +102,7 @@ impl RedisBackend {
         ttl: f64,
         token: &LockToken,
     ) -> Result<()> {
-        let payload = encode(value, now());
+        let payload = self.encode_for(key, value, now());
         let lock = lock_key(key);
         let mut conn = self.connection().await?;
         let _: Value = self
@@ -137,7 +142,7 @@ impl RedisBackend {
                 redis::cmd("SETEX")
                     .arg(key)
                     .arg(secs)
-                    .arg(&encode(value, now())[..])
+                    .arg(&self.encode_for(key, value, now())[..])
                     .query_async(&mut conn)
                     .await
             }
@@ -159,7 +164,7 @@ impl RedisBackend {
 
     /// Async [`RedisBackend::delete_if_unchanged`].
     pub async fn delete_if_unchanged_async(&self, key: &str, hit: &Hit<Vec<u8>>) -> Result<()> {
-        let raw = encode(&hit.value, hit.created_at);
+        let raw = self.encode_for(key, &hit.value, hit.created_at);
         let mut conn = self.connection().await?;
         let _: Value = self
             .scripts
@@ -208,7 +213,7 @@ impl RedisBackend {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| self.failed(&e))?;
-            if let Poll::Done(found) = self.read_poll(reply, newer_than)? {
+            if let Poll::Done(found) = self.read_poll(key, reply, newer_than)? {
                 return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -27,12 +27,19 @@
 //! batches of 500, so clearing many keys never blocks the server for long.
 //! Like the reference, they see every key of the database that matches,
 //! including `lock:*` keys and keys not written by cachu.
+//!
+//! Signing ([`crate::sign`], with [`RedisBackend::with_signer`]): the
+//! payload after the header carries its signature's trailer, and a value
+//! whose trailer is missing or wrong is never handed up: a read finds
+//! nothing, [`RedisBackend::get_or_lock`] takes the lock as for a missing
+//! value (one more round trip), and waits go on as if no value were there.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -46,6 +53,7 @@ mod aio;
 use super::{Backend, Hit};
 use crate::clock::now;
 use crate::error::{Error, Result};
+use crate::sign::{Signer, Signing, TRAILER_LEN};
 
 /// Bytes of `created_at` in front of every stored payload.
 const HEADER: usize = 8;
@@ -248,6 +256,7 @@ pub struct RedisBackend {
     no_unlink: AtomicBool,
     /// The multiplexed connection of the async face, and its process.
     aio: Mutex<Option<(u32, redis::aio::MultiplexedConnection)>>,
+    signing: Signing,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -292,7 +301,33 @@ impl RedisBackend {
             },
             no_unlink: AtomicBool::new(false),
             aio: Mutex::new(None),
+            signing: Signing::default(),
         })
+    }
+
+    /// This backend, signing the values it writes and handing up only
+    /// values that verify (with `Some`); see [`crate::sign`].
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
+        self.signing = Signing::new(signer);
+        self
+    }
+
+    /// What is stored for `value` under `key`: the header, the payload and,
+    /// when signing, the trailer.
+    fn encode_for(&self, key: &str, value: &[u8], created_at: f64) -> Vec<u8> {
+        let mut out = encode(value, created_at);
+        self.signing.seal(key, created_at, &mut out, HEADER);
+        out
+    }
+
+    /// The hit stored as `raw` under `key`; `None` if it is too short or,
+    /// when signing, its trailer does not verify.
+    fn decode_for(&self, key: &str, raw: Vec<u8>) -> Option<Hit<Vec<u8>>> {
+        let created_at = f64::from_ne_bytes(raw.get(..HEADER)?.try_into().ok()?);
+        decode(
+            self.signing
+                .open(key, created_at, raw, HEADER, &self.target)?,
+        )
     }
 
     /// The options this backend was made with.
@@ -326,19 +361,34 @@ impl RedisBackend {
                 .arg(secs)
                 .invoke::<Value>(c)
         })?;
-        self.read_get_or_lock(reply, token)
+        match self.read_get_or_lock(key, reply, token)? {
+            Some(found) => Ok(found),
+            // A value that must not be used: lock as for a missing one.
+            None => Ok(self
+                .try_lock(key)?
+                .map_or(GetOrLock::Busy, GetOrLock::Locked)),
+        }
     }
 
-    /// The reply of the get-or-lock script.
-    fn read_get_or_lock(&self, reply: Value, token: LockToken) -> Result<GetOrLock> {
+    /// The reply of the get-or-lock script; `None` for a value that is
+    /// there but does not verify (the lock was not taken).
+    fn read_get_or_lock(
+        &self,
+        key: &str,
+        reply: Value,
+        token: LockToken,
+    ) -> Result<Option<GetOrLock>> {
         let mut items = into_items(reply);
         match items.first().map(as_int) {
-            Some(Some(1)) if items.len() == 2 => match decode(into_bytes(items.swap_remove(1))) {
-                Some(hit) => Ok(GetOrLock::Hit(hit)),
-                None => Err(self.bad_reply("get_or_lock")),
-            },
-            Some(Some(2)) => Ok(GetOrLock::Locked(token)),
-            Some(Some(0)) => Ok(GetOrLock::Busy),
+            Some(Some(1)) if items.len() == 2 => {
+                let raw = into_bytes(items.swap_remove(1));
+                if raw.len() < HEADER {
+                    return Err(self.bad_reply("get_or_lock"));
+                }
+                Ok(self.decode_for(key, raw).map(GetOrLock::Hit))
+            }
+            Some(Some(2)) => Ok(Some(GetOrLock::Locked(token))),
+            Some(Some(0)) => Ok(Some(GetOrLock::Busy)),
             _ => Err(self.bad_reply("get_or_lock")),
         }
     }
@@ -346,7 +396,8 @@ impl RedisBackend {
     /// The reply of one poll: `Done(Some(hit))` once a value (newer than
     /// `newer_than`, if given) is there, `Done(None)` once the lock is gone
     /// without one, `Wait` meanwhile.
-    fn read_poll(&self, reply: Value, newer_than: Option<f64>) -> Result<Poll> {
+    /// A value that does not verify counts as no value.
+    fn read_poll(&self, key: &str, reply: Value, newer_than: Option<f64>) -> Result<Poll> {
         let mut items = into_items(reply);
         let locked = match items.last().and_then(as_int) {
             Some(l) => l != 0,
@@ -354,10 +405,12 @@ impl RedisBackend {
         };
         match (items.len(), items.first().and_then(as_int)) {
             (3, Some(1)) => {
-                let Some(hit) = decode(into_bytes(items.swap_remove(1))) else {
+                let raw = into_bytes(items.swap_remove(1));
+                if raw.len() < HEADER {
                     return Err(self.bad_reply("wait_for"));
-                };
-                if newer_than.is_none_or(|t| hit.created_at > t) {
+                }
+                let hit = self.decode_for(key, raw);
+                if let Some(hit) = hit.filter(|h| newer_than.is_none_or(|t| h.created_at > t)) {
                     Ok(Poll::Done(Some(hit)))
                 } else if locked {
                     Ok(Poll::Wait)
@@ -374,7 +427,7 @@ impl RedisBackend {
     /// One round trip: remove `key` only if it still holds `hit` (a value
     /// that turned out unreadable); a value stored since is kept.
     pub fn delete_if_unchanged(&self, key: &str, hit: &Hit<Vec<u8>>) -> Result<()> {
-        let raw = encode(&hit.value, hit.created_at);
+        let raw = self.encode_for(key, &hit.value, hit.created_at);
         self.run(|c| {
             self.scripts
                 .compare_delete
@@ -413,7 +466,7 @@ impl RedisBackend {
         ttl: f64,
         token: &LockToken,
     ) -> Result<()> {
-        let payload = encode(value, now());
+        let payload = self.encode_for(key, value, now());
         let secs = ttl_secs(ttl).unwrap_or(0);
         let lock = lock_key(key);
         self.run(|c| {
@@ -464,7 +517,7 @@ impl RedisBackend {
         let mut pause = POLL_FIRST;
         loop {
             let reply = self.run(|c| self.scripts.poll.key(key).key(&lock).invoke::<Value>(c))?;
-            if let Poll::Done(found) = self.read_poll(reply, newer_than)? {
+            if let Poll::Done(found) = self.read_poll(key, reply, newer_than)? {
                 return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -655,7 +708,7 @@ impl Backend for RedisBackend {
             return Ok(None);
         };
         if raw.len() >= HEADER {
-            return Ok(decode(raw));
+            return Ok(self.decode_for(key, raw));
         }
         // Not written by cachu: a miss, and removed unless replaced meanwhile.
         self.run(|c| {
@@ -671,7 +724,7 @@ impl Backend for RedisBackend {
     fn set(&self, key: &str, value: &[u8], ttl: f64) -> Result<()> {
         match ttl_secs(ttl) {
             Some(secs) => {
-                let payload = encode(value, now());
+                let payload = self.encode_for(key, value, now());
                 self.run(|c| {
                     redis::cmd("SETEX")
                         .arg(key)
@@ -913,7 +966,8 @@ fn ttl_secs(ttl: f64) -> Option<u64> {
 
 /// `created_at` as a native-endian f64, then the payload.
 fn encode(value: &[u8], created_at: f64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + value.len());
+    // Room for a signature's trailer, which may follow.
+    let mut out = Vec::with_capacity(HEADER + value.len() + TRAILER_LEN);
     out.extend_from_slice(&created_at.to_ne_bytes());
     out.extend_from_slice(value);
     out

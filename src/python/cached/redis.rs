@@ -41,8 +41,8 @@ impl CachedFunction {
             Ok(v) => v.unbind(),
             Err(e) => {
                 log::warn!(
-                    "dropping cache entry {:?} that could not be read: {e}",
-                    key.text
+                    "dropping a cache entry of {} that could not be read: {e}",
+                    crate::sign::key_function(key.text)
                 );
                 if let Err(e) = py.detach(|| redis.delete_if_unchanged(key.text, &hit)) {
                     r.region.degrade(py, to_py(e))?;
@@ -287,7 +287,10 @@ impl CachedFunction {
         let value = match loads(py, data) {
             Ok(v) => v.unbind(),
             Err(e) => {
-                log::warn!("dropping cache entry {key:?} that could not be read: {e}");
+                log::warn!(
+                    "dropping a cache entry of {} that could not be read: {e}",
+                    crate::sign::key_function(key)
+                );
                 return Ok((-1, None));
             }
         };
