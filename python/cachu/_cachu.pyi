@@ -20,6 +20,7 @@ __all__ = [
     "glob_escape",
     "is_disabled",
     "mangle",
+    "redact_url",
     "region_name",
     "reset_stats",
     "set_disabled",
@@ -58,6 +59,7 @@ class Backend:
         socket_timeout: float = 3.0,
         lock_timeout: float = 10.0,
         fail_open: bool = True,
+        signing_keys: list[bytes] | None = None,
     ) -> Backend: ...
     @property
     def kind(self) -> str:
@@ -144,6 +146,8 @@ def mangle(base: str, key_prefix: str, ttl: int) -> str: ...
 def tag_pattern(tag: str) -> str | None: ...
 def glob_escape(text: str) -> str:
     """A glob matching exactly ``text`` in every backend."""
+def redact_url(url: str) -> str:
+    """``url`` with its password (and any ``password=`` value) shown as ``***``."""
 
 def reset_stats() -> None: ...
 def shutdown_io() -> None:

@@ -9,7 +9,7 @@ from typing import cast
 
 from cachu import _cachu
 from cachu.backends import Backend
-from cachu.config import check_ttl, get_config
+from cachu.config import check_ttl, get_config, signing_keys
 
 _lock = threading.Lock()
 _instances: dict[tuple[str | None, str, int], Backend] = {}
@@ -40,7 +40,11 @@ def _create(package: str | None, backend: str, ttl: int) -> Backend:
         directory = get_config(package).file_dir
         if not os.path.isdir(directory):
             raise ValueError(f"file_dir {directory!r} is not an existing directory")
-        return Backend("file", os.path.join(directory, file_name(package, ttl)))
+        return Backend(
+            "file",
+            os.path.join(directory, file_name(package, ttl)),
+            signing_keys=signing_keys(get_config(package).signing_key),
+        )
     cfg = get_config(package)
     return Backend(
         "redis",
@@ -48,6 +52,7 @@ def _create(package: str | None, backend: str, ttl: int) -> Backend:
         socket_timeout=cfg.redis_socket_timeout,
         lock_timeout=cfg.lock_timeout,
         fail_open=cfg.fail_open,
+        signing_keys=signing_keys(cfg.signing_key),
     )
 
 

@@ -12,7 +12,7 @@ import pathlib
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from types import FrameType
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
@@ -26,9 +26,10 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 SigningKey = str | bytes | tuple[str | bytes, ...]
 
 
-@dataclass
+@dataclass(repr=False)
 class CacheConfig:
-    """The settings of one package."""
+    """The settings of one package. Its ``repr`` masks the password of
+    ``redis_url`` and leaves out ``signing_key``."""
 
     backend: str = "memory"
     key_prefix: str = ""
@@ -60,6 +61,24 @@ class CacheConfig:
     #: Key(s) signing values written to Redis and files; never shown.
     signing_key: SigningKey | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        shown = _shown(self)
+        inner = ", ".join(f"{f.name}={shown[f.name]!r}" for f in fields(self) if f.repr)
+        return f"{type(self).__name__}({inner})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` as messages show it: password (and ``password=``) as ``***``."""
+    return _cachu.redact_url(url)
+
+
+def signing_keys(value: SigningKey | None) -> list[bytes] | None:
+    """A signing_key setting as the engine takes it: bytes, the signing key first."""
+    if value is None:
+        return None
+    keys = [value] if isinstance(value, (str, bytes)) else list(value)
+    return [k.encode() if isinstance(k, str) else k for k in keys]
+
 
 def check_backend(name: object) -> str:
     if name not in BACKENDS:
@@ -89,19 +108,22 @@ def check_file_dir(value: object) -> str:
 
 def check_redis_url(url: object) -> str:
     if not isinstance(url, str):
-        raise ValueError(f"redis_url must be a string, got {url!r}")
+        raise ValueError(f"redis_url must be a string, got a {type(url).__name__}")
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as e:
-        raise ValueError(f"malformed redis_url {url!r}: {e}") from None
+        # urlsplit's own message may quote the URL: not shown.
+        reason = "bad port" if "port" in str(e).lower() else "cannot be parsed"
+        raise ValueError(f"malformed redis_url {shown!r}: {reason}") from None
     if parts.scheme not in REDIS_SCHEMES:
         raise ValueError(
-            f"malformed redis_url {url!r}: the scheme must be one of "
+            f"malformed redis_url {shown!r}: the scheme must be one of "
             f"{', '.join(s + '://' for s in REDIS_SCHEMES)}"
         )
     if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError(f"malformed redis_url {url!r}: no host")
+        raise ValueError(f"malformed redis_url {shown!r}: no host")
     _cachu.Backend("redis", url=url)  # the engine's own parser; connects to nothing
     return url
 
@@ -257,7 +279,12 @@ def _defaults_from_env() -> CacheConfig:
         try:
             setattr(cfg, name, _CHECKS[name](_from_env(name, raw)))
         except ValueError as e:
-            shown = "***" if name == "signing_key" else repr(raw)
+            if name == "signing_key":
+                shown = "***"
+            elif name == "redis_url":
+                shown = repr(redact_url(raw))
+            else:
+                shown = repr(raw)
             raise ValueError(f"environment variable {var}={shown} is invalid: {e}") from None
     return cfg
 
@@ -376,10 +403,13 @@ def get_all_configs() -> dict[str | None, dict[str, Any]]:
 
 
 def _shown(cfg: CacheConfig) -> dict[str, Any]:
-    """A config as a plain dict, with the signing key masked."""
+    """A config as a plain dict, with the signing key and the password of
+    the Redis URL masked."""
     out = asdict(cfg)
     if out.get("signing_key") is not None:
         out["signing_key"] = "***"
+    if isinstance(out.get("redis_url"), str):
+        out["redis_url"] = redact_url(out["redis_url"])
     return out
 
 

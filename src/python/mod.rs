@@ -36,6 +36,13 @@ fn glob_escape(text: &str) -> String {
     crate::key::glob_escape(text)
 }
 
+/// `redact_url(url)`: `url` with its password (and any `password=` query
+/// value) replaced by `***`, as every message shows a Redis URL.
+#[pyfunction]
+fn redact_url(url: &str) -> String {
+    crate::backend::redis::redact(url)
+}
+
 /// Reset every cached function's hit and miss counters.
 #[pyfunction]
 fn reset_stats() {
@@ -57,7 +64,7 @@ mod _cachu {
     #[pymodule_export]
     use super::state::{bump_generation, is_disabled, set_disabled};
     #[pymodule_export]
-    use super::{glob_escape, mangle, region_name, reset_stats, tag_pattern};
+    use super::{glob_escape, mangle, redact_url, region_name, reset_stats, tag_pattern};
 
     use pyo3::prelude::*;
 

@@ -923,26 +923,51 @@ fn parse_url(url: &str) -> Result<(Client, String)> {
     Ok((client, target))
 }
 
-/// `url` with any password replaced by `***`, for messages.
-fn redact(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+/// `url` with its secrets replaced by `***`, for messages: the password of
+/// the user info (everything up to the last `@`, the user name kept), and
+/// the value of any `password` query parameter. The one masking function of
+/// the engine (the Python layer calls it too); it errs on masking too much.
+pub fn redact(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let (head, rest) = url.split_at(start);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(head);
+    let rest = match rest.rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
-            };
-            format!("{}{hidden}{}", &url[..start], &rest[at..])
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str("***"),
+            }
+            &rest[at..]
         }
-        None => url.to_owned(),
+        None => rest,
+    };
+    // `password=` in the query (redis-py reads it there too).
+    let mut tail = rest;
+    while let Some(i) = find_ignore_case(tail, "password=") {
+        let value = i + "password=".len();
+        let boundary = i == 0 || matches!(tail.as_bytes()[i - 1], b'?' | b'&' | b';');
+        out.push_str(&tail[..value]);
+        tail = &tail[value..];
+        if boundary {
+            let end = tail.find(['&', ';', '#']).unwrap_or(tail.len());
+            out.push_str("***");
+            tail = &tail[end..];
+        }
     }
+    out.push_str(tail);
+    out
+}
+
+fn find_ignore_case(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn bracket(host: &str) -> String {
@@ -1120,5 +1145,14 @@ mod tests {
         assert_eq!(redact("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
         assert_eq!(redact("redis://h/0"), "redis://h/0");
+        assert_eq!(redact("redis://u:p/w@d@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("u:pw@h"), "u:***@h");
+        assert_eq!(
+            redact("unix:///s.sock?db=1&Password=pw&username=u"),
+            "unix:///s.sock?db=1&Password=***&username=u"
+        );
+        assert_eq!(redact("redis://h/0?password=pw"), "redis://h/0?password=***");
+        assert_eq!(redact("redis://h/0?xpassword=1"), "redis://h/0?xpassword=1");
+        assert_eq!(redact("rediss://h:1/0#frag"), "rediss://h:1/0#frag");
     }
 }
