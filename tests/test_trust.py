@@ -22,9 +22,8 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 import cachu
+import pytest
 from cachu.config import get_all_configs, get_config
 
 PKG = "test_trust"
@@ -202,11 +201,11 @@ def reference_python():
     """A virtualenv with cachu 0.2.7 from PyPI, made once and kept in /tmp."""
     py = os.path.join(REFERENCE_VENV, "bin", "python")
     check = "import cachu, sys; sys.exit(0 if cachu.__version__ == '0.2.7' else 3)"
-    if (
-        subprocess.run([py, "-c", check], capture_output=True).returncode != 0
-        if os.path.exists(py)
-        else True
-    ):
+    usable = (
+        os.path.exists(py)
+        and subprocess.run([py, "-c", check], capture_output=True).returncode == 0
+    )
+    if not usable:
         subprocess.run([sys.executable, "-m", "venv", "--clear", REFERENCE_VENV], check=True)
         subprocess.run(
             [

@@ -1151,7 +1151,10 @@ mod tests {
             redact("unix:///s.sock?db=1&Password=pw&username=u"),
             "unix:///s.sock?db=1&Password=***&username=u"
         );
-        assert_eq!(redact("redis://h/0?password=pw"), "redis://h/0?password=***");
+        assert_eq!(
+            redact("redis://h/0?password=pw"),
+            "redis://h/0?password=***"
+        );
         assert_eq!(redact("redis://h/0?xpassword=1"), "redis://h/0?xpassword=1");
         assert_eq!(redact("rediss://h:1/0#frag"), "rediss://h:1/0#frag");
     }
