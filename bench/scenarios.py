@@ -100,6 +100,9 @@ SCENARIOS = [
         "kind": "slow_miss",
         "impls": ["cachu", "diskcache"],
     },
+    # Ours with signing_key (new in ours): the difference to "file hit" is
+    # what checking a value's signature costs.
+    {"name": "file hit, signed", "groups": ("file",), "kind": "hit", "impls": ["cachu"]},
     {
         "name": "redis hit",
         "groups": ("redis",),
@@ -112,6 +115,7 @@ SCENARIOS = [
         "kind": "slow_miss",
         "impls": ["cachu", "redis-py SET+pickle"],
     },
+    {"name": "redis hit, signed", "groups": ("redis",), "kind": "hit", "impls": ["cachu"]},
     # kept after the sync redis rows: the redis scenarios run pinned to one CPU
     {
         "name": "async redis hit",
@@ -697,6 +701,35 @@ class CachuFileMiss(MissCase):
         return _cachu_sync(self.env, self.counted(user), "bench_file_miss", "file")
 
 
+SIGNED_PACKAGE = "bench_signed"
+
+
+def _cachu_signed(case, name, backend):
+    """A function of a package of its own that signs its values."""
+    import cachu
+
+    if case.env.role != "ours":
+        raise Unsupported("signing_key is new in ours")
+    options = {"file_dir": os.path.join(case.env.tmpdir(), "cachu-files-signed")}
+    os.makedirs(options["file_dir"], exist_ok=True)
+    if backend == "redis":
+        options = {"redis_url": case.env.need_redis_url()}
+    cachu.configure(signing_key="bench-signing-key", package=SIGNED_PACKAGE, **options)
+    body = case.counted(user)
+    body.__name__ = body.__qualname__ = name
+    return cachu.cache(ttl=TTL, backend=backend, package=SIGNED_PACKAGE)(body)
+
+
+class CachuFileSignedHit(HitCase):
+    def build(self):
+        return _cachu_signed(self, "bench_file_signed_hit", "file")
+
+
+class CachuRedisSignedHit(HitCase):
+    def build(self):
+        return _cachu_signed(self, "bench_redis_signed_hit", "redis")
+
+
 class DiskcacheHit(HitCase):
     def build(self):
         import diskcache
@@ -805,6 +838,8 @@ CASES = {
     ("file hit", "diskcache"): DiskcacheHit,
     ("file miss + store", "cachu"): CachuFileMiss,
     ("file miss + store", "diskcache"): DiskcacheMiss,
+    ("file hit, signed", "cachu"): CachuFileSignedHit,
+    ("redis hit, signed", "cachu"): CachuRedisSignedHit,
     ("redis hit", "cachu"): CachuRedisHit,
     ("redis hit", "redis-py GET+unpickle"): RawRedisGet,
     ("redis miss + store", "cachu"): CachuRedisMiss,
