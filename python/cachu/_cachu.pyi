@@ -146,6 +146,7 @@ def mangle(base: str, key_prefix: str, ttl: int) -> str: ...
 def tag_pattern(tag: str) -> str | None: ...
 def glob_escape(text: str) -> str:
     """A glob matching exactly ``text`` in every backend."""
+
 def redact_url(url: str) -> str:
     """``url`` with its password (and any ``password=`` value) shown as ``***``."""
 
