@@ -23,6 +23,7 @@ pub mod clock;
 pub mod error;
 pub mod key;
 pub mod lock;
+pub mod protocol;
 pub mod runtime;
 pub mod sign;
 pub mod stats;
