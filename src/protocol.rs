@@ -79,7 +79,9 @@ impl Options {
         if self.ttl.is_none() {
             return 0.0;
         }
-        self.stale_while_revalidate.max(self.stale_if_error).max(0.0)
+        self.stale_while_revalidate
+            .max(self.stale_if_error)
+            .max(0.0)
     }
 }
 
@@ -156,13 +158,19 @@ impl Step {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Event {
     /// A value stored at `created_at`; `valid` unless `validate` rejected it.
-    Found { created_at: f64, valid: bool },
+    Found {
+        created_at: f64,
+        valid: bool,
+    },
     Missing,
     /// A value was there but did not decode (Local lookups have removed it).
     Unreadable,
     /// The lock is ours. `waited`: another caller held it first.
     /// `stored_meanwhile`: a store to this region finished since the look.
-    Locked { waited: bool, stored_meanwhile: bool },
+    Locked {
+        waited: bool,
+        stored_meanwhile: bool,
+    },
     /// Another caller holds the lock (Local: past the wait given).
     Busy,
     NoValue,
@@ -202,7 +210,9 @@ enum State {
 pub struct Protocol {
     opts: Options,
     state: State,
-    started: Instant,
+    /// When the call started waiting or working, read on first need (a
+    /// plain hit never reads the clock); at once when a deadline is set.
+    started: Option<Instant>,
     /// Cache time spent before the function ran (the deadline's clock
     /// stops while it runs).
     spent_before_run: Option<Duration>,
@@ -230,9 +240,9 @@ pub const WAIT_SLICE: Duration = Duration::from_millis(100);
 impl Protocol {
     pub fn new(opts: Options) -> Self {
         Protocol {
+            started: opts.cache_deadline.map(|_| Instant::now()),
             opts,
             state: State::Begin,
-            started: Instant::now(),
             spent_before_run: None,
             holding: false,
             waited: false,
@@ -286,12 +296,16 @@ impl Protocol {
             }
             (State::Looking, Event::Busy) => self.wait(),
 
-            (State::Relooking, Event::Found { created_at, valid }) => {
-                self.judge(created_at, valid)
-            }
+            (State::Relooking, Event::Found { created_at, valid }) => self.judge(created_at, valid),
             (State::Relooking, Event::Missing | Event::Unreadable) => self.run(),
 
-            (State::Locking, Event::Locked { waited, stored_meanwhile }) => {
+            (
+                State::Locking,
+                Event::Locked {
+                    waited,
+                    stored_meanwhile,
+                },
+            ) => {
                 self.holding = true;
                 self.locked(waited, stored_meanwhile)
             }
@@ -356,11 +370,19 @@ impl Protocol {
             // Recompute it under the lock; Distributed waiters wait for a
             // value newer than this one.
             self.newer_than = Some(created_at);
-            return if after_lock { self.run() } else { self.lock_or_run() };
+            return if after_lock {
+                self.run()
+            } else {
+                self.lock_or_run()
+            };
         }
         self.found_at = created_at;
-        let age = clock::now() - created_at;
-        let ttl = self.opts.ttl.unwrap_or(f64::INFINITY);
+        // Without stale windows the backend keeps a value only while it is
+        // fresh: no clock to read.
+        let (age, ttl) = match self.opts.ttl {
+            Some(ttl) if self.opts.keep_extra() > 0.0 => (clock::now() - created_at, ttl),
+            _ => (0.0, f64::INFINITY),
+        };
         if age <= ttl {
             // Fresh (a refresh that finds one under the lock is not needed).
             return match self.opts.mode {
@@ -373,8 +395,7 @@ impl Protocol {
             return self.run();
         }
         let late = age - ttl;
-        if self.opts.mode == Mode::Call && !after_lock && late <= self.opts.stale_while_revalidate
-        {
+        if self.opts.mode == Mode::Call && !after_lock && late <= self.opts.stale_while_revalidate {
             self.state = State::Claiming;
             return Step::ClaimRefresh;
         }
@@ -466,7 +487,7 @@ impl Protocol {
         if self.past_deadline() {
             return self.run_uncached();
         }
-        if self.started.elapsed() < self.opts.lock_timeout {
+        if self.spent() < self.opts.lock_timeout {
             return match self.opts.shape {
                 // The holder may have let go without storing: look (or lock) again.
                 Shape::Distributed if self.newer_than.is_none() => self.look(),
@@ -503,7 +524,7 @@ impl Protocol {
     }
 
     fn run(&mut self) -> Step {
-        self.spent_before_run = Some(self.started.elapsed());
+        self.spent_before_run = Some(self.spent());
         self.state = State::Running;
         Step::Run
     }
@@ -537,7 +558,10 @@ impl Protocol {
             // A refresh has nothing to do without the backend.
             _ if self.opts.mode == Mode::Refresh => self.over(Step::Done),
             State::Running | State::Over | State::Begin => {
-                panic!("call protocol: Unavailable cannot follow state {:?}", self.state)
+                panic!(
+                    "call protocol: Unavailable cannot follow state {:?}",
+                    self.state
+                )
             }
             _ => self.run_uncached(),
         }
@@ -552,8 +576,12 @@ impl Protocol {
 
     /// Time left to wait for another caller: the lock timeout, and the cache
     /// deadline, whichever comes first.
-    fn wait_left(&self) -> Duration {
-        let spent = self.started.elapsed();
+    fn spent(&mut self) -> Duration {
+        self.started.get_or_insert_with(Instant::now).elapsed()
+    }
+
+    fn wait_left(&mut self) -> Duration {
+        let spent = self.spent();
         let lock_left = self.opts.lock_timeout.saturating_sub(spent);
         match self.opts.cache_deadline {
             Some(d) => lock_left.min(d.saturating_sub(spent)),
@@ -563,16 +591,15 @@ impl Protocol {
 
     /// Whether the cache has spent its deadline in this call (time spent
     /// running the function does not count).
-    fn past_deadline(&self) -> bool {
+    fn past_deadline(&mut self) -> bool {
         let Some(deadline) = self.opts.cache_deadline else {
             return false;
         };
         let spent = match self.spent_before_run {
-            // After the run: cache time before it, plus time since it ended
-            // is not tracked separately; the store is the only step left
-            // and it is allowed while time before the run left room.
+            // After the run only the store is left: it is made if the cache
+            // work before the run left room for it.
             Some(before) => before,
-            None => self.started.elapsed(),
+            None => self.spent(),
         };
         spent >= deadline
     }
@@ -631,12 +658,18 @@ mod tests {
 
     #[test]
     fn local_hit() {
-        assert_eq!(steps(opts(MEMORY), &[fresh()]), [Step::Look, Step::ServeFound]);
+        assert_eq!(
+            steps(opts(MEMORY), &[fresh()]),
+            [Step::Look, Step::ServeFound]
+        );
     }
 
     #[test]
     fn local_miss_uncontended_looks_once() {
-        let s = steps(opts(MEMORY), &[Event::Missing, locked(), Event::Ran, Event::Stored]);
+        let s = steps(
+            opts(MEMORY),
+            &[Event::Missing, locked(), Event::Ran, Event::Stored],
+        );
         assert_eq!(
             s,
             [
@@ -679,7 +712,10 @@ mod tests {
     fn local_lock_timeout_runs_or_raises() {
         let mut o = opts(MEMORY);
         o.lock_timeout = Duration::ZERO;
-        let s = steps(o.clone(), &[Event::Missing, Event::Busy, Event::Ran, Event::Stored]);
+        let s = steps(
+            o.clone(),
+            &[Event::Missing, Event::Busy, Event::Ran, Event::Stored],
+        );
         assert_eq!(s[2], Step::Run);
         assert_eq!(s[4], Step::ReturnResult);
         o.on_lock_timeout = OnLockTimeout::Raise;
@@ -713,7 +749,10 @@ mod tests {
     #[test]
     fn distributed_hit_and_miss() {
         let d = opts(Shape::Distributed);
-        assert_eq!(steps(d.clone(), &[fresh()]), [Step::LookOrLock, Step::ServeFound]);
+        assert_eq!(
+            steps(d.clone(), &[fresh()]),
+            [Step::LookOrLock, Step::ServeFound]
+        );
         let s = steps(d, &[locked(), Event::Ran, Event::Stored]);
         assert_eq!(
             s,
@@ -741,7 +780,10 @@ mod tests {
 
     #[test]
     fn distributed_holder_gone_without_value_looks_again() {
-        let s = steps(opts(Shape::Distributed), &[Event::Busy, Event::NoValue, locked()]);
+        let s = steps(
+            opts(Shape::Distributed),
+            &[Event::Busy, Event::NoValue, locked()],
+        );
         assert_eq!(s[2], Step::LookOrLock);
         assert_eq!(s[3], Step::Run);
     }
@@ -775,7 +817,10 @@ mod tests {
 
     #[test]
     fn distributed_unreadable_is_discarded_then_looked_again() {
-        let s = steps(opts(Shape::Distributed), &[Event::Unreadable, Event::Discarded]);
+        let s = steps(
+            opts(Shape::Distributed),
+            &[Event::Unreadable, Event::Discarded],
+        );
         assert_eq!(s[1], Step::Discard);
         assert_eq!(s[2], Step::LookOrLock);
     }
@@ -785,7 +830,10 @@ mod tests {
         let mut o = opts(Shape::Distributed);
         o.mode = Mode::Overwrite;
         let s = steps(o, &[Event::Ran, Event::Stored]);
-        assert_eq!(s, [Step::Run, Step::Store { extra: 0.0 }, Step::ReturnResult]);
+        assert_eq!(
+            s,
+            [Step::Run, Step::Store { extra: 0.0 }, Step::ReturnResult]
+        );
     }
 
     #[test]
@@ -850,14 +898,21 @@ mod tests {
         assert_eq!(s[3], Step::Store { extra: 90.0 });
         o.ttl = None;
         let s = steps(o, &[Event::Missing, locked(), Event::Ran]);
-        assert_eq!(s[3], Step::Store { extra: 0.0 }, "no windows for a per-result ttl");
+        assert_eq!(
+            s[3],
+            Step::Store { extra: 0.0 },
+            "no windows for a per-result ttl"
+        );
     }
 
     #[test]
     fn stale_if_error_falls_back_inside_the_window_only() {
         let mut o = opts(MEMORY);
         o.stale_if_error = 60.0;
-        let s = steps(o.clone(), &[aged(320.0), Event::Kept, locked(), Event::Failed]);
+        let s = steps(
+            o.clone(),
+            &[aged(320.0), Event::Kept, locked(), Event::Failed],
+        );
         assert_eq!(s[1], Step::Keep);
         assert!(matches!(s[2], Step::Lock { .. }));
         assert_eq!(s[4], Step::ServeKept);
@@ -904,7 +959,8 @@ mod tests {
         let s = steps(&[locked(), fresh()]);
         assert_eq!(s[2], Step::Done, "refreshed meanwhile by someone else");
         // Local: looks again under the lock; computes if still stale.
-        let l = opts(MEMORY);
+        let mut l = opts(MEMORY);
+        l.stale_while_revalidate = 60.0;
         let mut p = Protocol::refresh(l.clone(), stale_at);
         assert!(matches!(p.start(), Step::Lock { wait } if wait == Duration::ZERO));
         assert_eq!(p.next(locked()), Step::Look);

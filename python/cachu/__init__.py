@@ -9,6 +9,7 @@ from cachu._cachu import (
     CachedFunction,
     CacheError,
     CacheKeyCollisionWarning,
+    CacheLockTimeout,
 )
 from cachu.backends import NO_VALUE, AsyncBackend, Backend
 from cachu.config import (
@@ -52,6 +53,7 @@ __all__ = [
     "CacheConfig",
     "CacheEntry",
     "CacheError",
+    "CacheLockTimeout",
     "CacheInfo",
     "CacheKeyCollisionWarning",
     "CachedFunction",

@@ -1,19 +1,22 @@
-"""Caching of coroutine functions.
+"""Caching of coroutine functions: the Python half of the call protocol's
+async driver.
 
 The wrapper stays a real ``async def`` (so ``inspect.iscoroutinefunction``
-holds); the key building, lookups and stores are the same Rust calls the
-sync path makes. Memory lookups run inline (they never wait) and file
-lookups run in the loop's thread pool; concurrent tasks missing the same key
-there wait on a per-loop, per-key future, so one computes and the others
-read its result. Redis is natively async (``_on_redis``): the engine's I/O
-thread does the round trips and the distributed lock is shared with every
-other process, sync or async.
+holds). A memory hit is one engine call (``_acall``); anything else is an
+``AsyncCall``, the engine's run of the call protocol for this call, which
+performs inline what never waits and tells this driver, as a named
+``AsyncStep``, what it must do on the event loop: await the function, take
+the key's lock among this loop's tasks, run a blocking SQLite step in the
+loop's thread pool, or await a Redis round trip made on the engine's own I/O
+thread. The driver decides nothing: every decision is the protocol's, shared
+with sync calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +24,9 @@ from typing import Any
 from cachu import _cachu
 from cachu._offloop import off_loop
 from cachu._offloop import run as _run
+
+_Step = _cachu.AsyncStep
+_log = logging.getLogger("cachu")
 
 # loop -> {key being computed: a future done when the computing task
 # finishes, made only once another task waits (None until then)}
@@ -30,6 +36,8 @@ _inflight = weakref.WeakKeyDictionary()
 # The last loop's table, to skip the weak-dictionary lookup on the common path
 # (one loop per thread; replacing the pair is atomic).
 _last: tuple[Callable[[], object], _Table] = (lambda: None, {})
+# Background refreshes in flight, held until they finish.
+_refreshes: set[asyncio.Task[None]] = set()
 
 
 def _table(loop: asyncio.AbstractEventLoop) -> _Table:
@@ -42,16 +50,13 @@ def _table(loop: asyncio.AbstractEventLoop) -> _Table:
     return table
 
 
-async def _acquire(
-    loop: asyncio.AbstractEventLoop,
-    table: _Table,
-    key: str,
-    timeout: float,
-) -> tuple[bool, bool]:
-    """Become the task computing ``key`` on this loop; wait (suspended, at
-    most ``timeout`` seconds) while another task does. Returns (owner,
-    waited): not the owner on timeout; `waited` if the task was suspended."""
-    waited = False
+async def _acquire(table: _Table, key: str, timeout: float) -> tuple[bool, bool]:
+    """Become the task computing ``key`` on this loop, waiting (suspended) at
+    most ``timeout`` seconds while another task is. Returns (owner, waited)."""
+    if key not in table:  # Uncontended: take it without suspending.
+        table[key] = None
+        return True, False
+    loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while key in table:
         busy = table[key]
@@ -60,14 +65,13 @@ async def _acquire(
         remaining = deadline - loop.time()
         if remaining <= 0:
             return False, True
-        waited = True
         try:
             # shield: a waiter's cancellation must not cancel the holder's future.
             await asyncio.wait_for(asyncio.shield(busy), remaining)
         except asyncio.TimeoutError:
             return False, True
     table[key] = None
-    return True, waited
+    return True, True
 
 
 def _release(table: _Table, key: str) -> None:
@@ -76,78 +80,80 @@ def _release(table: _Table, key: str) -> None:
         done.set_result(None)
 
 
-async def _on_redis(
-    core: _cachu.CachedFunction,
-    fn: Callable[..., Any],
-    key: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    overwrite: bool,
+async def _drive(
+    call: _cachu.AsyncCall, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """A call on Redis, natively async: one round trip reads the value or
-    takes the key's distributed lock; the owner computes, then stores and
-    releases in a second round trip; others wait, suspended, for its value."""
-    lock = None
-    store = True
-    if not overwrite:
-        # Until the lock timeout: read or lock; if another caller holds the
-        # lock, wait for its value; if it let go without storing, try again,
-        # so that one caller computes, not all of them. A value `validate`
-        # rejects is recomputed under the lock too, and its waiters wait for a
-        # newer one (`stale` is the rejected value's created_at).
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + core._lock_timeout()
-        stale = None
-        while True:
-            if stale is None:
-                state, payload = await core._aget_or_lock(key)
-            else:
-                state, payload = await core._atry_lock(key)
-            if state == 2:
-                # The lock was free; after a rejected read, another caller
-                # may have stored a newer value before we took it: use that
-                # rather than compute again.
-                read = None if stale is None else await core._await_value(key, 0, stale)
-                if read is None:
-                    lock = payload
-                    break
-                payload.release()
-            elif state == 3:  # Redis is down and the region fails open.
-                store = False
-                break
-            elif state == 1:
-                read = payload
-            else:
-                read = await core._await_value(key, max(0.0, deadline - loop.time()), stale)
-            if read is not None:
-                verdict, value = core._accept(key, *read)
-                if verdict == 1:
-                    return value
-                if verdict == 0:
-                    stale = read[1]
-                else:  # It did not unpickle: remove it and read again.
-                    await core._adelete_unreadable(key, *read)
-                    stale = None
-            if loop.time() >= deadline:
-                break
-    core._miss()
+    """Perform the steps ``call`` asks for until it is over; return its outcome."""
+    table: _Table | None = None
     try:
-        result = await fn(*args, **kwargs)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    if store:
-        await core._astore(key, result, lock)
-    return result
+        step = call.step
+        while True:
+            if step == _Step.Run:
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as e:
+                    step = call.failed(e)
+                else:
+                    step = call.ran(result)
+            elif step == _Step.Native:
+                await call.io()
+                step = call.resume()
+            elif step == _Step.Blocking:
+                step = await off_loop(call.perform)
+            elif step == _Step.LocalLock:
+                if table is None:
+                    table = _table(asyncio.get_running_loop())
+                owner, waited = await _acquire(table, call.key, call.wait)
+                if owner:
+                    step = call.locked(waited)
+                else:
+                    table = None  # not ours to release
+                    step = call.busy()
+            elif step == _Step.Refresh:
+                _start_refresh(call, fn, args, kwargs)
+                return call.outcome()
+            else:
+                return call.outcome()
+    finally:
+        call.close()
+        if table is not None:
+            _release(table, call.key)
+
+
+def _start_refresh(
+    call: _cachu.AsyncCall, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Refresh the stale value ``call`` served, as a task of this loop (it
+    runs in a copy of the caller's context, as every task does)."""
+    refresh = call.refresh_call()
+
+    async def run() -> None:
+        try:
+            await _drive(refresh, fn, args, kwargs)
+        except Exception as e:
+            # Logged once per key until a refresh of it succeeds; never
+            # raised into an unrelated caller.
+            if refresh.finish_refresh(True):
+                _log.warning(
+                    "background refresh of %s failed; its stale value is served "
+                    "until the window ends: %s",
+                    refresh.name,
+                    e,
+                )
+            return
+        except BaseException:  # cancelled (its loop is closing): let go of the claim
+            refresh.finish_refresh(False)
+            raise
+        refresh.finish_refresh(False)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _refreshes.add(task)
+    task.add_done_callback(_refreshes.discard)
 
 
 def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callable[..., Any]:
     """The ``async def`` that caches coroutine function ``fn`` through ``core``."""
-    probe = core._probe
-
-    async def peek(key: str, blocking: bool) -> tuple[bool, Any]:
-        return await off_loop(core._peek, key) if blocking else core._peek(key)
+    acall = core._acall
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -157,43 +163,12 @@ def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callab
             overwrite = bool(kwargs.pop("_overwrite_cache", False))
             if skip:
                 return await fn(*args, **kwargs)
-        key, state, value = probe(args, kwargs or None, not overwrite)
-        if state == 1:
-            return value
-        if state == 4:  # caching is disabled
+        done, found = acall(args, kwargs or None, overwrite)
+        if done:
+            return found
+        if found is None:  # caching is disabled
             return await fn(*args, **kwargs)
-        assert key is not None
-        if state == 3:
-            return await _on_redis(core, fn, key, args, kwargs, overwrite)
-        blocking = state == 2
-        if blocking and not overwrite:
-            found, value = await peek(key, True)
-            if found:
-                return value
-        loop = asyncio.get_running_loop()
-        table = _table(loop)
-        if key in table:
-            owner, waited = await _acquire(loop, table, key, core._lock_timeout())
-        else:  # Uncontended: take it without suspending (or a future).
-            table[key] = None
-            owner, waited = True, False
-        try:
-            # Look again unless nothing can have changed: an in-memory probe
-            # and an uncontended acquire never let another task run.
-            if not overwrite and (waited or blocking):
-                found, value = await peek(key, blocking)
-                if found:
-                    return value
-            core._miss()
-            result = await fn(*args, **kwargs)
-            if blocking:
-                await off_loop(core._store_result, key, result)
-            else:
-                core._store_result(key, result)
-            return result
-        finally:
-            if owner:
-                _release(table, key)
+        return await _drive(found, fn, args, kwargs)
 
     backend_blocks = lambda: core._backend().blocking  # noqa: E731
 

@@ -36,11 +36,24 @@ def cache(
     validate: Callable[[CacheEntry], bool] | None = None,
     package: str | None = None,
     keep_in_key: set[str] | None = None,
+    *,
+    stale_while_revalidate: float = 0,
+    stale_if_error: float = 0,
 ) -> Callable[[F], F]:
     """Cache a function's results, keyed by its arguments. Parameters named
     in ``keep_in_key`` stay in the key even when their value looks like a
     database connection (which is otherwise left out, with a warning)."""
     check_ttl(ttl)
+    windows = {
+        "stale_while_revalidate": _check_window("stale_while_revalidate", stale_while_revalidate),
+        "stale_if_error": _check_window("stale_if_error", stale_if_error),
+    }
+    if callable(ttl) and any(windows.values()):
+        given = ", ".join(name for name, seconds in windows.items() if seconds)
+        raise TypeError(
+            f"{given} needs a fixed ttl (a number of seconds): stale values are told "
+            "from fresh ones by it, and this ttl is a callable"
+        )
     if package is None:
         package = caller_package()
     backend_name = check_backend(backend) if backend is not None else get_config(package).backend
@@ -51,9 +64,15 @@ def cache(
     exclude_names = sorted(exclude or ())
     keep_names = sorted(keep_in_key or ())
 
-    def resolve() -> tuple[str, Backend, float]:
+    def resolve() -> tuple[str, Backend, float, str, float | None]:
         cfg = get_config(package)
-        return cfg.key_prefix, _regions.get(package, backend_name, region_ttl), cfg.lock_timeout
+        return (
+            cfg.key_prefix,
+            _regions.get(package, backend_name, region_ttl),
+            cfg.lock_timeout,
+            cfg.on_lock_timeout,
+            cfg.cache_deadline,
+        )
 
     def decorator(fn: F) -> F:
         unwrapped = getattr(fn, "__wrapped__", fn)
@@ -68,6 +87,8 @@ def cache(
             cache_if,
             validate,
             CacheEntry,
+            windows["stale_while_revalidate"],
+            windows["stale_if_error"],
             resolve,
             keep_names,
         )
@@ -82,6 +103,15 @@ def cache(
     return decorator
 
 
+def _check_window(name: str, seconds: object) -> float:
+    """A stale window: seconds >= 0 (a number, not a bool)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {seconds!r}")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds!r}")
+    return float(seconds)
+
+
 def async_cache(
     ttl: int | float | Callable[[Any], float] = 300,
     backend: str | None = None,
@@ -91,11 +121,25 @@ def async_cache(
     validate: Callable[[CacheEntry], bool] | None = None,
     package: str | None = None,
     keep_in_key: set[str] | None = None,
+    *,
+    stale_while_revalidate: float = 0,
+    stale_if_error: float = 0,
 ) -> Callable[[F], F]:
     """``@cache`` for coroutine functions (``@cache`` detects them as well)."""
     if package is None:
         package = caller_package()
-    return cache(ttl, backend, tag, exclude, cache_if, validate, package, keep_in_key)
+    return cache(
+        ttl,
+        backend,
+        tag,
+        exclude,
+        cache_if,
+        validate,
+        package,
+        keep_in_key,
+        stale_while_revalidate=stale_while_revalidate,
+        stale_if_error=stale_if_error,
+    )
 
 
 def get_backend(

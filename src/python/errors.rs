@@ -25,6 +25,14 @@ create_exception!(
     "Different calls may share one cache key (and so one another's values)."
 );
 
+create_exception!(
+    cachu,
+    CacheLockTimeout,
+    CacheError,
+    "A caller gave up waiting for another caller's computation of the same key \
+     (on_lock_timeout='raise')."
+);
+
 pub fn to_py(err: Error) -> PyErr {
     match err {
         Error::BadDirectory { .. } | Error::BadPattern(_) | Error::BadConfig(_) => {

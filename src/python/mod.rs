@@ -3,9 +3,7 @@
 mod aio;
 mod cached;
 mod errors;
-mod interruptible;
 mod keyplan;
-mod redis_lock;
 mod region;
 mod state;
 mod value;
@@ -54,11 +52,11 @@ mod _cachu {
     #[pymodule_export]
     use super::aio::shutdown_io;
     #[pymodule_export]
-    use super::cached::CachedFunction;
+    use super::cached::{AsyncCall, AsyncStep, CachedFunction};
     #[pymodule_export]
-    use super::errors::{BackendUnavailableError, CacheError, CacheKeyCollisionWarning};
-    #[pymodule_export]
-    use super::redis_lock::RedisLock;
+    use super::errors::{
+        BackendUnavailableError, CacheError, CacheKeyCollisionWarning, CacheLockTimeout,
+    };
     #[pymodule_export]
     use super::region::{NoValue, PyBackend};
     #[pymodule_export]

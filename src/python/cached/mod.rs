@@ -1,11 +1,16 @@
 //! `CachedFunction`: what `@cache` returns for a sync function. Calling it is
 //! the hot path, done in one Rust call: read the flags, build the key, look
-//! it up, and only on a miss take the dogpile lock and call the function.
-//! The Redis paths live in `redis.rs`.
+//! it up, and otherwise run the call protocol (`crate::protocol`): the
+//! blocking driver is in `blocking.rs`, the async one in `asynchronous.rs`
+//! (with its Python half in `cachu/_async.py`).
 
-mod redis;
+mod asynchronous;
+mod blocking;
+mod refresh;
+mod steps;
 mod vectorcall;
 
+pub use asynchronous::{AsyncCall, AsyncStep};
 pub use vectorcall::enable_vectorcall;
 
 use std::sync::Arc;
@@ -18,13 +23,13 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::interruptible;
 use super::keyplan::KeyPlan;
-use super::redis_lock::RedisLock;
 use super::region::{PyBackend, Region, Store};
 use super::state;
 use crate::key::{self, HashedKey};
+use crate::protocol::OnLockTimeout;
 use crate::stats::Stats;
+use refresh::Claims;
 
 unsafe extern "C" {
     // CPython's bound-method constructor (`types.MethodType`); pyo3-ffi does
@@ -56,6 +61,8 @@ struct Resolved {
     region: Arc<Region>,
     backend: Py<PyBackend>,
     lock_timeout: Duration,
+    on_lock_timeout: OnLockTimeout,
+    cache_deadline: Option<Duration>,
 }
 
 #[pyclass(module = "cachu", name = "CachedFunction", dict, weakref, frozen)]
@@ -63,6 +70,9 @@ pub struct CachedFunction {
     /// Where CPython finds this object's vectorcall entry point (the type's
     /// `tp_vectorcall_offset` points here; see `vectorcall.rs`).
     vectorcall: ffi::vectorcallfunc,
+    /// Any value found is served as it is: no `validate`, no stale windows
+    /// (the protocol agrees; this only spares a memory hit its setup).
+    plain_hits: bool,
     func: Py<PyAny>,
     name: String,
     tag: String,
@@ -72,10 +82,17 @@ pub struct CachedFunction {
     cache_if: Option<Py<PyAny>>,
     validate: Option<Py<PyAny>>,
     entry_type: Py<PyAny>,
-    /// `() -> (key_prefix, Backend, lock_timeout)`, called by the shim's rules.
+    /// Seconds after expiry a value is served while one refresh runs.
+    stale_while_revalidate: f64,
+    /// Seconds after expiry a value replaces the function's error.
+    stale_if_error: f64,
+    /// `() -> (key_prefix, Backend, lock_timeout, on_lock_timeout,
+    /// cache_deadline)`, called by the shim's rules.
     resolver: Py<PyAny>,
     resolved: RwLock<Option<Arc<Resolved>>>,
     stats: Arc<Stats>,
+    /// Background refreshes running in this process.
+    refreshes: Claims,
 }
 
 impl CachedFunction {
@@ -87,8 +104,13 @@ impl CachedFunction {
                 return Ok(r.clone());
             }
         }
-        let (key_prefix, backend, lock_timeout): (String, Bound<'_, PyBackend>, f64) =
-            self.resolver.bind(py).call0()?.extract()?;
+        let (key_prefix, backend, lock_timeout, on_lock_timeout, cache_deadline): (
+            String,
+            Bound<'_, PyBackend>,
+            f64,
+            String,
+            Option<f64>,
+        ) = self.resolver.bind(py).call0()?.extract()?;
         let mut head = key::key_head(self.region_ttl, &key_prefix);
         head.push_str(&key::base_head(&self.name, &self.tag));
         let r = Arc::new(Resolved {
@@ -98,6 +120,11 @@ impl CachedFunction {
             region: backend.get().region.clone(),
             backend: backend.unbind(),
             lock_timeout: Duration::from_secs_f64(lock_timeout.max(0.0)),
+            on_lock_timeout: match on_lock_timeout.as_str() {
+                "raise" => OnLockTimeout::Raise,
+                _ => OnLockTimeout::Run,
+            },
+            cache_deadline: cache_deadline.map(|d| Duration::from_secs_f64(d.max(0.0))),
         });
         *self.resolved.write() = Some(r.clone());
         Ok(r)
@@ -117,17 +144,12 @@ impl CachedFunction {
         Ok(k)
     }
 
-    /// A stored value that passes `validate`, if any.
-    #[inline]
-    fn lookup_valid(
-        &self,
-        py: Python<'_>,
-        r: &Resolved,
-        key: HashedKey<'_>,
-    ) -> PyResult<Option<Py<PyAny>>> {
-        match r.region.lookup(py, key)? {
-            Some((value, created_at)) => self.validated(py, value, created_at),
-            None => Ok(None),
+    /// The TTL when it is a number: fresh values are told from stale ones
+    /// by it (a TTL computed per result has no stale windows).
+    fn fixed_ttl(&self) -> Option<f64> {
+        match self.ttl {
+            Ttl::Fixed(t) => Some(t),
+            Ttl::PerResult(_) => None,
         }
     }
 
@@ -147,47 +169,6 @@ impl CachedFunction {
         }
     }
 
-    /// The miss path: take the key's dogpile lock, look again, call, store.
-    fn compute<'py>(
-        &self,
-        py: Python<'py>,
-        r: &Resolved,
-        key: HashedKey<'_>,
-        run: &Run<'_, 'py>,
-        overwrite: bool,
-        writes_before: u64,
-    ) -> PyResult<Py<PyAny>> {
-        let locks = &r.region.locks;
-        // Wait for another thread's computation without holding the GIL
-        // (and open to Ctrl-C).
-        let (_guard, waited) = match locks.try_acquire(key) {
-            Some(g) => (Some(g), false),
-            None => (
-                interruptible::wait(py, r.lock_timeout, |slice| locks.acquire(key, slice))?,
-                true,
-            ),
-        };
-        // Look again unless nothing can have been stored since the first
-        // look: stores happen under the GIL, and an in-memory lookup never
-        // releases it, so if the lock was free the first miss still stands.
-        // A blocking (file) lookup releases the GIL, but another thread's
-        // store in between bumps the region's write count before it releases
-        // the key, which we then took: no bump, no such store. (Another
-        // process may still have stored since; as it may just after a
-        // second look, so that look would not settle it either.)
-        let stored_meanwhile = r.region.store.blocking() && r.region.writes() != writes_before;
-        if !overwrite && (waited || stored_meanwhile) {
-            if let Some(v) = self.lookup_valid(py, r, key)? {
-                self.stats.hit();
-                return Ok(v);
-            }
-        }
-        self.stats.miss();
-        let result = run()?;
-        self.store_result(py, r, key, &result)?;
-        Ok(result.unbind())
-    }
-
     /// The TTL to store `result` for, or `None` if `cache_if` rejects it.
     fn store_ttl(&self, result: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
         if let Some(cache_if) = &self.cache_if {
@@ -196,20 +177,6 @@ impl CachedFunction {
             }
         }
         self.ttl_for(result).map(Some)
-    }
-
-    /// Store a computed result unless `cache_if` rejects it, for its TTL.
-    fn store_result(
-        &self,
-        py: Python<'_>,
-        r: &Resolved,
-        key: HashedKey<'_>,
-        result: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        match self.store_ttl(result)? {
-            Some(ttl) => r.region.store(py, key, result, ttl),
-            None => Ok(()),
-        }
     }
 
     /// `value` unless `validate` rejects it.
@@ -246,6 +213,8 @@ impl CachedFunction {
             None,
             None,
             none(),
+            0.0,
+            0.0,
             none(),
             None,
         )
@@ -271,17 +240,17 @@ impl CachedFunction {
         let r = this.resolved(py)?;
         let text = this.build_key(py, &r, positional, kwargs)?;
         let key = HashedKey::new(&text);
-        if let Store::Redis(redis) = &r.region.store {
-            return this.call_redis(py, &r, redis, key, &run, overwrite);
-        }
-        let writes_before = r.region.writes();
-        if !overwrite {
-            if let Some(v) = this.lookup_valid(py, &r, key)? {
-                this.stats.hit();
-                return Ok(v);
+        if !overwrite && this.plain_hits {
+            // The hot path: a memory hit needs no protocol (without
+            // `validate` or stale windows, any value found is served).
+            if let Store::Memory(_) = r.region.store {
+                if let Some((v, _)) = r.region.lookup(py, key)? {
+                    this.stats.hit();
+                    return Ok(v);
+                }
             }
         }
-        this.compute(py, &r, key, &run, overwrite, writes_before)
+        Self::call_through_protocol(slf, &r, key, &run, overwrite, positional, kwargs)
     }
 
     /// Keyword arguments minus the per-call flags, and the flags' values.
@@ -331,7 +300,7 @@ fn owner_name(func: &Bound<'_, PyAny>, name: &str) -> String {
 impl CachedFunction {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, resolver, keep_in_key=None))]
+    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, stale_while_revalidate, stale_if_error, resolver, keep_in_key=None))]
     fn new(
         func: Py<PyAny>,
         name: String,
@@ -343,6 +312,8 @@ impl CachedFunction {
         cache_if: Option<Py<PyAny>>,
         validate: Option<Py<PyAny>>,
         entry_type: Py<PyAny>,
+        stale_while_revalidate: f64,
+        stale_if_error: f64,
         resolver: Py<PyAny>,
         keep_in_key: Option<Vec<String>>,
     ) -> PyResult<Self> {
@@ -352,8 +323,11 @@ impl CachedFunction {
         } else {
             Ttl::Fixed(ttl.extract()?)
         };
+        let plain_hits =
+            validate.is_none() && stale_while_revalidate <= 0.0 && stale_if_error <= 0.0;
         Ok(Self {
             vectorcall: vectorcall::entry,
+            plain_hits,
             func,
             name,
             tag,
@@ -371,9 +345,12 @@ impl CachedFunction {
             cache_if,
             validate,
             entry_type,
+            stale_while_revalidate,
+            stale_if_error,
             resolver,
             resolved: RwLock::new(None),
             stats: Stats::registered(),
+            refreshes: Claims::default(),
         })
     }
 
@@ -512,143 +489,18 @@ impl CachedFunction {
         Ok((hits, misses, r.region.count(py, Some(&pattern))?))
     }
 
-    /// For the async wrapper, one call per await: `(None, 1, value)` on a hit
-    /// (counted); `(key, 0, None)` on a miss; `(key, 2, None)` when the
-    /// backend blocks and the lookup must run off the event loop (`_peek`);
-    /// `(key, 3, None)` on Redis; `(None, 4, None)` while caching is
-    /// disabled (call the function, nothing else). `peek=False` skips the
-    /// lookup. A hit builds no Python string for the key.
-    #[pyo3(signature = (args, kwargs, peek))]
-    fn _probe(
-        &self,
-        py: Python<'_>,
+    /// For the async wrapper: `(True, value)` on a memory hit (counted);
+    /// `(False, None)` while caching is disabled (just call the function);
+    /// `(False, AsyncCall)` otherwise: the call protocol, for the async
+    /// driver to run (`cachu._async`).
+    #[pyo3(signature = (args, kwargs, overwrite))]
+    fn _acall(
+        slf: &Bound<'_, Self>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
-        peek: bool,
-    ) -> PyResult<(Option<String>, u8, Option<Py<PyAny>>)> {
-        if state::disabled() {
-            return Ok((None, 4, None));
-        }
-        let r = self.resolved(py)?;
-        let key = self.build_key(py, &r, args.as_slice(), kwargs)?;
-        if let Store::Redis(_) = r.region.store {
-            return Ok((Some(key), 3, None));
-        }
-        if r.region.store.blocking() {
-            return Ok((Some(key), 2, None));
-        }
-        if peek {
-            if let Some(v) = self.lookup_valid(py, &r, HashedKey::new(&key))? {
-                self.stats.hit();
-                return Ok((None, 1, Some(v)));
-            }
-        }
-        Ok((Some(key), 0, None))
-    }
-
-    /// `(True, value)` for a stored value that passes `validate` (a hit is
-    /// counted), else `(False, None)`. Releases the GIL while waiting on I/O.
-    fn _peek(&self, py: Python<'_>, key: &str) -> PyResult<(bool, Option<Py<PyAny>>)> {
-        let r = self.resolved(py)?;
-        let found = match self.lookup_valid(py, &r, HashedKey::new(key)) {
-            Ok(found) => found,
-            Err(e) => {
-                r.region.degrade(py, e)?;
-                None
-            }
-        };
-        Ok(match found {
-            Some(v) => {
-                self.stats.hit();
-                (true, Some(v))
-            }
-            None => (false, None),
-        })
-    }
-
-    /// Count a miss.
-    fn _miss(&self) {
-        self.stats.miss();
-    }
-
-    /// Store a computed result as a call would: `cache_if`, then the TTL.
-    fn _store_result(&self, py: Python<'_>, key: &str, result: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = self.resolved(py)?;
-        self.store_result(py, &r, HashedKey::new(key), result)
-            .or_else(|e| r.region.degrade(py, e))
-    }
-
-    /// Async Redis, one round trip: resolves to `(1, (data, created_at))` for
-    /// a stored value (check it with `_accept`), `(2, RedisLock)` when the
-    /// caller took the key's lock, `(0, None)` when another holds it, and
-    /// `(3, None)` when Redis is down and the region fails open.
-    fn _aget_or_lock<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.alock(py, key, false)
-    }
-
-    /// Async Redis: wait (suspended) for another caller's value (one stored
-    /// after `newer_than`, if given), up to `timeout` seconds (default: the
-    /// lock timeout). Resolves to `(data, created_at)`, or `None` once the
-    /// lock is gone without such a value or the time is up.
-    #[pyo3(signature = (key, timeout=None, newer_than=None))]
-    fn _await_value<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        timeout: Option<f64>,
-        newer_than: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.await_value(py, key, timeout, newer_than)
-    }
-
-    /// `(1, value)` for a value read by the async Redis path that unpickles
-    /// and passes `validate` (a hit is counted), `(0, None)` if `validate`
-    /// rejects it, `(-1, None)` if it does not unpickle.
-    fn _accept(
-        &self,
-        py: Python<'_>,
-        key: &str,
-        data: &[u8],
-        created_at: f64,
-    ) -> PyResult<(i8, Option<Py<PyAny>>)> {
-        self.accept_read(py, key, data, created_at)
-    }
-
-    /// Async Redis, one round trip: take the key's lock if it is free,
-    /// whatever the value. Resolves to `(2, RedisLock)`, `(0, None)` when
-    /// another holds it, or `(3, None)` when Redis is down and failing open.
-    fn _atry_lock<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.alock(py, key, true)
-    }
-
-    /// Async Redis: remove `key` if it still holds the unreadable value
-    /// `data` stored at `created_at` (one read since is kept).
-    fn _adelete_unreadable<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        data: &[u8],
-        created_at: f64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.adelete_unreadable(py, key, data.to_vec(), created_at)
-    }
-
-    /// Async Redis: store a computed result, releasing `lock` in the same
-    /// round trip when given. Resolves to None.
-    #[pyo3(signature = (key, result, lock=None))]
-    fn _astore<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        result: &Bound<'py, PyAny>,
-        lock: Option<&Bound<'py, RedisLock>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.astore(py, key, result, lock)
-    }
-
-    /// Seconds a caller waits for another's computation of the same key.
-    fn _lock_timeout(&self, py: Python<'_>) -> PyResult<f64> {
-        Ok(self.resolved(py)?.lock_timeout.as_secs_f64())
+        overwrite: bool,
+    ) -> PyResult<(bool, Option<Py<PyAny>>)> {
+        asynchronous::AsyncCall::begin(slf, args, kwargs, overwrite)
     }
 
     /// The TTL region this function's entries live in (`-1` for a callable TTL).

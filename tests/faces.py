@@ -1,0 +1,108 @@
+"""One behaviour, every backend and both faces: a test written against a
+``Face`` runs the same calls as sync calls (threads) or as coroutines (tasks
+of one long-lived event loop in a thread of its own, so background refresh
+tasks outlive a single call), and a ``configure_backend`` puts a package on
+memory, file or Redis. The function under test is written once, as plain
+sync ``work(x)``; the async face awaits it in a worker thread, so a test can
+hold it on a ``threading.Event`` without blocking the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import cachu
+
+WAIT = 30  # hang guard, seconds
+
+
+class SyncFace:
+    name = "sync"
+
+    def cache(self, work, **options):
+        @cachu.cache(**options)
+        def fn(x):
+            return work(x)
+
+        return fn
+
+    def call(self, fn, x):
+        box = self.many(fn, 1, x)
+        return box[0]
+
+    def many(self, fn, n, x):
+        """``n`` concurrent calls ``fn(x)``; their results (or exceptions)."""
+        out = [None] * n
+        start = threading.Barrier(n)
+
+        def run(i):
+            start.wait(WAIT)
+            try:
+                out[i] = fn(x)
+            except Exception as e:
+                out[i] = e
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+            assert not t.is_alive(), "a call did not return"
+        return out
+
+    def close(self):
+        pass
+
+
+class AsyncFace:
+    name = "async"
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def cache(self, work, **options):
+        @cachu.cache(**options)
+        async def fn(x):
+            return await asyncio.to_thread(work, x)
+
+        return fn
+
+    def call(self, fn, x):
+        return self.many(fn, 1, x)[0]
+
+    def many(self, fn, n, x):
+        async def all_of():
+            return await asyncio.gather(*(fn(x) for _ in range(n)), return_exceptions=True)
+
+        return asyncio.run_coroutine_threadsafe(all_of(), self.loop).result(WAIT)
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
+
+    def close(self):
+        async def drain():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if tasks:
+                await asyncio.wait(tasks, timeout=WAIT)
+
+        self.run(drain())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT)
+        self.loop.close()
+
+
+def make_face(name):
+    return SyncFace() if name == "sync" else AsyncFace()
+
+
+def configure_backend(backend, tmp_path, server=None, **options):
+    """Put the calling test module's package on ``backend``."""
+    settings = dict(options, backend=backend)
+    if backend == "file":
+        settings["file_dir"] = str(tmp_path)
+    if backend == "redis":
+        settings["redis_url"] = server.url
+    return cachu.configure(**settings)
