@@ -103,7 +103,19 @@ impl Signer {
     /// Like [`Signer::append`], for a payload that starts at `start` in
     /// `out` (after a header that is not signed as such).
     pub fn append_after(&self, key: &str, created_at: f64, out: &mut Vec<u8>, start: usize) {
-        let tag = Self::mac(&self.keys[0], key, created_at, &out[start..]).finalize();
+        self.append_with(0, key, created_at, out, start);
+    }
+
+    /// Like [`Signer::append_after`], signing with key number `index`.
+    fn append_with(
+        &self,
+        index: usize,
+        key: &str,
+        created_at: f64,
+        out: &mut Vec<u8>,
+        start: usize,
+    ) {
+        let tag = Self::mac(&self.keys[index], key, created_at, &out[start..]).finalize();
         out.extend_from_slice(&tag.into_bytes());
         out.extend_from_slice(MARKER);
     }
@@ -157,6 +169,28 @@ impl Signing {
         if let Some(s) = &self.signer {
             s.append_after(key, created_at, out, start);
         }
+    }
+
+    /// Every form `raw` (a payload after `start`) takes when stored: as it
+    /// is when not signing, else signed by each key in turn. A value read
+    /// back (its trailer removed) was stored as one of these.
+    pub fn stored_forms(
+        &self,
+        key: &str,
+        created_at: f64,
+        raw: Vec<u8>,
+        start: usize,
+    ) -> Vec<Vec<u8>> {
+        let Some(signer) = &self.signer else {
+            return vec![raw];
+        };
+        (0..signer.keys.len())
+            .map(|i| {
+                let mut form = raw.clone();
+                signer.append_with(i, key, created_at, &mut form, start);
+                form
+            })
+            .collect()
     }
 
     /// The payload of `stored` (`raw[start..]`) with its trailer removed if
@@ -304,7 +338,11 @@ mod tests {
             signing.open("key", 2.0, raw.clone(), 8, &place).unwrap(),
             b"HEADER--payload"
         );
-        assert_eq!(signing.open("key", 3.0, raw, 8, &place), None);
+        assert_eq!(signing.open("key", 3.0, raw.clone(), 8, &place), None);
+        let rotated = Signing::new(Some(Arc::new(Signer::new(["new", "k"]).unwrap())));
+        let forms = rotated.stored_forms("key", 2.0, b"HEADER--payload".to_vec(), 8);
+        assert_eq!(forms.len(), 2);
+        assert_eq!(forms[1], raw);
         let off = Signing::default();
         assert_eq!(
             off.open("key", 2.0, b"HEADER--x".to_vec(), 8, &place)

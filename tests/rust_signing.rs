@@ -189,6 +189,25 @@ fn redis_rotation_both_ways() {
     assert_eq!(only_new.get("5m:f|b").unwrap().unwrap().value, b"by new");
     assert_eq!(old.get("5m:f|b").unwrap(), None);
     assert_eq!(only_new.get("5m:f|a").unwrap(), None);
+    // A value the old key signed that turns out unreadable is removed by
+    // the rotated backend (compare-and-delete knows every stored form) ...
+    let hit = rotated.get("5m:f|a").unwrap().unwrap();
+    rotated.delete_if_unchanged("5m:f|a", &hit).unwrap();
+    assert_eq!(old.get("5m:f|a").unwrap(), None);
+    // ... but not once it was replaced.
+    old.set("5m:f|c", b"first", 60.0).unwrap();
+    let hit = rotated.get("5m:f|c").unwrap().unwrap();
+    rotated.set("5m:f|c", b"second", 60.0).unwrap();
+    rotated.delete_if_unchanged("5m:f|c", &hit).unwrap();
+    assert_eq!(rotated.get("5m:f|c").unwrap().unwrap().value, b"second");
+    let b2 = Arc::new(rotated);
+    old.set("5m:f|d", b"first", 60.0).unwrap();
+    let hit = b2.get("5m:f|d").unwrap().unwrap();
+    let b3 = Arc::clone(&b2);
+    cachu::runtime::handle()
+        .block_on(async move { b3.delete_if_unchanged_async("5m:f|d", &hit).await })
+        .unwrap();
+    assert_eq!(b2.get("5m:f|d").unwrap(), None);
 }
 
 #[test]

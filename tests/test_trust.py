@@ -479,3 +479,27 @@ def test_dropped_entries_name_the_function_not_the_arguments(tmp_path, caplog):
     assert any("5m:lookup" in m for m in warnings), warnings
     for m in warnings:
         assert PERSON not in m, m
+
+
+def test_an_unreadable_value_signed_by_a_retired_key_is_replaced_at_once(server, r):
+    """After rotation, a value the old key signed that no longer unpickles
+    (a class renamed in the same deploy) is removed and recomputed in a few
+    round trips, not re-read until lock_timeout."""
+    cachu.configure(redis_url=server.url, signing_key=("new", "old"), package=PKG)
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def f(x: int) -> int:
+        calls.append(x)
+        return x + 1
+
+    now = time.time()
+    key = "5m:f|x=1"
+    Planter("redis", r=r)(key, signed(b"old", key, now, b"\x80\x04cnowhere\nGone\n."), now)
+    r.config_resetstat()
+    assert f(1) == 2
+    assert calls == [1]
+    stats = r.info("commandstats")
+    scripts = sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_eval"))
+    assert scripts <= 20, stats  # a re-reading loop makes thousands
+    assert f(1) == 2 and calls == [1]

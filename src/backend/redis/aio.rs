@@ -164,13 +164,13 @@ impl RedisBackend {
 
     /// Async [`RedisBackend::delete_if_unchanged`].
     pub async fn delete_if_unchanged_async(&self, key: &str, hit: &Hit<Vec<u8>>) -> Result<()> {
-        let raw = self.encode_for(key, &hit.value, hit.created_at);
+        let forms = self.stored_forms(key, hit);
         let mut conn = self.connection().await?;
         let _: Value = self
             .scripts
             .compare_delete
             .key(key)
-            .arg(&raw[..])
+            .arg(&forms)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed(&e))?;

@@ -109,14 +109,20 @@ end
 return 0
 ";
 
-/// Compare-and-delete: remove `KEYS[1]` only if it holds exactly `ARGV[1]`
-/// (or is not a string at all, which no cachu value or lock is).
+/// Compare-and-delete: remove `KEYS[1]` only if it holds exactly one of
+/// the `ARGV` (or is not a string at all, which no cachu value or lock is).
 /// Releases a lock by its owner, and removes a malformed value without
-/// clobbering a good one written meanwhile.
+/// clobbering a good one written meanwhile (a signed value is given in each
+/// form it may have been stored in: signed by each key).
 const COMPARE_DELETE_LUA: &str = r"
 local v = redis.pcall('GET', KEYS[1])
-if v == ARGV[1] or type(v) == 'table' then
+if type(v) == 'table' then
   return redis.call('DEL', KEYS[1])
+end
+for i = 1, #ARGV do
+  if v == ARGV[i] then
+    return redis.call('DEL', KEYS[1])
+  end
 end
 return 0
 ";
@@ -427,15 +433,26 @@ impl RedisBackend {
     /// One round trip: remove `key` only if it still holds `hit` (a value
     /// that turned out unreadable); a value stored since is kept.
     pub fn delete_if_unchanged(&self, key: &str, hit: &Hit<Vec<u8>>) -> Result<()> {
-        let raw = self.encode_for(key, &hit.value, hit.created_at);
+        let forms = self.stored_forms(key, hit);
         self.run(|c| {
             self.scripts
                 .compare_delete
                 .key(key)
-                .arg(&raw[..])
+                .arg(&forms)
                 .invoke::<Value>(c)
         })
         .map(|_| ())
+    }
+
+    /// Every form in which `hit` may be stored under `key` (signed by any
+    /// of the keys, when signing).
+    fn stored_forms(&self, key: &str, hit: &Hit<Vec<u8>>) -> Vec<Vec<u8>> {
+        self.signing.stored_forms(
+            key,
+            hit.created_at,
+            encode(&hit.value, hit.created_at),
+            HEADER,
+        )
     }
 
     /// One round trip: take the dogpile lock of `key` if it is free, whatever
