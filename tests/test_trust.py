@@ -503,3 +503,47 @@ def test_an_unreadable_value_signed_by_a_retired_key_is_replaced_at_once(server,
     scripts = sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_eval"))
     assert scripts <= 20, stats  # a re-reading loop makes thousands
     assert f(1) == 2 and calls == [1]
+
+
+@pytest.fixture
+def dead_redis_dropped():
+    """Forget the backends on a dead Redis at the end (the reset clears them)."""
+    from cachu.decorator import clear_backends
+
+    yield
+    clear_backends()
+
+
+def test_async_calls_and_helpers_hide_the_password(caplog, clean_env, dead_redis_dropped):
+    url = f"redis://u:{SECRET}@127.0.0.1:1/0"
+    cachu.configure(redis_url=url, fail_open=True, redis_socket_timeout=2.0, package=PKG)
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def f(x: int) -> int:
+        return x
+
+    with caplog.at_level(logging.DEBUG):
+        assert asyncio.run(f(1)) == 1
+    for r in caplog.records:
+        _no_secret(r.getMessage())
+    cachu.configure(fail_open=False, package=PKG)
+    with pytest.raises(cachu.CacheError) as err:
+        asyncio.run(f(2))
+    _no_secret(str(err.value))
+    with pytest.raises(cachu.CacheError) as err:
+        asyncio.run(cachu.async_cache_get(f, x=3))
+    _no_secret(str(err.value))
+    with pytest.raises(ValueError) as err:
+        cachu.get_redis_client(f"redis://u:{SECRET}@host:notaport/0")
+    _no_secret(str(err.value))
+    # A valid URL from the environment: shown masked, used as it is.
+    env = dict(clean_env, CACHU_REDIS_URL=url)
+    script = (
+        "import cachu; cfg = cachu.get_config()\n"
+        "print(repr(cfg), cachu.get_all_configs(), cfg.redis_url)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    shown, _, actual = out.stdout.strip().rpartition(" ")
+    assert actual == url
+    _no_secret(shown)
