@@ -625,8 +625,9 @@ impl FileBackend {
     ) -> std::result::Result<Connection, (rusqlite::Error, Option<FileId>)> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // Not SQLITE_OPEN_NOFOLLOW: it refuses a symbolic link anywhere in
+        // the path (macOS's /tmp is one); the guard checks the file itself.
         let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| (e, None))?;
         let file_id = file_identity(&self.path);
         if let Err(err) = configure(&conn) {

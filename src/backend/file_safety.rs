@@ -249,6 +249,24 @@ mod tests {
     }
 
     #[test]
+    fn a_linked_directory_is_fine() {
+        // Only the file's own name is checked: /tmp is a link on macOS.
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        symlink(&real, dir.path().join("linked")).unwrap();
+        let db = dir.path().join("linked").join("c.db");
+        assert!(Guard::default().admit_before_open(&db));
+        let backend = crate::backend::file::FileBackend::open(&db).unwrap();
+        crate::backend::Backend::set(&backend, "k", b"v", 60.0).unwrap();
+        let hit = crate::backend::Backend::get(&backend, "k")
+            .unwrap()
+            .unwrap();
+        assert_eq!(hit.value, b"v");
+        assert!(real.join("c.db").exists());
+    }
+
+    #[test]
     fn names_users() {
         assert_eq!(user_name(0), "root (uid 0)");
         assert_eq!(user_name(4_000_000_000), "uid 4000000000");
