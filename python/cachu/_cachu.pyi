@@ -66,7 +66,30 @@ class Backend:
         lock_timeout: float = 10.0,
         fail_open: bool = True,
         signing_keys: list[bytes] | None = None,
+        maxsize: int | None = None,
+        max_bytes: int | None = None,
+        sweep_interval: float = 60.0,
     ) -> Backend: ...
+    def set_bounds(
+        self,
+        *,
+        maxsize: int | None = None,
+        max_bytes: int | None = None,
+        sweep_interval: float = 60.0,
+    ) -> None:
+        """Change a memory backend's bounds now; shrinking evicts down."""
+    @property
+    def bounds(self) -> tuple[int | None, int | None, float] | None:
+        """A memory backend's ``(maxsize, max_bytes, sweep_interval)``."""
+    @property
+    def evictions(self) -> int | None:
+        """Live entries a memory backend removed to keep within its bounds."""
+    @property
+    def expired_swept(self) -> int | None:
+        """Expired entries a memory backend removed on its own."""
+    @property
+    def nbytes(self) -> int | None:
+        """Bytes of values a memory backend holds now."""
     @property
     def kind(self) -> str:
         """``'memory'``, ``'null'``, ``'file'`` or ``'redis'``."""

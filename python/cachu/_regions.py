@@ -33,8 +33,19 @@ def file_name(package: str | None, ttl: int) -> str:
     return f"{package}_{name}" if package else name
 
 
+def _memory_bounds(package: str | None) -> dict[str, object]:
+    cfg = get_config(package)
+    return {
+        "maxsize": cfg.memory_maxsize,
+        "max_bytes": cfg.memory_max_bytes,
+        "sweep_interval": cfg.memory_sweep_interval,
+    }
+
+
 def _create(package: str | None, backend: str, ttl: int) -> Backend:
-    if backend in ("memory", "null"):
+    if backend == "memory":
+        return Backend("memory", **_memory_bounds(package))  # type: ignore[arg-type]
+    if backend == "null":
         return Backend(backend)
     if backend == "file":
         directory = get_config(package).file_dir
@@ -85,14 +96,19 @@ def drop(package: str | None = None, *, everything: bool = False) -> list[Backen
 
 def reopen_io(package: str | None) -> None:
     """Close and forget ``package``'s file and Redis instances, so the next
-    use opens them with its current settings. Memory instances stay: their
-    entries live nowhere else."""
+    use opens them with its current settings. Memory instances stay (their
+    entries live nowhere else) and take the package's current bounds."""
     with _lock:
         keys = [k for k, inst in _instances.items() if k[0] == package and inst.blocking]
         gone = [_instances.pop(k) for k in keys]
+        memory = [inst for k, inst in _instances.items() if k[0] == package and k[1] == "memory"]
     _cachu.bump_generation()
     for inst in gone:
         inst.close()
+    if memory:
+        bounds = _memory_bounds(package)
+        for inst in memory:
+            inst.set_bounds(**bounds)  # type: ignore[arg-type]
 
 
 def _close_before_fork() -> None:

@@ -14,7 +14,8 @@ use std::time::Duration;
 use super::errors::{to_py, BackendUnavailableError};
 use super::value::{dumps, loads, Stored};
 use crate::backend::file::FileBackend;
-use crate::backend::memory::MemoryStore;
+use crate::backend::memory::sweep::{self, Sweep};
+use crate::backend::memory::{Bounds, MemoryStore};
 use crate::backend::redis::{RedisBackend, RedisOptions};
 use crate::backend::Backend;
 use crate::clock::{now, now_coarse};
@@ -171,11 +172,11 @@ impl Region {
         }
         match &self.store {
             Store::Memory(m) => {
-                let stored = Stored::prepare(value)?;
+                let (stored, weight) = Stored::prepare(value)?;
                 // The coarse clock is enough for `created_at` (validate's age)
                 // and saves a precise read on every store.
                 let t = now_coarse();
-                drop(m.insert(key, stored, t, t + ttl));
+                drop(m.insert(key, stored, weight, t, t + ttl));
                 Ok(())
             }
             Store::Null => Ok(()),
@@ -248,6 +249,42 @@ impl Region {
     }
 }
 
+/// The background sweeper looks after idle memory regions. It drops the
+/// values it sweeps without the GIL: PyO3 then releases them the next time
+/// any thread enters Python through it.
+impl Sweep for Region {
+    fn sweep_due(&self) -> Option<Duration> {
+        match &self.store {
+            Store::Memory(m) => m.sweep_due_at(now()).map(Duration::from_secs_f64),
+            _ => None,
+        }
+    }
+}
+
+/// `memory_maxsize` / `memory_max_bytes`: a positive int (bool is not one).
+fn bound(name: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    match v.extract::<u64>() {
+        Ok(n) if n > 0 && !v.is_instance_of::<pyo3::types::PyBool>() => Ok(Some(n)),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be a positive integer or None, got {}",
+            v.repr()?
+        ))),
+    }
+}
+
+fn sweep_interval(v: f64) -> PyResult<f64> {
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "memory_sweep_interval must be a number of seconds >= 0 (inf: never), got {v}"
+        )))
+    }
+}
+
 /// The miss sentinel `cachu.backends.NO_VALUE`.
 #[pyclass(module = "cachu.backends", name = "NoValue", frozen)]
 pub struct NoValue;
@@ -280,18 +317,27 @@ impl PyBackend {
     pub fn from_region(region: Arc<Region>, kind: &'static str) -> Self {
         Self { region, kind }
     }
+
+    fn memory(&self) -> Option<&MemoryStore<Stored>> {
+        match &self.region.store {
+            Store::Memory(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 #[pymethods]
 impl PyBackend {
-    /// A new backend instance: `Backend('memory')`, `Backend('null')`,
+    /// A new backend instance: `Backend('memory', maxsize=None,
+    /// max_bytes=None, sweep_interval=60.0)`, `Backend('null')`,
     /// `Backend('file', path)` (an SQLite database at `path`), or
     /// `Backend('redis', url=..., socket_timeout=3.0, lock_timeout=10.0,
     /// fail_open=True)` (connects on first use, not here). File and Redis
     /// backends given `signing_keys` (a list of bytes; the first signs)
     /// sign what they store and read only values that verify.
     #[new]
-    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None))]
+    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None, maxsize=None, max_bytes=None, sweep_interval=60.0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
         path: Option<std::path::PathBuf>,
@@ -300,6 +346,9 @@ impl PyBackend {
         lock_timeout: f64,
         fail_open: bool,
         signing_keys: Option<Vec<Vec<u8>>>,
+        maxsize: Option<&Bound<'_, PyAny>>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+        sweep_interval: f64,
     ) -> PyResult<Self> {
         let signer = signing_keys
             .map(|keys| Signer::new(keys).map(Arc::new))
@@ -315,7 +364,17 @@ impl PyBackend {
             }
         };
         let (store, kind) = match (kind, path, url) {
-            ("memory", None, None) => (Store::Memory(MemoryStore::new()), "memory"),
+            ("memory", None, None) => {
+                let bounds = Bounds {
+                    max_entries: bound("memory_maxsize", maxsize)?,
+                    max_bytes: bound("memory_max_bytes", max_bytes)?,
+                };
+                let interval = self::sweep_interval(sweep_interval)?;
+                (
+                    Store::Memory(MemoryStore::with_bounds(bounds, interval)),
+                    "memory",
+                )
+            }
             ("null", None, None) => (Store::Null, "null"),
             ("file", Some(path), None) => {
                 let backend = FileBackend::open(path).map_err(to_py)?;
@@ -336,10 +395,72 @@ impl PyBackend {
                 return Err(PyValueError::new_err(format!("unknown backend {other:?}")))
             }
         };
-        Ok(Self::from_region(
-            Region::with_fail_open(store, fail_open),
-            kind,
-        ))
+        let region = Region::with_fail_open(store, fail_open);
+        if let Store::Memory(_) = region.store {
+            let weak: std::sync::Weak<dyn Sweep> = Arc::downgrade(&region) as _;
+            sweep::watch(weak);
+        }
+        Ok(Self::from_region(region, kind))
+    }
+
+    /// Change a memory backend's bounds and sweep interval now; shrinking
+    /// evicts down to the new bounds before it returns.
+    #[pyo3(signature = (*, maxsize=None, max_bytes=None, sweep_interval=60.0))]
+    fn set_bounds(
+        &self,
+        py: Python<'_>,
+        maxsize: Option<&Bound<'_, PyAny>>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+        sweep_interval: f64,
+    ) -> PyResult<()> {
+        let Store::Memory(m) = &self.region.store else {
+            return Err(PyValueError::new_err(format!(
+                "only memory backends have bounds, this one is {}",
+                self.kind
+            )));
+        };
+        let bounds = Bounds {
+            max_entries: bound("memory_maxsize", maxsize)?,
+            max_bytes: bound("memory_max_bytes", max_bytes)?,
+        };
+        let interval = self::sweep_interval(sweep_interval)?;
+        // Evicting runs no Python code; the evicted values drop here, with
+        // the GIL, after the store's locks are released.
+        let evicted = py.detach(|| m.set_bounds(bounds, interval));
+        drop(evicted);
+        sweep::nudge();
+        Ok(())
+    }
+
+    /// A memory backend's `(maxsize, max_bytes, sweep_interval)`; None for
+    /// other kinds.
+    #[getter]
+    fn bounds(&self) -> Option<(Option<u64>, Option<u64>, f64)> {
+        self.memory()
+            .map(|m| {
+                let b = m.bounds();
+                (b.max_entries, b.max_bytes, m.sweep_interval())
+            })
+    }
+
+    /// Live entries a memory backend removed to keep within its bounds,
+    /// since it was made (None for other kinds).
+    #[getter]
+    fn evictions(&self) -> Option<u64> {
+        self.memory().map(MemoryStore::evictions)
+    }
+
+    /// Expired entries a memory backend removed on its own (sweeps, the
+    /// eviction hand), since it was made (None for other kinds).
+    #[getter]
+    fn expired_swept(&self) -> Option<u64> {
+        self.memory().map(MemoryStore::expired_swept)
+    }
+
+    /// Bytes of values a memory backend holds now (None for other kinds).
+    #[getter]
+    fn nbytes(&self) -> Option<u64> {
+        self.memory().map(MemoryStore::nbytes)
     }
 
     /// Whether calls may wait on I/O (file, redis), so async callers run

@@ -51,15 +51,27 @@ impl Stored {
         }
     }
 
-    /// Prepare `value` for storing: share, copy or pickle it.
-    pub fn prepare(value: &Bound<'_, PyAny>) -> PyResult<Stored> {
+    /// Prepare `value` for storing: share, copy or pickle it. Also returns
+    /// what it weighs, in bytes, for the store's byte bound: the pickle's
+    /// length, or for values kept as objects the [`estimate`] of them.
+    pub fn prepare(value: &Bound<'_, PyAny>) -> PyResult<(Stored, u64)> {
         Ok(match snapshot(value, 0)? {
-            Snapshot::Same => Stored::Shared(value.clone().unbind()),
-            Snapshot::Copy(copy, flat) => Stored::Template {
-                value: copy.unbind(),
-                flat,
-            },
-            Snapshot::Other => Stored::Pickled(dumps(value)?.into()),
+            Snapshot::Same => (Stored::Shared(value.clone().unbind()), estimate(value)),
+            Snapshot::Copy(copy, flat) => {
+                let weight = estimate(&copy);
+                (
+                    Stored::Template {
+                        value: copy.unbind(),
+                        flat,
+                    },
+                    weight,
+                )
+            }
+            Snapshot::Other => {
+                let data = dumps(value)?;
+                let weight = data.len() as u64;
+                (Stored::Pickled(data.into()), weight)
+            }
         })
     }
 
@@ -178,6 +190,59 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
         return Ok(Copy(PySet::new(py, s.iter())?.into_any(), true));
     }
     Ok(Other)
+}
+
+/// What a value kept as objects weighs: CPython's own sizes on a 64-bit
+/// build, close to `sys.getsizeof`, summed over the containers and their
+/// members, computed once when the value is stored:
+/// - `None`, `True`, `False`: 0 (shared singletons);
+/// - `int` 32, `float` 24, `complex` 32;
+/// - `str` 49 + its length, `bytes` 33 + its length;
+/// - `tuple` 40 + 8 per item, `list` 56 + 8 per item, `dict` 64 + 40 per
+///   item, `set` and `frozenset` 200 + 16 per item, plus the items.
+///
+/// Strings shared with other values count once per value that holds them.
+pub fn estimate(v: &Bound<'_, PyAny>) -> u64 {
+    if v.is_none() || v.is_exact_instance_of::<PyBool>() {
+        return 0;
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        return 32;
+    }
+    if v.is_exact_instance_of::<PyFloat>() {
+        return 24;
+    }
+    if let Ok(s) = v.cast_exact::<PyString>() {
+        return 49 + s.len().unwrap_or(0) as u64;
+    }
+    if let Ok(b) = v.cast_exact::<PyBytes>() {
+        return 33 + b.as_bytes().len() as u64;
+    }
+    if v.is_exact_instance_of::<PyComplex>() {
+        return 32;
+    }
+    let items = |per: u64, n: usize| per * n as u64;
+    if let Ok(d) = v.cast_exact::<PyDict>() {
+        return 64
+            + items(40, d.len())
+            + d.iter()
+                .map(|(k, val)| estimate(&k) + estimate(&val))
+                .sum::<u64>();
+    }
+    if let Ok(l) = v.cast_exact::<PyList>() {
+        return 56 + items(8, l.len()) + l.iter().map(|x| estimate(&x)).sum::<u64>();
+    }
+    if let Ok(t) = v.cast_exact::<PyTuple>() {
+        return 40 + items(8, t.len()) + t.iter().map(|x| estimate(&x)).sum::<u64>();
+    }
+    if let Ok(s) = v.cast_exact::<PyFrozenSet>() {
+        return 200 + items(16, s.len()) + s.iter().map(|x| estimate(&x)).sum::<u64>();
+    }
+    if let Ok(s) = v.cast_exact::<PySet>() {
+        return 200 + items(16, s.len()) + s.iter().map(|x| estimate(&x)).sum::<u64>();
+    }
+    // Only the types above are kept as objects; anything else is pickled.
+    0
 }
 
 /// Copy of a flat template (a dict, list or set of immutables): the
