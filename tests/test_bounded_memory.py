@@ -12,9 +12,8 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 import cachu
+import pytest
 from cachu.backends import NO_VALUE, Backend
 from helpers import run_threads
 
@@ -246,9 +245,7 @@ def test_the_bound_holds_under_eight_writing_threads():
     def checker():
         start.wait()
         while not done.is_set():
-            seen.append(
-                max(b.count(), len(list(b.keys())), cachu.cache_info(f).currsize)
-            )
+            seen.append(max(b.count(), len(list(b.keys())), cachu.cache_info(f).currsize))
 
     watcher = threading.Thread(target=checker, daemon=True)
     watcher.start()
@@ -365,9 +362,7 @@ def test_a_second_wave_of_short_lived_entries_reuses_the_first_waves_memory(tmp_
         print(first, second)
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     first, second = map(int, out.stdout.split())
     assert first > 10_000  # KiB: the wave really took memory

@@ -436,11 +436,10 @@ impl PyBackend {
     /// other kinds.
     #[getter]
     fn bounds(&self) -> Option<(Option<u64>, Option<u64>, f64)> {
-        self.memory()
-            .map(|m| {
-                let b = m.bounds();
-                (b.max_entries, b.max_bytes, m.sweep_interval())
-            })
+        self.memory().map(|m| {
+            let b = m.bounds();
+            (b.max_entries, b.max_bytes, m.sweep_interval())
+        })
     }
 
     /// Live entries a memory backend removed to keep within its bounds,
