@@ -4,12 +4,15 @@ A drop-in replacement for the pure-Python ``cachu`` 0.2.7: same API, same
 keys and storage formats, much faster calls.
 """
 
+from cachu import presets
 from cachu._cachu import (
+    BackendNotFoundError,
     BackendUnavailableError,
     CachedFunction,
     CacheError,
     CacheKeyCollisionWarning,
     CacheLockTimeout,
+    ConfigurationError,
 )
 from cachu.backends import NO_VALUE, AsyncBackend, Backend
 from cachu.config import (
@@ -19,6 +22,7 @@ from cachu.config import (
     enable,
     get_all_configs,
     get_config,
+    get_disabled_scopes,
     is_disabled,
 )
 from cachu.decorator import (
@@ -41,7 +45,7 @@ from cachu.operations import (
     cache_set,
 )
 from cachu.redis_client import get_redis_client
-from cachu.types import CacheEntry, CacheInfo
+from cachu.types import CacheEntry, CacheInfo, DisabledScopes
 
 __version__ = "0.3.0"
 
@@ -49,6 +53,7 @@ __all__ = [
     "NO_VALUE",
     "AsyncBackend",
     "Backend",
+    "BackendNotFoundError",
     "BackendUnavailableError",
     "CacheConfig",
     "CacheEntry",
@@ -57,6 +62,8 @@ __all__ = [
     "CacheKeyCollisionWarning",
     "CacheLockTimeout",
     "CachedFunction",
+    "ConfigurationError",
+    "DisabledScopes",
     "async_cache",
     "async_cache_clear",
     "async_cache_delete",
@@ -77,6 +84,8 @@ __all__ = [
     "get_async_backend",
     "get_backend",
     "get_config",
+    "get_disabled_scopes",
     "get_redis_client",
     "is_disabled",
+    "presets",
 ]

@@ -12,19 +12,28 @@ __all__ = [
     "AsyncCall",
     "AsyncStep",
     "Backend",
+    "BackendNotFoundError",
     "BackendUnavailableError",
     "CacheError",
     "CacheKeyCollisionWarning",
     "CacheLockTimeout",
     "CachedFunction",
+    "ConfigurationError",
     "NoValue",
+    "base_head",
     "bump_generation",
     "glob_escape",
+    "disable_scope",
+    "disabled_scopes",
+    "enable_all",
+    "enable_scope",
     "is_disabled",
+    "key_pairs",
     "mangle",
     "redact_url",
     "region_name",
     "reset_stats",
+    "scope_disabled",
     "set_disabled",
     "shutdown_io",
     "tag_pattern",
@@ -40,7 +49,7 @@ class NoValue:
 NO_VALUE: NoValue
 
 class CacheError(Exception):
-    """Base class of the errors a cache backend reports."""
+    """Base class of every error cachu raises on its own account."""
 
 class BackendUnavailableError(CacheError):
     """The backend could not be reached or answered with an error."""
@@ -51,6 +60,12 @@ class CacheKeyCollisionWarning(UserWarning):
 class CacheLockTimeout(CacheError):
     """A caller gave up waiting for another caller's computation of the same
     key (``on_lock_timeout='raise'``)."""
+
+class ConfigurationError(CacheError, ValueError):
+    """An option, or a value given to configure() or @cache, that cannot be used."""
+
+class BackendNotFoundError(ConfigurationError):
+    """A backend name that is not one of 'memory', 'redis', 'file', 'null'."""
 
 @disjoint_base
 class Backend:
@@ -166,6 +181,7 @@ class CachedFunction:
         stale_if_error: float,
         resolver: Callable[[], tuple[str, Backend, float, str, float | None]],
         keep_in_key: list[str] | None = None,
+        package: str | None = None,
     ) -> CachedFunction: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: object, owner: type | None = None, /) -> Any: ...
@@ -188,6 +204,12 @@ class CachedFunction:
 
 def set_disabled(value: bool) -> None: ...
 def is_disabled() -> bool: ...
+def disable_scope(package: str | None = None, tag: str | None = None) -> None: ...
+def enable_scope(package: str | None = None, tag: str | None = None) -> None: ...
+def enable_all() -> None: ...
+def scope_disabled(package: str | None = None, tag: str | None = None) -> bool: ...
+def disabled_scopes() -> tuple[bool, list[str], list[str]]: ...
+def key_pairs(kwargs: dict[str, Any], exclude: list[str]) -> list[tuple[str, str]]: ...
 def bump_generation() -> None: ...
 def region_name(ttl: int) -> str: ...
 def mangle(base: str, key_prefix: str, ttl: int) -> str: ...

@@ -1,5 +1,6 @@
 """The backend instances: one per (package, backend, ttl region), made on
-first use so that importing or decorating opens nothing."""
+first use so that importing or decorating opens nothing; and the regions
+decorators declared, so that clearing reaches regions no call has used yet."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import threading
 from typing import cast
 
 from cachu import _cachu
+from cachu._cachu import ConfigurationError
 from cachu.backends import Backend
 from cachu.config import check_ttl, get_config, signing_keys
 
+Region = tuple[str | None, str, int]
+
 _lock = threading.Lock()
-_instances: dict[tuple[str | None, str, int], Backend] = {}
+_instances: dict[Region, Backend] = {}
+#: Regions named by a decorator in this process, with the (normalised) tags
+#: of the functions declaring them.
+_declared: dict[Region, set[str]] = {}
 
 
 def region_ttl(ttl: object) -> int:
@@ -50,7 +57,7 @@ def _create(package: str | None, backend: str, ttl: int) -> Backend:
     if backend == "file":
         directory = get_config(package).file_dir
         if not os.path.isdir(directory):
-            raise ValueError(f"file_dir {directory!r} is not an existing directory")
+            raise ConfigurationError(f"file_dir must be an existing directory, got {directory!r}")
         return Backend(
             "file",
             os.path.join(directory, file_name(package, ttl)),
@@ -77,6 +84,41 @@ def get(package: str | None, backend: str, ttl: int) -> Backend:
         if found is None:
             found = _instances[key] = _create(package, backend, ttl)
     return found
+
+
+def declare(package: str | None, backend: str, ttl: int, tag: str) -> None:
+    """Record that a decorated function stores into this region."""
+    with _lock:
+        _declared.setdefault((package, backend, ttl), set()).add(_cachu.tag_pattern(tag) or "")
+
+
+def file_path(package: str | None, ttl: int) -> str:
+    return os.path.join(get_config(package).file_dir, file_name(package, ttl))
+
+
+def clearable(package: str | None, backend: str, ttl: int) -> Backend | None:
+    """The instance of a region for clearing it, or None when the region
+    can hold nothing: memory and null regions not made yet, and file regions
+    whose database does not exist (clearing must not create it). Redis
+    regions are always opened: other processes may have written them."""
+    found = _instances.get((package, backend, ttl))
+    if found is not None:
+        return found
+    if backend == "redis" or (backend == "file" and os.path.exists(file_path(package, ttl))):
+        return get(package, backend, ttl)
+    return None
+
+
+def declared(package: str | None, tag: str | None) -> list[tuple[str, int]]:
+    """The (backend, ttl) regions of ``package`` that decorators declared
+    (with ``tag``, when given)."""
+    wanted = _cachu.tag_pattern(tag) if tag else None
+    with _lock:
+        return [
+            (b, t)
+            for (p, b, t), tags in _declared.items()
+            if p == package and (wanted is None or wanted in tags)
+        ]
 
 
 def existing(package: str | None) -> list[tuple[str, int, Backend]]:

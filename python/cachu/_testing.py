@@ -7,14 +7,16 @@ from cachu.config import _registry
 
 
 def reset() -> None:
-    """Forget every package config and backend instance (with their
-    entries), reset all counters, and re-enable caching."""
+    """Forget every package config, backend instance (with their entries)
+    and declared region, reset all counters, and re-enable caching."""
     with _registry.lock:
         _registry.configs.clear()
+    with _regions._lock:
+        _regions._declared.clear()
     for inst in _regions.drop(everything=True):
         inst.clear()
         inst.close()
     _cachu.reset_stats()
     _collisions.forget()
-    _cachu.set_disabled(False)
+    _cachu.enable_all()
     _cachu.bump_generation()

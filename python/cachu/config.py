@@ -18,8 +18,11 @@ from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from cachu import _cachu
+from cachu._cachu import BackendNotFoundError, ConfigurationError
+from cachu.types import DisabledScopes
 
-BACKENDS = ("memory", "file", "redis", "null")
+# In 0.2.7's order: its messages show this tuple, and users' tests match them.
+BACKENDS = ("memory", "redis", "file", "null")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -81,8 +84,19 @@ def signing_keys(value: SigningKey | None) -> list[bytes] | None:
 
 
 def check_backend(name: object) -> str:
+    """A backend name given to ``@cache``, ``get_backend`` or ``cache_clear``."""
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+        # 0.2.7's wording first (users' tests match on it), then the choices.
+        raise BackendNotFoundError(
+            f"Unknown backend type: {name} (expected one of {', '.join(BACKENDS)})"
+        )
+    return name  # type: ignore[return-value]
+
+
+def check_backend_option(name: object) -> str:
+    """The ``backend`` option of ``configure()``, with 0.2.7's message."""
+    if name not in BACKENDS:
+        raise BackendNotFoundError(f"backend must be one of {BACKENDS!r}, got {name!r}")
     return name  # type: ignore[return-value]
 
 
@@ -92,23 +106,25 @@ def check_ttl(ttl: object) -> None:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"ttl must be a number of seconds or a callable of the result, got {ttl!r}")
     if ttl != ttl:  # NaN
-        raise ValueError("ttl must be a number of seconds, got nan")
+        raise ConfigurationError("ttl must be a number of seconds, got nan")
 
 
 def check_file_dir(value: object) -> str:
     if not isinstance(value, (str, os.PathLike)):
-        raise ValueError(f"file_dir must be a path, got {value!r}")
+        raise ConfigurationError(f"file_dir must be an existing directory, got {value!r}")
     path = str(os.fspath(value))
     if not pathlib.Path(path).is_dir():
-        raise ValueError(f"file_dir {path!r} is not an existing directory")
+        raise ConfigurationError(f"file_dir must be an existing directory, got {value!r}")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"file_dir {path!r} is not writable")
+        raise ConfigurationError(
+            f"file_dir must be writable, got {value!r} (not writable by this process)"
+        )
     return str(path)
 
 
 def check_redis_url(url: object) -> str:
     if not isinstance(url, str):
-        raise ValueError(f"redis_url must be a string, got a {type(url).__name__}")
+        raise ConfigurationError(f"redis_url must be a string, got a {type(url).__name__}")
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
@@ -116,14 +132,14 @@ def check_redis_url(url: object) -> str:
     except ValueError as e:
         # urlsplit's own message may quote the URL: not shown.
         reason = "bad port" if "port" in str(e).lower() else "cannot be parsed"
-        raise ValueError(f"malformed redis_url {shown!r}: {reason}") from None
+        raise ConfigurationError(f"malformed redis_url {shown!r}: {reason}") from None
     if parts.scheme not in REDIS_SCHEMES:
-        raise ValueError(
+        raise ConfigurationError(
             f"malformed redis_url {shown!r}: the scheme must be one of "
             f"{', '.join(s + '://' for s in REDIS_SCHEMES)}"
         )
     if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError(f"malformed redis_url {shown!r}: no host")
+        raise ConfigurationError(f"malformed redis_url {shown!r}: no host")
     _cachu.Backend("redis", url=url)  # the engine's own parser; connects to nothing
     return url
 
@@ -131,7 +147,7 @@ def check_redis_url(url: object) -> str:
 def _seconds(name: str) -> Any:
     def check(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+            raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
         return value  # as given, int or float (0.2.7 keeps it as given too)
 
     return check
@@ -139,7 +155,7 @@ def _seconds(name: str) -> Any:
 
 def check_fail_open(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"fail_open must be True or False, got {value!r}")
+        raise ConfigurationError(f"fail_open must be True or False, got {value!r}")
     return value
 
 
@@ -152,7 +168,7 @@ def _positive_int_or_none(name: str) -> Callable[[object], int | None]:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+            raise ConfigurationError(f"{name} must be a positive integer or None, got {value!r}")
         return value
 
     return check
@@ -161,7 +177,7 @@ def _positive_int_or_none(name: str) -> Callable[[object], int | None]:
 def _count(name: str) -> Callable[[object], int]:
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            raise ConfigurationError(f"{name} must be an integer >= 0, got {value!r}")
         return value
 
     return check
@@ -172,7 +188,7 @@ def _interval(name: str) -> Callable[[object], float]:
 
     def check(value: object) -> float:
         if not _number(value) or math.isnan(value) or value < 0:
-            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+            raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
         return value
 
     return check
@@ -180,7 +196,7 @@ def _interval(name: str) -> Callable[[object], float]:
 
 def check_on_lock_timeout(value: object) -> str:
     if value not in ("run", "raise"):
-        raise ValueError(f"on_lock_timeout must be 'run' or 'raise', got {value!r}")
+        raise ConfigurationError(f"on_lock_timeout must be 'run' or 'raise', got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -188,7 +204,7 @@ def check_cache_deadline(value: object) -> float | None:
     if value is None:
         return None
     if not _number(value) or math.isnan(value) or value <= 0:
-        raise ValueError(f"cache_deadline must be a number of seconds > 0 or None, got {value!r}")
+        raise ConfigurationError(f"cache_deadline must be a number of seconds > 0 or None, got {value!r}")
     return value
 
 
@@ -201,14 +217,14 @@ def check_signing_key(value: object) -> SigningKey | None:
     if isinstance(keys, (list, tuple)) and keys:
         if all(isinstance(k, (str, bytes)) and k for k in keys):
             return value if isinstance(value, (str, bytes)) else tuple(keys)
-    raise ValueError(
+    raise ConfigurationError(
         "signing_key must be a non-empty str or bytes, or a non-empty sequence of them "
         f"(got a {type(value).__name__}; the key itself is not shown)"
     )
 
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
-    "backend": check_backend,
+    "backend": check_backend_option,
     "key_prefix": lambda v: v if isinstance(v, str) else _bad_prefix(v),
     "file_dir": check_file_dir,
     "redis_url": check_redis_url,
@@ -242,7 +258,7 @@ EXTENSION_OPTIONS = (
 
 
 def _bad_prefix(v: object) -> str:
-    raise ValueError(f"key_prefix must be a string, got {v!r}")
+    raise ConfigurationError(f"key_prefix must be a string, got {v!r}")
 
 
 _ENV = {
@@ -285,7 +301,7 @@ def _defaults_from_env() -> CacheConfig:
                 shown = repr(redact_url(raw))
             else:
                 shown = repr(raw)
-            raise ValueError(f"environment variable {var}={shown} is invalid: {e}") from None
+            raise ConfigurationError(f"environment variable {var}={shown} is invalid: {e}") from None
     return cfg
 
 
@@ -413,18 +429,50 @@ def _shown(cfg: CacheConfig) -> dict[str, Any]:
     return out
 
 
-def disable() -> None:
-    """Make every decorated call run its function, touching no cache."""
-    _cachu.set_disabled(True)
+def _check_scope(package: object, tag: object) -> None:
+    if package is not None and (not isinstance(package, str) or not package):
+        raise ConfigurationError(f"package must be a non-empty string or None, got {package!r}")
+    # The empty tag is every untagged function's: it names no scope.
+    if tag is not None and (not isinstance(tag, str) or not tag.strip("|")):
+        raise ConfigurationError(f"tag must be a non-empty string or None, got {tag!r}")
 
 
-def enable() -> None:
-    """Undo ``disable()``."""
-    _cachu.set_disabled(False)
+def disable(package: str | None = None, tag: str | None = None) -> None:
+    """Make decorated calls run their function, touching no cache: every
+    call when no argument is given (as 0.2.7), else the calls of functions
+    of ``package`` and those of functions tagged ``tag`` (scopes add up, and
+    a call skips the cache if any scope it belongs to is off)."""
+    _check_scope(package, tag)
+    if package is None and tag is None:
+        _cachu.set_disabled(True)
+    else:
+        _cachu.disable_scope(package, tag)
 
 
-def is_disabled() -> bool:
-    return _cachu.is_disabled()
+def enable(package: str | None = None, tag: str | None = None) -> None:
+    """Undo ``disable()``: with no argument, everything (the process-wide
+    switch and every scope); else the given scopes, which cannot override a
+    process-wide ``disable()``."""
+    _check_scope(package, tag)
+    if package is None and tag is None:
+        _cachu.enable_all()
+    else:
+        _cachu.enable_scope(package, tag)
+
+
+def is_disabled(package: str | None = None, tag: str | None = None) -> bool:
+    """Whether caching is off process-wide (no argument), or for a function
+    of ``package`` with ``tag`` (the test a decorated call makes)."""
+    _check_scope(package, tag)
+    if package is None and tag is None:
+        return _cachu.is_disabled()
+    return _cachu.scope_disabled(package, tag)
+
+
+def get_disabled_scopes() -> DisabledScopes:
+    """What is switched off now: the process-wide switch, packages, tags."""
+    globally, packages, tags = _cachu.disabled_scopes()
+    return DisabledScopes(globally=globally, packages=frozenset(packages), tags=frozenset(tags))
 
 
 __all__ = [
@@ -434,5 +482,6 @@ __all__ = [
     "enable",
     "get_all_configs",
     "get_config",
+    "get_disabled_scopes",
     "is_disabled",
 ]

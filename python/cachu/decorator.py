@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from cachu import _cachu, _collisions, _regions
+from cachu._partial import PartialClear, async_clear
 from cachu.backends import AsyncBackend, Backend
 from cachu.config import caller_package, check_backend, check_ttl, get_config
 from cachu.types import CacheEntry
@@ -63,6 +64,8 @@ def cache(
         raise TypeError(f"tag must be a string, got {tag!r}")
     exclude_names = sorted(exclude or ())
     keep_names = sorted(keep_in_key or ())
+    # Declared now, so that cache_clear() reaches the region before any call.
+    _regions.declare(package, backend_name, region_ttl, tag)
 
     def resolve() -> tuple[str, Backend, float, str, float | None]:
         cfg = get_config(package)
@@ -91,13 +94,20 @@ def cache(
             windows["stale_if_error"],
             resolve,
             keep_names,
+            package=package,
+        )
+        clear = PartialClear(
+            package, backend_name, region_ttl, unwrapped.__name__, tag, exclude_names
         )
         _collisions.check(fn, unwrapped.__name__, package, backend_name, region_ttl, tag)
         if inspect.iscoroutinefunction(fn):
             from cachu._async import async_wrapper
 
-            return async_wrapper(fn, cached)  # type: ignore[return-value]
+            wrapper = async_wrapper(fn, cached)
+            wrapper.clear = async_clear(clear)  # type: ignore[attr-defined]
+            return wrapper  # type: ignore[return-value]
         functools.update_wrapper(cached, fn)
+        cached.clear = clear  # type: ignore[attr-defined]
         return cached  # type: ignore[return-value]
 
     return decorator

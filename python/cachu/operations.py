@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import types
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +13,7 @@ from cachu.config import caller_package, check_backend, get_config
 from cachu.types import CacheInfo
 
 _MISSING: Any = object()
+_log = logging.getLogger("cachu")
 
 
 def cached_function(fn: Any) -> _cachu.CachedFunction:
@@ -49,37 +51,73 @@ def cache_clear(
     backend: str | None = None,
     ttl: int | None = None,
     package: str | None = None,
+    global_clear: bool = False,
 ) -> int:
     """Remove entries of the caller's package (or ``package``): of one region
-    when both ``backend`` and ``ttl`` are given, else of every region made so
-    far that matches them; only keys with ``tag`` when given. Returns how many
+    when both ``backend`` and ``ttl`` are given, else of every region that
+    matches them, whether a call used it already or a decorator declared it
+    (file and Redis regions no call has touched yet are cleared too); only
+    keys with ``tag`` when given. On Redis only keys under the package's
+    ``key_prefix`` are removed, unless ``global_clear``. Returns how many
     entries were removed, and resets every function's hit/miss counters."""
     if package is None:
         package = caller_package()
     if backend is not None:
         check_backend(backend)
     pattern = _cachu.tag_pattern(tag) if tag else None
-    removed = 0
     wanted = None if ttl is None else _regions.region_ttl(ttl)
-    if backend is not None and wanted is not None:
-        regions = [(backend, wanted, _regions.get(package, backend, wanted))]
-    else:
-        regions = [
-            (name, region_ttl, inst)
-            for name, region_ttl, inst in _regions.existing(package)
-            if (backend is None or name == backend) and (wanted is None or region_ttl == wanted)
-        ]
-    for name, region_ttl, inst in regions:
+    removed = 0
+    for name, region_ttl, inst, cold in _targets(package, backend, wanted, tag):
         if name == "redis":
             # All regions (and packages) share one Redis database: clear only
-            # this region's keys, under this package's prefix.
-            prefix = _cachu.glob_escape(get_config(package).key_prefix)
-            head = f"{_cachu.region_name(region_ttl)}:{prefix}"
-            removed += inst.clear(head + (pattern or "*"))
+            # this region's keys, under this package's prefix (any prefix,
+            # but still keys of cachu's shape, when global_clear).
+            head = f"{_cachu.region_name(region_ttl)}:"
+            if global_clear:
+                head += pattern or "*|*"
+            else:
+                head += _cachu.glob_escape(get_config(package).key_prefix) + (pattern or "*")
+            region_pattern: str | None = head
         else:
-            removed += inst.clear(pattern)
+            # Memory and file regions hold one package's keys; 0.2.7 clears
+            # them whatever the key prefix.
+            region_pattern = pattern
+        try:
+            removed += inst.clear(region_pattern)
+        except _cachu.CacheError as e:
+            if not cold or backend is not None:
+                raise
+            # A region visited only because a decorator declared it: its
+            # failure must not abort clearing the regions that were asked for.
+            _log.warning("cache_clear: could not clear the %s region ttl=%s: %s", name, region_ttl, e)
     _cachu.reset_stats()
     return removed
+
+
+def _targets(
+    package: str | None, backend: str | None, ttl: int | None, tag: str | None
+) -> list[tuple[str, int, Any, bool]]:
+    """The regions a clear visits: ``(backend, ttl, instance, cold)``, cold
+    when no call made the instance before (it was declared)."""
+    if backend is not None and ttl is not None:
+        had = (backend, ttl) in {(b, t) for b, t, _ in _regions.existing(package)}
+        inst = _regions.clearable(package, backend, ttl)
+        return [] if inst is None else [(backend, ttl, inst, not had)]
+    out = [
+        (name, region_ttl, inst, False)
+        for name, region_ttl, inst in _regions.existing(package)
+        if (backend is None or name == backend) and (ttl is None or region_ttl == ttl)
+    ]
+    seen = {(name, region_ttl) for name, region_ttl, _, _ in out}
+    for name, region_ttl in _regions.declared(package, tag):
+        if (name, region_ttl) in seen:
+            continue
+        if (backend is not None and name != backend) or (ttl is not None and region_ttl != ttl):
+            continue
+        inst = _regions.clearable(package, name, region_ttl)
+        if inst is not None:
+            out.append((name, region_ttl, inst, True))
+    return out
 
 
 def cache_info(fn: Callable[..., Any]) -> CacheInfo:
@@ -116,13 +154,14 @@ def async_cache_clear(
     backend: str | None = None,
     ttl: int | None = None,
     package: str | None = None,
+    global_clear: bool = False,
 ) -> Awaitable[int]:
     """Awaitable :func:`cache_clear` (runs off the event loop). The caller's
     package is found when this is called, not when the awaitable first runs,
     so ``asyncio.run(async_cache_clear(...))`` clears the caller's entries."""
     if package is None:
         package = caller_package()
-    return off_loop(cache_clear, tag, backend, ttl, package)
+    return off_loop(cache_clear, tag, backend, ttl, package, global_clear)
 
 
 async def async_cache_info(fn: Callable[..., Any]) -> CacheInfo:

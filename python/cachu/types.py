@@ -26,4 +26,16 @@ class CacheInfo:
     currsize: int
 
 
-__all__ = ["CacheEntry", "CacheInfo"]
+@dataclass(frozen=True)
+class DisabledScopes:
+    """What ``cachu.disable()`` has switched off (``get_disabled_scopes()``)."""
+
+    #: Caching is off for every function (``disable()`` with no argument).
+    globally: bool
+    #: Packages switched off by ``disable(package=...)``.
+    packages: frozenset[str]
+    #: Tags switched off by ``disable(tag=...)``.
+    tags: frozenset[str]
+
+
+__all__ = ["CacheEntry", "CacheInfo", "DisabledScopes"]

@@ -189,6 +189,30 @@ impl KeyPlan {
     }
 }
 
+/// The `(name, repr(value))` pairs a key would hold for these keyword
+/// arguments alone, sorted by name: names and values the key leaves out
+/// (`self`, `_`-names, `exclude`, connections unless in `keep`) are left
+/// out here too.
+pub fn kept_pairs(
+    kwargs: &Bound<'_, PyDict>,
+    exclude: &[String],
+    keep: &[String],
+) -> PyResult<Vec<(String, String)>> {
+    let mut pairs = Vec::with_capacity(kwargs.len());
+    for (k, v) in kwargs.iter() {
+        let name: String = k.extract()?;
+        if drops_name(&name, exclude) || (!keep.contains(&name) && connection_reason(&v)?.is_some())
+        {
+            continue;
+        }
+        let mut rendered = String::new();
+        write_repr(&mut rendered, &v)?;
+        pairs.push((name, rendered));
+    }
+    pairs.sort();
+    Ok(pairs)
+}
+
 fn drops_name(name: &str, exclude: &[String]) -> bool {
     name == "self" || name == "cls" || name.starts_with('_') || exclude.iter().any(|e| e == name)
 }

@@ -41,6 +41,26 @@ fn redact_url(url: &str) -> String {
     crate::backend::redis::redact(url)
 }
 
+/// `base_head(name, tag)`: where a function's base keys start, `name|` or
+/// `name||tag||`.
+#[pyfunction]
+fn base_head(name: &str, tag: &str) -> String {
+    crate::key::base_head(name, tag)
+}
+
+/// `key_pairs(kwargs, exclude, keep_in_key)`: the `(name, repr(value))`
+/// pairs a key holds for these keyword arguments, sorted; what the key
+/// leaves out is left out.
+#[pyfunction]
+#[pyo3(signature = (kwargs, exclude, keep_in_key=Vec::new()))]
+fn key_pairs(
+    kwargs: &Bound<'_, pyo3::types::PyDict>,
+    exclude: Vec<String>,
+    keep_in_key: Vec<String>,
+) -> PyResult<Vec<(String, String)>> {
+    keyplan::kept_pairs(kwargs, &exclude, &keep_in_key)
+}
+
 /// Reset every cached function's hit and miss counters.
 #[pyfunction]
 fn reset_stats() {
@@ -60,9 +80,15 @@ mod _cachu {
     #[pymodule_export]
     use super::region::{NoValue, PyBackend};
     #[pymodule_export]
-    use super::state::{bump_generation, is_disabled, set_disabled};
+    use super::state::{
+        bump_generation, disable_scope, disabled_scopes, enable_all, enable_scope, is_disabled,
+        scope_disabled, set_disabled,
+    };
     #[pymodule_export]
-    use super::{glob_escape, mangle, redact_url, region_name, reset_stats, tag_pattern};
+    use super::{
+        base_head, glob_escape, key_pairs, mangle, redact_url, region_name, reset_stats,
+        tag_pattern,
+    };
 
     use pyo3::prelude::*;
 
@@ -71,6 +97,7 @@ mod _cachu {
         // Loggers are named after the Rust module path (`cachu.backend.file`).
         let _ = pyo3_log::try_init();
         super::cached::enable_vectorcall(&m.py().get_type::<CachedFunction>())?;
+        super::errors::add_to_module(m)?;
         m.add(
             "NO_VALUE",
             super::region::no_value(m.py()).clone_ref(m.py()),

@@ -91,11 +91,11 @@ impl AsyncCall {
         kwargs: Option<&Bound<'_, PyDict>>,
         overwrite: bool,
     ) -> PyResult<(bool, Option<Py<PyAny>>)> {
-        if state::disabled() {
+        let this = slf.get();
+        if state::disabled_for(this.package.as_deref(), &this.tag) {
             return Ok((false, None));
         }
         let py = slf.py();
-        let this = slf.get();
         let r = this.resolved(py)?;
         let key = this.build_key(py, &r, args.as_slice(), kwargs)?;
         if !overwrite && this.plain_hits {

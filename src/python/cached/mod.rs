@@ -76,6 +76,8 @@ pub struct CachedFunction {
     func: Py<PyAny>,
     name: String,
     tag: String,
+    /// The package whose settings apply, for `cachu.disable(package=...)`.
+    package: Option<String>,
     region_ttl: i64,
     ttl: Ttl,
     plan: KeyPlan,
@@ -217,6 +219,7 @@ impl CachedFunction {
             0.0,
             none(),
             None,
+            None,
         )
     }
 
@@ -234,7 +237,7 @@ impl CachedFunction {
         let (kwargs, skip, overwrite) = Self::split_flags(py, kwargs)?;
         let kwargs = kwargs.as_ref();
         let run = || invoke(kwargs);
-        if skip || state::disabled() {
+        if skip || state::disabled_for(this.package.as_deref(), &this.tag) {
             return Ok(run()?.unbind());
         }
         let r = this.resolved(py)?;
@@ -300,7 +303,7 @@ fn owner_name(func: &Bound<'_, PyAny>, name: &str) -> String {
 impl CachedFunction {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, stale_while_revalidate, stale_if_error, resolver, keep_in_key=None))]
+    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, stale_while_revalidate, stale_if_error, resolver, keep_in_key=None, package=None))]
     fn new(
         func: Py<PyAny>,
         name: String,
@@ -316,6 +319,7 @@ impl CachedFunction {
         stale_if_error: f64,
         resolver: Py<PyAny>,
         keep_in_key: Option<Vec<String>>,
+        package: Option<String>,
     ) -> PyResult<Self> {
         let owner = owner_name(func.bind(ttl.py()), &name);
         let ttl = if ttl.is_callable() {
@@ -331,6 +335,7 @@ impl CachedFunction {
             func,
             name,
             tag,
+            package,
             region_ttl,
             ttl,
             plan: KeyPlan::new(

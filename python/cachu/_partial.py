@@ -1,0 +1,92 @@
+"""``fn.clear(**partial)``: remove the entries of one decorated function
+whose key holds the given arguments, whatever its other arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cachu import _cachu, _regions
+from cachu._offloop import run
+from cachu.config import get_config
+from cachu.operations import glob_escape
+
+
+class PartialClear:
+    """What a decorated function's ``clear`` needs to know about it."""
+
+    def __init__(
+        self,
+        package: str | None,
+        backend: str,
+        region_ttl: int,
+        name: str,
+        tag: str,
+        exclude: list[str],
+    ) -> None:
+        self.package = package
+        self.backend = backend
+        self.region_ttl = region_ttl
+        # `name|` or `name||tag||`: where a key's arguments start.
+        self.base_head = f"{name}|{_cachu.tag_pattern(tag).strip('*') if tag else ''}"
+        self.exclude = exclude
+
+    def __call__(self, _global: bool = False, **partial: Any) -> int:
+        """Remove every entry whose arguments include ``partial`` (all the
+        function's entries when none is given); ``_global=True`` matches
+        entries under any ``key_prefix``. Returns how many were removed."""
+        inst = _regions.clearable(self.package, self.backend, self.region_ttl)
+        if inst is None:
+            return 0
+        region = f"{_cachu.region_name(self.region_ttl)}:"
+        key_prefix = None if _global else get_config(self.package).key_prefix
+        prefix = "*" if key_prefix is None else glob_escape(key_prefix)
+        head = region + prefix + glob_escape(self.base_head)
+        pairs = [f"{k}={v}" for k, v in _cachu.key_pairs(partial, self.exclude)]
+        if not pairs:
+            return inst.clear(head + "*")
+        # The glob narrows the candidates (in Redis, server side); an exact
+        # test then keeps only keys where each pair is a whole argument, so
+        # `id=1` matches neither `id=12` nor `uid=1`.
+        pattern = head + "*" + "*".join(glob_escape(p) for p in pairs) + "*"
+        removed = 0
+        for key in list(inst.keys(pattern)):
+            if self._holds(key, pairs, len(region), key_prefix):
+                inst.delete(key)
+                removed += 1
+        return removed
+
+    def _holds(self, key: str, pairs: list[str], start: int, key_prefix: str | None) -> bool:
+        if key_prefix is None:  # any prefix: the first `name|` after the region
+            at = key.find(self.base_head, start)
+        else:
+            at = start + len(key_prefix)
+        if at < 0 or not key.startswith(self.base_head, at):
+            return False
+        args = key[at + len(self.base_head) :]
+        return all(_whole_argument(args, p) for p in pairs)
+
+    def blocking(self) -> bool:
+        return self.backend in ("file", "redis")
+
+
+def _whole_argument(args: str, pair: str) -> bool:
+    """Whether ``name=repr`` is one of the space-separated arguments of a key."""
+    at = args.find(pair)
+    while at >= 0:
+        end = at + len(pair)
+        if (at == 0 or args[at - 1] == " ") and (end == len(args) or args[end] == " "):
+            return True
+        at = args.find(pair, at + 1)
+    return False
+
+
+def async_clear(clear: PartialClear) -> Callable[..., Awaitable[int]]:
+    """The awaitable ``clear`` of a coroutine function (off the event loop
+    when the backend waits on I/O)."""
+
+    async def aclear(_global: bool = False, **partial: Any) -> int:
+        return await run(clear.blocking(), clear, _global, **partial)
+
+    aclear.__doc__ = PartialClear.__call__.__doc__
+    return aclear
