@@ -136,6 +136,15 @@ def drop(package: str | None = None, *, everything: bool = False) -> list[Backen
     return gone
 
 
+def swap(instances: dict[Region, Backend]) -> dict[Region, Backend]:
+    """Put ``instances`` in place of every instance; returns those replaced."""
+    global _instances
+    with _lock:
+        before, _instances = _instances, dict(instances)
+    _cachu.bump_generation()
+    return before
+
+
 def reopen_io(package: str | None) -> None:
     """Close and forget ``package``'s file and Redis instances, so the next
     use opens them with its current settings. Memory instances stay (their

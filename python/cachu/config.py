@@ -334,6 +334,9 @@ class _Registry:
         self.default = _defaults_from_env()
         self.configs: dict[str | None, CacheConfig] = {}
         self.lock = threading.Lock()
+        #: Put in front of every key_prefix set while a test is isolated
+        #: (``cachu_isolated``), so that configure() cannot undo the isolation.
+        self.isolation_prefix = ""
 
     def get(self, package: str | None) -> CacheConfig:
         return self.configs.get(package, self.default)
@@ -392,6 +395,8 @@ def configure(
     }
     updates.update({k: _CHECKS[k](v) for k, v in extensions.items() if v is not KEEP})
     with _registry.lock:
+        if "key_prefix" in updates:
+            updates["key_prefix"] = _registry.isolation_prefix + updates["key_prefix"]
         cfg = _registry.configs.get(package)
         if cfg is None:
             cfg = _registry.configs[package] = replace(_registry.default)
