@@ -18,7 +18,7 @@ def kind(request):
 def use_backend(kind, request, tmp_path):
     """``use_backend(package, **more)`` points ``package`` at this test's
     backend; for Redis, the module's server, flushed first."""
-    url = None
+    url = server = None
     if kind == "redis":
         server = request.getfixturevalue("server")
         server.client().flushall()
@@ -33,4 +33,5 @@ def use_backend(kind, request, tmp_path):
             **more,
         )
 
+    configure.server = server
     return configure

@@ -28,7 +28,8 @@ class PartialClear:
         self.backend = backend
         self.region_ttl = region_ttl
         # `name|` or `name||tag||`: where a key's arguments start.
-        self.base_head = f"{name}|{_cachu.tag_pattern(tag).strip('*') if tag else ''}"
+        tag_part = _cachu.tag_pattern(tag).strip("*") + "|" if tag else ""
+        self.base_head = f"{name}|{tag_part}"
         self.exclude = exclude
 
     def __call__(self, _global: bool = False, **partial: Any) -> int:
@@ -42,13 +43,13 @@ class PartialClear:
         key_prefix = None if _global else get_config(self.package).key_prefix
         prefix = "*" if key_prefix is None else glob_escape(key_prefix)
         head = region + prefix + glob_escape(self.base_head)
-        pairs = [f"{k}={v}" for k, v in _cachu.key_pairs(partial, self.exclude)]
+        pairs = _cachu.key_pairs(partial, self.exclude)
         if not pairs:
             return inst.clear(head + "*")
         # The glob narrows the candidates (in Redis, server side); an exact
         # test then keeps only keys where each pair is a whole argument, so
         # `id=1` matches neither `id=12` nor `uid=1`.
-        pattern = head + "*" + "*".join(glob_escape(p) for p in pairs) + "*"
+        pattern = head + "*" + "*".join(glob_escape(f"{k}={v}") for k, v in pairs) + "*"
         removed = 0
         for key in list(inst.keys(pattern)):
             if self._holds(key, pairs, len(region), key_prefix):
@@ -56,7 +57,9 @@ class PartialClear:
                 removed += 1
         return removed
 
-    def _holds(self, key: str, pairs: list[str], start: int, key_prefix: str | None) -> bool:
+    def _holds(
+        self, key: str, pairs: list[tuple[str, str]], start: int, key_prefix: str | None
+    ) -> bool:
         if key_prefix is None:  # any prefix: the first `name|` after the region
             at = key.find(self.base_head, start)
         else:
@@ -64,21 +67,28 @@ class PartialClear:
         if at < 0 or not key.startswith(self.base_head, at):
             return False
         args = key[at + len(self.base_head) :]
-        return all(_whole_argument(args, p) for p in pairs)
+        return all(_holds_argument(args, name, value) for name, value in pairs)
 
     def blocking(self) -> bool:
         return self.backend in ("file", "redis")
 
 
-def _whole_argument(args: str, pair: str) -> bool:
-    """Whether ``name=repr`` is one of the space-separated arguments of a key."""
-    at = args.find(pair)
-    while at >= 0:
-        end = at + len(pair)
-        if (at == 0 or args[at - 1] == " ") and (end == len(args) or args[end] == " "):
-            return True
-        at = args.find(pair, at + 1)
-    return False
+def _holds_argument(args: str, name: str, value: str) -> bool:
+    """Whether a key's arguments (``a=1 b='x'``, sorted by name) give
+    ``name`` the value ``value`` (a repr). The argument is the first
+    ``name=`` that starts the text or follows a space: a later one can only
+    be inside its own value (`a='x a=1'`). Only an argument sorted before it
+    whose value's repr holds `` name=`` could mislead this test."""
+    head = name + "="
+    if args.startswith(head):
+        at = 0
+    else:
+        at = args.find(" " + head) + 1
+        if at == 0:
+            return False
+    start = at + len(head)
+    end = start + len(value)
+    return args.startswith(value, start) and (end == len(args) or args[end] == " ")
 
 
 def async_clear(clear: PartialClear) -> Callable[..., Awaitable[int]]:
