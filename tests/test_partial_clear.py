@@ -3,9 +3,13 @@ on memory, file and Redis."""
 
 import asyncio
 
+import backend_kinds
 import cachu
 import pytest
-from backend_kinds import kind, use_backend  # noqa: F401 (fixtures)
+
+# The fixtures kind and use_backend, shared by the modules of these features.
+kind = backend_kinds.kind
+use_backend = backend_kinds.use_backend
 
 PKG = "partialpkg"
 
@@ -82,8 +86,12 @@ def test_glob_characters_are_literal(use_backend, kind, is_async):
     assert clear(a="a*") == 1
     assert clear(a="a?") == 1
     assert clear(a="[ab]") == 1
-    assert live_keys(kind) == ["5m:fn|a='a' b=0", "5m:fn|a='ab' b=0", "5m:fn|a='abc' b=0",
-                               "5m:fn|a='b' b=0"]
+    assert live_keys(kind) == [
+        "5m:fn|a='a' b=0",
+        "5m:fn|a='ab' b=0",
+        "5m:fn|a='abc' b=0",
+        "5m:fn|a='b' b=0",
+    ]
 
 
 def test_only_this_functions_entries(use_backend, kind, is_async):

@@ -8,10 +8,14 @@ are skipped, saying so, on a build without them."""
 import asyncio
 import datetime
 
+import backend_kinds
 import cachu
 import pytest
-from backend_kinds import kind, use_backend  # noqa: F401 (fixtures)
 from cachu.presets import today_aware
+
+# The fixtures kind and use_backend, shared by the modules of these features.
+kind = backend_kinds.kind
+use_backend = backend_kinds.use_backend
 
 TODAY = datetime.date(2024, 3, 15)
 PAST = datetime.date(2024, 3, 1)
@@ -81,12 +85,12 @@ def test_the_default_today_is_the_local_date():
 def test_missing_argument_names_it():
     options = preset()
     for check in (options["ttl"], options["cache_if"]):
-        with pytest.raises(cachu.ConfigurationError, match="'day'.*\\['date'\\]"):
+        with pytest.raises(cachu.ConfigurationError, match=r"'day'.*\['date'\]"):
             check(None, {"date": TODAY})
 
 
 def test_unreadable_date_names_it():
-    with pytest.raises(cachu.ConfigurationError, match="'day'.*'yesterday'"):
+    with pytest.raises(cachu.ConfigurationError, match=r"'day'.*'yesterday'"):
         preset()["ttl"]([1], {"day": "yesterday"})
 
 

@@ -3,9 +3,13 @@ get_disabled_scopes(), sync and async, on memory, file and Redis."""
 
 import asyncio
 
+import backend_kinds
 import cachu
 import pytest
-from backend_kinds import kind, use_backend  # noqa: F401 (fixtures)
+
+# The fixtures kind and use_backend, shared by the modules of these features.
+kind = backend_kinds.kind
+use_backend = backend_kinds.use_backend
 
 
 def counted(package, tag="", is_async=False):
@@ -120,7 +124,7 @@ def test_both_arguments_switch_off_two_scopes(packages):
 def test_disabled_calls_store_nothing(use_backend, kind, is_async):
     use_backend("pkg_a")
     cachu.disable(package="pkg_a")
-    fn, calls = counted("pkg_a", "", is_async)
+    fn, _ = counted("pkg_a", "", is_async)
     call_twice(fn, is_async)
     cachu.enable()
     assert cachu.get_backend(kind, "pkg_a", ttl=300).count() == 0

@@ -55,25 +55,37 @@ def isolated(file_dir: str) -> Iterator[Isolation]:
         }
         _registry.isolation_prefix = token
     outer = _regions.swap({})
+    made: set[_regions.Region] = set()
+    _regions.track(made)
     _cachu.reset_stats()
     try:
         yield Isolation(key_prefix=token, file_dir=file_dir)
     finally:
-        used = _regions.swap(outer)
-        with _registry.lock:
-            _registry.default, _registry.configs, _registry.isolation_prefix = saved
-        for (_, backend, ttl), inst in used.items():
-            if backend == "redis":
-                # Left alone, they would expire by their TTL; they are
-                # nobody's but this test's, so remove them now.
-                pattern = f"{_cachu.region_name(ttl)}:{glob_escape(token)}*"
-                try:
-                    inst.clear(pattern)
-                except _cachu.CacheError as e:
-                    _log.warning("cachu_isolated: could not remove the test's Redis entries: %s", e)
-            elif backend == "memory":
-                inst.clear()
-            inst.close()
+        _regions.track(None)
+        try:
+            _remove_redis_entries(made, token)
+        finally:
+            used = _regions.swap(outer)
+            with _registry.lock:
+                _registry.default, _registry.configs, _registry.isolation_prefix = saved
+            for inst in used.values():
+                if inst.kind == "memory":
+                    inst.clear()
+                inst.close()
+
+
+def _remove_redis_entries(made: set[_regions.Region], token: str) -> None:
+    """Remove what the test wrote to Redis (under its own prefix). Left
+    alone, the entries would only expire by their TTL."""
+    for package, backend, ttl in made:
+        if backend != "redis":
+            continue
+        pattern = f"{_cachu.region_name(ttl)}:{glob_escape(token)}*"
+        try:
+            # The instance, or, if configure() dropped it, a new one.
+            _regions.get(package, backend, ttl).clear(pattern)
+        except _cachu.CacheError as e:
+            _log.warning("cachu_isolated: could not remove the test's Redis entries: %s", e)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ class PartialClear:
         self.backend = backend
         self.region_ttl = region_ttl
         # `name|` or `name||tag||`: where a key's arguments start.
-        tag_part = _cachu.tag_pattern(tag).strip("*") + "|" if tag else ""
+        tag_part = (_cachu.tag_pattern(tag) or "").strip("*") + "|" if tag else ""
         self.base_head = f"{name}|{tag_part}"
         self.exclude = exclude
 

@@ -20,6 +20,8 @@ _instances: dict[Region, Backend] = {}
 #: Regions named by a decorator in this process, with the (normalised) tags
 #: of the functions declaring them.
 _declared: dict[Region, set[str]] = {}
+#: While a test is isolated: every region an instance was made for.
+_made: set[Region] | None = None
 
 
 def region_ttl(ttl: object) -> int:
@@ -83,7 +85,15 @@ def get(package: str | None, backend: str, ttl: int) -> Backend:
         found = _instances.get(key)
         if found is None:
             found = _instances[key] = _create(package, backend, ttl)
+            if _made is not None:
+                _made.add(key)
     return found
+
+
+def track(made: set[Region] | None) -> None:
+    """Record in ``made`` every region an instance is made for (None: stop)."""
+    global _made
+    _made = made
 
 
 def declare(package: str | None, backend: str, ttl: int, tag: str) -> None:

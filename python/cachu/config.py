@@ -204,7 +204,9 @@ def check_cache_deadline(value: object) -> float | None:
     if value is None:
         return None
     if not _number(value) or math.isnan(value) or value <= 0:
-        raise ConfigurationError(f"cache_deadline must be a number of seconds > 0 or None, got {value!r}")
+        raise ConfigurationError(
+            f"cache_deadline must be a number of seconds > 0 or None, got {value!r}"
+        )
     return value
 
 

@@ -89,7 +89,9 @@ def cache_clear(
                 raise
             # A region visited only because a decorator declared it: its
             # failure must not abort clearing the regions that were asked for.
-            _log.warning("cache_clear: could not clear the %s region ttl=%s: %s", name, region_ttl, e)
+            _log.warning(
+                "cache_clear: could not clear the %s region ttl=%s: %s", name, region_ttl, e
+            )
     _cachu.reset_stats()
     return removed
 
