@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from cachu import _cachu, _regions
+from cachu._cachu import glob_escape
 from cachu.config import _registry, get_disabled_scopes
-from cachu.operations import glob_escape
 
 _log = logging.getLogger("cachu")
 

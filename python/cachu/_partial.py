@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cachu import _cachu, _regions
+from cachu._cachu import glob_escape
 from cachu._offloop import run
 from cachu.config import get_config
-from cachu.operations import glob_escape
 
 
 class PartialClear:
@@ -23,14 +23,15 @@ class PartialClear:
         name: str,
         tag: str,
         exclude: list[str],
+        keep_in_key: list[str],
     ) -> None:
         self.package = package
         self.backend = backend
         self.region_ttl = region_ttl
         # `name|` or `name||tag||`: where a key's arguments start.
-        tag_part = (_cachu.tag_pattern(tag) or "").strip("*") + "|" if tag else ""
-        self.base_head = f"{name}|{tag_part}"
+        self.base_head = _cachu.base_head(name, tag)
         self.exclude = exclude
+        self.keep_in_key = keep_in_key
 
     def __call__(self, _global: bool = False, **partial: Any) -> int:
         """Remove every entry whose arguments include ``partial`` (all the
@@ -43,7 +44,7 @@ class PartialClear:
         key_prefix = None if _global else get_config(self.package).key_prefix
         prefix = "*" if key_prefix is None else glob_escape(key_prefix)
         head = region + prefix + glob_escape(self.base_head)
-        pairs = _cachu.key_pairs(partial, self.exclude)
+        pairs = _cachu.key_pairs(partial, self.exclude, self.keep_in_key)
         if not pairs:
             return inst.clear(head + "*")
         # The glob narrows the candidates (in Redis, server side); an exact

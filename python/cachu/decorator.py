@@ -97,7 +97,13 @@ def cache(
             package=package,
         )
         clear = PartialClear(
-            package, backend_name, region_ttl, unwrapped.__name__, tag, exclude_names
+            package,
+            backend_name,
+            region_ttl,
+            unwrapped.__name__,
+            tag,
+            exclude_names,
+            keep_names,
         )
         _collisions.check(fn, unwrapped.__name__, package, backend_name, region_ttl, tag)
         if inspect.iscoroutinefunction(fn):
