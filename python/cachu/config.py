@@ -303,7 +303,9 @@ def _defaults_from_env() -> CacheConfig:
                 shown = repr(redact_url(raw))
             else:
                 shown = repr(raw)
-            raise ConfigurationError(f"environment variable {var}={shown} is invalid: {e}") from None
+            raise ConfigurationError(
+                f"environment variable {var}={shown} is invalid: {e}"
+            ) from None
     return cfg
 
 
