@@ -62,7 +62,9 @@ impl Scopes {
 /// Whether calls of a function of `package` with `tag` skip the cache.
 #[inline]
 pub fn disabled_for(package: Option<&str>, tag: &str) -> bool {
-    match SWITCHES.load(Ordering::Acquire) {
+    // Relaxed: a call racing a switch may see either state, as with one
+    // flag; a non-zero value sends it to the lock, which orders the rest.
+    match SWITCHES.load(Ordering::Relaxed) {
         0 => false,
         bits if bits & ALL_OFF != 0 => true,
         _ => scope_disabled_slow(package, tag),
