@@ -54,7 +54,7 @@ def isolated(file_dir: str) -> Iterator[Isolation]:
             for package, cfg in _registry.configs.items()
         }
         _registry.isolation_prefix = token
-    outer = _regions.swap({})
+    outer = _regions.set_aside()
     made: set[_regions.Region] = set()
     _regions.track(made)
     _cachu.reset_stats()
@@ -65,7 +65,7 @@ def isolated(file_dir: str) -> Iterator[Isolation]:
         try:
             _remove_redis_entries(made, token)
         finally:
-            used = _regions.swap(outer)
+            used = _regions.put_back(outer)
             with _registry.lock:
                 _registry.default, _registry.configs, _registry.isolation_prefix = saved
             for inst in used.values():

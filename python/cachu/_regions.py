@@ -20,6 +20,8 @@ _instances: dict[Region, Backend] = {}
 #: Regions named by a decorator in this process, with the (normalised) tags
 #: of the functions declaring them.
 _declared: dict[Region, set[str]] = {}
+#: Instances set aside by set_aside() (a test's isolation), still open.
+_parked: list[dict[Region, Backend]] = []
 #: While a test is isolated: every region an instance was made for.
 _made: set[Region] | None = None
 
@@ -146,13 +148,25 @@ def drop(package: str | None = None, *, everything: bool = False) -> list[Backen
     return gone
 
 
-def swap(instances: dict[Region, Backend]) -> dict[Region, Backend]:
-    """Put ``instances`` in place of every instance; returns those replaced."""
+def set_aside() -> dict[Region, Backend]:
+    """Start afresh with no instance; returns the ones set aside (still open,
+    and still closed by the fork hook) for ``put_back``."""
     global _instances
     with _lock:
-        before, _instances = _instances, dict(instances)
+        aside, _instances = _instances, {}
+        _parked.append(aside)
     _cachu.bump_generation()
-    return before
+    return aside
+
+
+def put_back(aside: dict[Region, Backend]) -> dict[Region, Backend]:
+    """Undo ``set_aside``; returns the instances made meanwhile (to close)."""
+    global _instances
+    with _lock:
+        meanwhile, _instances = _instances, aside
+        _parked[:] = [d for d in _parked if d is not aside]
+    _cachu.bump_generation()
+    return meanwhile
 
 
 def reopen_io(package: str | None) -> None:
@@ -176,9 +190,10 @@ def _close_before_fork() -> None:
     # A child must not inherit open SQLite handles (their locks belong to the
     # parent): close them; both sides reopen on next use. No lock is taken,
     # since another thread may hold it at fork time.
-    for inst in list(_instances.values()):
-        if inst.blocking:
-            inst.close()
+    for instances in [_instances, *_parked]:
+        for inst in list(instances.values()):
+            if inst.blocking:
+                inst.close()
 
 
 if hasattr(os, "register_at_fork"):
