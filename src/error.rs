@@ -26,7 +26,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The backend is unreachable or answered with an error (Redis).
+    /// The backend is unreachable or answered with an error (Redis), or
+    /// cannot be used right now (the cache directory is gone).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
     /// A setting that cannot be used (a malformed `redis_url`, ...).
@@ -35,6 +36,19 @@ pub enum Error {
     /// The operation is not supported by this backend.
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl Error {
+    /// Whether this is the backend failing (unreachable, full, read-only,
+    /// locked, its directory gone, ...), a state that may clear by itself,
+    /// rather than a bad setting or argument. Decorated calls carry on
+    /// without the cache through such failures when they fail open.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Sqlite { .. } | Error::Io { .. }
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

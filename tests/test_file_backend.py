@@ -868,9 +868,8 @@ def test_directory_removed_after_configure(tmp_path):
         return x
 
     d.rmdir()
-    with pytest.raises(Exception) as info:
-        fn(1)
-    assert str(d) in str(info.value)
+    # Fails open (tests/test_faults_file.py has the rest): the function runs.
+    assert fn(1) == 1
     assert not d.exists()
 
 

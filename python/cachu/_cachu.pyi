@@ -84,6 +84,7 @@ class Backend:
         maxsize: int | None = None,
         max_bytes: int | None = None,
         sweep_interval: float = 60.0,
+        require_dir: bool = True,
     ) -> Backend: ...
     def set_bounds(
         self,

@@ -9,7 +9,6 @@ import threading
 from typing import cast
 
 from cachu import _cachu
-from cachu._cachu import ConfigurationError
 from cachu.backends import Backend
 from cachu.config import check_ttl, get_config, signing_keys
 
@@ -58,16 +57,18 @@ def _create(package: str | None, backend: str, ttl: int) -> Backend:
         return Backend("memory", **_memory_bounds(package))  # type: ignore[arg-type]
     if backend == "null":
         return Backend(backend)
+    cfg = get_config(package)
     if backend == "file":
-        directory = get_config(package).file_dir
-        if not os.path.isdir(directory):
-            raise ConfigurationError(f"file_dir must be an existing directory, got {directory!r}")
+        # A directory missing now (removed since configure) is an outage of
+        # the region, failed open like any other, not an error here.
+        path = os.path.join(cfg.file_dir, file_name(package, ttl))
         return Backend(
             "file",
-            os.path.join(directory, file_name(package, ttl)),
-            signing_keys=signing_keys(get_config(package).signing_key),
+            path,
+            fail_open=cfg.fail_open,
+            require_dir=False,
+            signing_keys=signing_keys(cfg.signing_key),
         )
-    cfg = get_config(package)
     return Backend(
         "redis",
         url=cfg.redis_url,

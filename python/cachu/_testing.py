@@ -14,7 +14,10 @@ def reset() -> None:
     with _regions._lock:
         _regions._declared.clear()
     for inst in _regions.drop(everything=True):
-        inst.clear()
+        try:
+            inst.clear()
+        except _cachu.CacheError:  # a backend a test left unusable
+            pass
         inst.close()
     _cachu.reset_stats()
     _collisions.forget()

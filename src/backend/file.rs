@@ -17,9 +17,12 @@
 //!   `Mutex<Vec<Connection>>` (opening a new one when the pool is empty) and
 //!   puts it back afterwards. The pool lock is only held to pop or push; all
 //!   SQLite work happens outside it. Every connection runs in WAL mode with
-//!   `synchronous=NORMAL`, checkpoints when the WAL reaches 16 MiB (SQLite's
-//!   default is 1000 pages, 4 MiB), a 5 s busy timeout, and uses cached
-//!   statements.
+//!   `synchronous=NORMAL`, checkpoints when the WAL reaches 4 MiB (a quarter
+//!   of the free space on a nearly full disk) and cuts it back to that size
+//!   after a burst, a 5 s busy timeout, and uses cached statements.
+//! * **Disk full**: an operation failing with `SQLITE_FULL` truncates the
+//!   WAL (`wal_checkpoint(TRUNCATE)`) to give the space back and is tried
+//!   once more; if the disk is still full it fails (an outage).
 //! * **Writeback**: every megabyte or so written, the WAL's dirty pages are
 //!   handed to the kernel for writeback (Linux), so that the fsync opening
 //!   the next checkpoint has little left to wait for.
@@ -94,13 +97,15 @@ const MAX_IDLE: usize = 16;
 /// Capacity of each connection's prepared-statement cache.
 const STATEMENT_CACHE: usize = 32;
 /// The WAL size (bytes of pages) at which the writer whose commit passes it
-/// checkpoints (`wal_autocheckpoint`, which counts pages). Every checkpoint
-/// costs a few fsyncs however few pages it copies, so fewer, larger ones are
-/// cheaper: SQLite's default is 1000 pages (4 MiB with 4 KiB pages).
-const WAL_CHECKPOINT_BYTES: i64 = 16 << 20;
-/// `journal_size_limit`: a WAL that a burst of big values grew past this is
-/// cut back to it when it restarts (regular checkpoints stay below).
-const WAL_SIZE_LIMIT: i64 = 32 << 20;
+/// checkpoints (`wal_autocheckpoint`, which counts pages), and to which a
+/// WAL grown past it by a burst is cut back (`journal_size_limit`). Every
+/// checkpoint costs a few fsyncs however few pages it copies, so fewer,
+/// larger ones are cheaper; but the WAL is disk the cache holds beyond its
+/// data: SQLite's default, 1000 pages (4 MiB with 4 KiB pages).
+const WAL_CHECKPOINT_BYTES: i64 = 4 << 20;
+/// On a nearly full disk the WAL gets at most this share of the free space
+/// (a checkpoint also needs room in the database).
+const WAL_FREE_SPACE_SHARE: u64 = 4;
 /// Sweep expired rows every this many writes ...
 pub const SWEEP_EVERY_WRITES: u64 = 1000;
 /// ... or on the first write this many seconds after the previous sweep.
@@ -222,6 +227,10 @@ fn is_corrupt(err: &rusqlite::Error) -> bool {
     )
 }
 
+fn is_full(err: &rusqlite::Error) -> bool {
+    err.sqlite_error_code() == Some(ErrorCode::DiskFull)
+}
+
 fn is_busy(err: &rusqlite::Error) -> bool {
     matches!(
         err.sqlite_error_code(),
@@ -269,6 +278,32 @@ fn check_directory(dir: &Path) -> Result<()> {
     }
 }
 
+/// How large the WAL of a new connection to `path` may grow: at most
+/// [`WAL_CHECKPOINT_BYTES`], less on a disk with little free space.
+fn wal_budget(path: &Path) -> i64 {
+    let share = free_bytes(&parent_dir(path)).map_or(u64::MAX, |f| f / WAL_FREE_SPACE_SHARE);
+    share.min(WAL_CHECKPOINT_BYTES as u64) as i64
+}
+
+/// Bytes an unprivileged user may still write on the filesystem of `dir`.
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a valid C string and a zeroed out-struct statvfs fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_dir.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
+}
+
 /// Reads a column the reference writes as BLOB (tolerating TEXT).
 fn bytes_column(value: ValueRef<'_>, column: usize) -> rusqlite::Result<Vec<u8>> {
     match value {
@@ -294,7 +329,7 @@ fn key_column(value: ValueRef<'_>) -> rusqlite::Result<String> {
 }
 
 /// Pragmas and schema for a newly opened connection.
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, wal_bytes: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     match conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get::<_, String>(0)) {
         Ok(mode) if !mode.eq_ignore_ascii_case("wal") => {
@@ -311,10 +346,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // In WAL mode commits do not sync, checkpoints do; a crash or power loss
     // can lose the last commits but never corrupts the database.
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
-    let checkpoint_pages = (WAL_CHECKPOINT_BYTES / page_size.max(512)).max(64);
+    let checkpoint_pages = (wal_bytes / page_size.max(512)).max(16);
     conn.execute_batch(&format!(
         "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={checkpoint_pages}; \
-         PRAGMA journal_size_limit={WAL_SIZE_LIMIT}"
+         PRAGMA journal_size_limit={wal_bytes}"
     ))?;
     conn.execute_batch(CREATE_TABLE)?;
     conn.execute_batch(CREATE_INDEX)?;
@@ -412,6 +447,14 @@ impl FileBackend {
     pub fn open(path: impl Into<PathBuf>) -> Result<FileBackend> {
         let path = path.into();
         check_directory(&parent_dir(&path))?;
+        Self::open_later(path)
+    }
+
+    /// [`FileBackend::open`] without requiring the directory now: until it
+    /// exists (again) every operation fails with [`Error::Unavailable`], and
+    /// works once it is there.
+    pub fn open_later(path: impl Into<PathBuf>) -> Result<FileBackend> {
+        let path = path.into();
         if path.is_dir() {
             return Err(Error::Io {
                 path,
@@ -476,7 +519,9 @@ impl FileBackend {
         let mut busy_retries = 0u32;
         let mut reset = false;
         let mut rebuilt = false;
+        let mut shrunk = false;
         loop {
+            let started = std::time::Instant::now();
             let failure = match self.attempt(&mut op) {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
@@ -498,12 +543,44 @@ impl FileBackend {
                     self.set_aside(failure.file_id, &failure.err)?;
                     continue;
                 }
-            } else if is_busy(&failure.err) && busy_retries < BUSY_RETRIES {
+            } else if is_full(&failure.err) && !shrunk {
+                shrunk = true;
+                self.give_back_space();
+                continue;
+            } else if is_busy(&failure.err)
+                && busy_retries < BUSY_RETRIES
+                // A lock held past the whole busy timeout is an outage, not
+                // a race worth trying again (that would multiply the wait).
+                && started.elapsed() < BUSY_TIMEOUT / 2
+            {
                 busy_retries += 1;
                 std::thread::sleep(Duration::from_millis(5u64 << busy_retries));
                 continue;
             }
             return Err(self.map_err(failure.err));
+        }
+    }
+
+    /// The disk is full: checkpoint the whole WAL into the database and
+    /// truncate it to nothing, so the space it held is free again.
+    fn give_back_space(&self) {
+        let truncated = self.attempt(&mut |conn: &mut Connection, _| {
+            let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            })?;
+            // Checkpoint sooner from now on: the disk has little room.
+            let pages = (wal_budget(&self.path) / 4096).max(16);
+            conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={pages}"))?;
+            Ok(busy)
+        });
+        match truncated {
+            Ok(0) => log::debug!("cachu: {:?}: disk full, WAL truncated", self.path),
+            Ok(_) => log::debug!("cachu: {:?}: disk full, WAL busy", self.path),
+            Err(f) => log::debug!(
+                "cachu: {:?}: disk full, checkpoint failed: {}",
+                self.path,
+                f.err
+            ),
         }
     }
 
@@ -630,7 +707,7 @@ impl FileBackend {
         // the path (macOS's /tmp is one); the guard checks the file itself.
         let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| (e, None))?;
         let file_id = file_identity(&self.path);
-        if let Err(err) = configure(&conn) {
+        if let Err(err) = configure(&conn, wal_budget(&self.path)) {
             // A corrupt file is about to be set aside: do not let the close
             // touch its sidecar files, which may belong to a new database
             // by then.
@@ -757,10 +834,9 @@ impl FileBackend {
     fn map_err(&self, err: rusqlite::Error) -> Error {
         let dir = parent_dir(&self.path);
         if !dir.is_dir() {
-            return Error::BadDirectory {
-                path: dir,
-                reason: format!("the directory no longer exists ({err})"),
-            };
+            return Error::Unavailable(format!(
+                "file_dir {dir:?} does not exist (any more) ({err})"
+            ));
         }
         Error::Sqlite {
             path: self.path.clone(),
@@ -1021,8 +1097,12 @@ mod tests {
             .unwrap();
         assert_eq!(journal, "wal");
         assert_eq!(sync, 1); // NORMAL
-        assert_eq!(autockpt, 4096); // 16 MiB of 4 KiB pages
-        assert_eq!(limit, 32 << 20);
+        assert_eq!(autockpt, 1024); // 4 MiB of 4 KiB pages (on a roomy disk)
+        assert_eq!(limit, 4 << 20);
+        // Never more than a quarter of the free space.
+        assert!(wal_budget(Path::new("/dev/shm/x.db")) <= WAL_CHECKPOINT_BYTES);
+        assert!(free_bytes(b.path().parent().unwrap()).unwrap() > 0);
+        assert!(wal_budget(b.path()) > 0);
     }
 
     #[test]
@@ -1445,9 +1525,10 @@ mod tests {
         b.set("k", b"v", 60.0).unwrap();
         fs::remove_dir_all(&sub).unwrap();
         let err = b.get("k").unwrap_err();
-        assert!(matches!(err, Error::BadDirectory { .. }), "{err:?}");
+        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+        assert!(err.is_outage());
         let err = b.set("k", b"v", 60.0).unwrap_err();
-        assert!(matches!(err, Error::BadDirectory { .. }), "{err:?}");
+        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
         // Back again: it works again.
         fs::create_dir(&sub).unwrap();
         b.set("k", b"v", 60.0).unwrap();

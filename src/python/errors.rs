@@ -110,7 +110,9 @@ pub fn to_py(err: Error) -> PyErr {
             })
         }
         Error::BadPattern(_) => PyValueError::new_err(err.to_string()),
-        Error::Unavailable(_) => BackendUnavailableError::new_err(err.to_string()),
+        // Outages (Redis down, a disk full, a directory gone) are what
+        // decorated calls fail open through.
+        _ if err.is_outage() => BackendUnavailableError::new_err(err.to_string()),
         _ => CacheError::new_err(err.to_string()),
     }
 }

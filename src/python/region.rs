@@ -330,13 +330,14 @@ impl PyBackend {
 impl PyBackend {
     /// A new backend instance: `Backend('memory', maxsize=None,
     /// max_bytes=None, sweep_interval=60.0)`, `Backend('null')`,
-    /// `Backend('file', path)` (an SQLite database at `path`), or
+    /// `Backend('file', path)` (an SQLite database at `path`; with
+    /// `require_dir=False` its directory may be missing until first use), or
     /// `Backend('redis', url=..., socket_timeout=3.0, lock_timeout=10.0,
     /// fail_open=True)` (connects on first use, not here). File and Redis
     /// backends given `signing_keys` (a list of bytes; the first signs)
     /// sign what they store and read only values that verify.
     #[new]
-    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None, maxsize=None, max_bytes=None, sweep_interval=60.0))]
+    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None, maxsize=None, max_bytes=None, sweep_interval=60.0, require_dir=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
@@ -349,6 +350,7 @@ impl PyBackend {
         maxsize: Option<&Bound<'_, PyAny>>,
         max_bytes: Option<&Bound<'_, PyAny>>,
         sweep_interval: f64,
+        require_dir: bool,
     ) -> PyResult<Self> {
         let signer = signing_keys
             .map(|keys| Signer::new(keys).map(Arc::new))
@@ -377,8 +379,15 @@ impl PyBackend {
             }
             ("null", None, None) => (Store::Null, "null"),
             ("file", Some(path), None) => {
-                let backend = FileBackend::open(path).map_err(to_py)?;
-                (Store::File(backend.with_signer(signer)), "file")
+                let opened = if require_dir {
+                    FileBackend::open(path)
+                } else {
+                    FileBackend::open_later(path)
+                };
+                (
+                    Store::File(opened.map_err(to_py)?.with_signer(signer)),
+                    "file",
+                )
             }
             ("redis", None, Some(url)) => {
                 let options = RedisOptions {

@@ -230,7 +230,10 @@ impl CachedFunction {
             return Ok(Event::Stored);
         };
         match r.region.store(py, key, result, ttl) {
-            Ok(()) => Ok(Event::Stored),
+            Ok(()) => {
+                r.region.up();
+                Ok(Event::Stored)
+            }
             Err(e) => r.region.degrade(py, e).map(|_| Event::Unavailable),
         }
     }
