@@ -63,6 +63,9 @@ SCENARIOS = [
         "kind": "hit",
         "impls": ["cachu", "lru_cache", "cachebox", "moka-py", "cachetools"],
     },
+    # Ours with memory_maxsize (new in ours): the same hit, in a bounded
+    # region (the bar: at most 1.15x the unbounded "memory hit").
+    {"name": "bounded memory hit", "groups": ("memory",), "kind": "hit", "impls": ["cachu"]},
     # The 64 keys, each round after an untimed clear: the miss the
     # performance bar means (DESIGN.md: "f(x: int) -> dict with 64 distinct
     # keys").
@@ -705,6 +708,24 @@ class CachuFileMiss(MissCase):
         return _cachu_sync(self.env, self.counted(user), "bench_file_miss", "file")
 
 
+BOUNDED_PACKAGE = "bench_bounded"
+
+
+class CachuBoundedMemHit(HitCase):
+    """The memory hit, in a package whose memory regions hold at most 1,024
+    entries (the 64 keys fit: every call still hits)."""
+
+    def build(self):
+        import cachu
+
+        if self.env.role != "ours":
+            raise Unsupported("memory_maxsize is new in ours")
+        cachu.configure(memory_maxsize=1024, package=BOUNDED_PACKAGE)
+        body = self.counted(user)
+        body.__name__ = body.__qualname__ = "bench_bounded_mem_hit"
+        return cachu.cache(ttl=TTL, backend="memory", package=BOUNDED_PACKAGE)(body)
+
+
 SIGNED_PACKAGE = "bench_signed"
 
 
@@ -822,6 +843,7 @@ CASES = {
     ("memory hit, int result", "cachebox"): _int_variant(CacheboxHit, "CacheboxIntHit"),
     ("memory hit, int result", "moka-py"): _int_variant(MokaHit, "MokaIntHit"),
     ("memory hit, int result", "cachetools"): _int_variant(CachetoolsHit, "CachetoolsIntHit"),
+    ("bounded memory hit", "cachu"): CachuBoundedMemHit,
     ("memory miss + store", "cachu"): CachuMemMiss,
     ("memory miss + store", "lru_cache"): _miss_variant(LruHit),
     ("memory miss + store", "cachebox"): _miss_variant(CacheboxHit),
