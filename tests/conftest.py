@@ -11,6 +11,9 @@ import textwrap
 
 import pytest
 
+# The Redis Cluster and Sentinel fixtures.
+pytest_plugins = ["topology_fixtures"]
+
 
 def _reset_cachu():
     """Put cachu back into its just-imported state.

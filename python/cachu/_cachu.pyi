@@ -85,6 +85,8 @@ class Backend:
         max_bytes: int | None = None,
         sweep_interval: float = 60.0,
         require_dir: bool = True,
+        retry_count: int = 1,
+        health_check_interval: float = 30.0,
     ) -> Backend: ...
     def set_bounds(
         self,

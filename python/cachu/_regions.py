@@ -76,6 +76,8 @@ def _create(package: str | None, backend: str, ttl: int) -> Backend:
         lock_timeout=cfg.lock_timeout,
         fail_open=cfg.fail_open,
         signing_keys=signing_keys(cfg.signing_key),
+        retry_count=cfg.redis_retry_count,
+        health_check_interval=cfg.redis_health_check_interval,
     )
 
 

@@ -333,11 +333,13 @@ impl PyBackend {
     /// `Backend('file', path)` (an SQLite database at `path`; with
     /// `require_dir=False` its directory may be missing until first use), or
     /// `Backend('redis', url=..., socket_timeout=3.0, lock_timeout=10.0,
-    /// fail_open=True)` (connects on first use, not here). File and Redis
-    /// backends given `signing_keys` (a list of bytes; the first signs)
-    /// sign what they store and read only values that verify.
+    /// fail_open=True, retry_count=1, health_check_interval=30.0)` (connects
+    /// on first use, not here; `url` may name one server, a cluster or a
+    /// Sentinel service). File and Redis backends given `signing_keys` (a
+    /// list of bytes; the first signs) sign what they store and read only
+    /// values that verify.
     #[new]
-    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None, maxsize=None, max_bytes=None, sweep_interval=60.0, require_dir=true))]
+    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None, maxsize=None, max_bytes=None, sweep_interval=60.0, require_dir=true, retry_count=1, health_check_interval=30.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
@@ -351,6 +353,8 @@ impl PyBackend {
         max_bytes: Option<&Bound<'_, PyAny>>,
         sweep_interval: f64,
         require_dir: bool,
+        retry_count: u32,
+        health_check_interval: f64,
     ) -> PyResult<Self> {
         let signer = signing_keys
             .map(|keys| Signer::new(keys).map(Arc::new))
@@ -393,6 +397,11 @@ impl PyBackend {
                 let options = RedisOptions {
                     socket_timeout: seconds("redis_socket_timeout", socket_timeout)?,
                     lock_timeout: seconds("lock_timeout", lock_timeout)?,
+                    retry_count,
+                    health_check_interval: seconds(
+                        "redis_health_check_interval",
+                        health_check_interval,
+                    )?,
                     ..RedisOptions::default()
                 };
                 let backend = RedisBackend::new(url, options).map_err(to_py)?;

@@ -10,13 +10,23 @@
 //! Round trips: a read is one `GET`; a miss that computes and stores is two
 //! script calls ([`RedisBackend::get_or_lock`], then
 //! [`RedisBackend::store_and_unlock`]). The scripts touch two keys (the value
-//! and its lock), so they need a single Redis node (no cluster).
+//! and its lock), which on a Redis Cluster must share a hash slot: there the
+//! lock is [`cluster_lock_key`], which does for every key.
 //!
-//! Connections: a small pool of synchronous connections, made on first use
-//! and shared by every thread. Each operation checks one out and puts it back
-//! when it succeeded; a connection that saw an error is dropped. An idle
-//! connection found dead (the server restarted, or closed it) empties the
-//! pool and the operation is retried once on a fresh connection. Every
+//! Topologies (see [`url`] for the URL forms): one server, a Redis Cluster
+//! (the `redis` crate follows `MOVED`/`ASK` and refreshes its slot map), or
+//! the master that a set of Sentinels names (asked again after a connection
+//! to it failed, which is how a failover is followed).
+//!
+//! Connections: a small pool of synchronous connections (one per server, or
+//! one cluster connection spanning the masters), made on first use and
+//! shared by every thread. Each operation checks one out and puts it back
+//! when it succeeded; a connection that saw an error is dropped. A
+//! connection idle for longer than [`RedisOptions::health_check_interval`]
+//! is checked with a `PING` before use. A round trip that fails at once on a
+//! broken connection (the server restarted, or closed an idle connection)
+//! empties the pool and is retried on a fresh connection, up to
+//! [`RedisOptions::retry_count`] times; a timeout is never retried. Every
 //! connect, read and write is bounded by [`RedisOptions::socket_timeout`].
 //! After a `fork` the child never touches the connections it inherited: they
 //! are forgotten (not closed, which would disturb the parent's session) and
@@ -26,7 +36,8 @@
 //! COUNT 1000` and delete with `UNLINK` (`DEL` on servers before 4.0) in
 //! batches of 500, so clearing many keys never blocks the server for long.
 //! Like the reference, they see every key of the database that matches,
-//! including `lock:*` keys and keys not written by cachu.
+//! including `lock:*` keys and keys not written by cachu. On a cluster they
+//! walk every master.
 //!
 //! Signing ([`crate::sign`], with [`RedisBackend::with_signer`]): the
 //! payload after the header carries its signature's trailer, and a value
@@ -43,12 +54,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::{
-    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike,
-    IntoConnectionInfo, RedisError, RedisResult, Script, TlsCertificates, Value,
-};
+use redis::{ConnectionLike, RedisError, RedisResult, Script, Value};
 
 mod aio;
+mod topology;
+pub mod url;
+
+pub use topology::cluster_lock_key;
+use topology::{AsyncConn, Conn, Topology};
 
 use super::{Backend, Hit};
 use crate::clock::now;
@@ -148,6 +161,12 @@ pub struct RedisOptions {
     /// Idle connections kept for reuse; more may be open while many threads
     /// work at once, the extra ones are closed when put back.
     pub max_idle_connections: usize,
+    /// Retries, each on a fresh connection, of a round trip that failed at
+    /// once on a broken connection (never of a timeout).
+    pub retry_count: u32,
+    /// A pooled connection idle for longer than this is checked with a
+    /// `PING` before use. Zero checks before every use.
+    pub health_check_interval: Duration,
 }
 
 impl Default for RedisOptions {
@@ -156,6 +175,8 @@ impl Default for RedisOptions {
             socket_timeout: Duration::from_secs(3),
             lock_timeout: Duration::from_secs(10),
             max_idle_connections: 16,
+            retry_count: 1,
+            health_check_interval: Duration::from_secs(30),
         }
     }
 }
@@ -222,7 +243,8 @@ pub fn lock_key(key: &str) -> String {
 struct Pool {
     /// The process the idle connections belong to.
     pid: u32,
-    idle: Vec<Connection>,
+    /// Idle connections, with when each was last used.
+    idle: Vec<(Conn, Instant)>,
 }
 
 impl Pool {
@@ -252,7 +274,7 @@ struct Scripts {
 /// A cache backend storing bytes in one Redis database. See the module
 /// documentation for the layout, pooling and timeouts.
 pub struct RedisBackend {
-    client: Client,
+    topology: Topology,
     /// Where the server is, without credentials, for error messages.
     target: String,
     options: RedisOptions,
@@ -260,8 +282,9 @@ pub struct RedisBackend {
     scripts: Scripts,
     /// The server does not know `UNLINK` (before 4.0): delete with `DEL`.
     no_unlink: AtomicBool,
-    /// The multiplexed connection of the async face, and its process.
-    aio: Mutex<Option<(u32, redis::aio::MultiplexedConnection)>>,
+    /// The multiplexed connection of the async face, its process, and when
+    /// it was last used.
+    aio: Mutex<Option<(u32, AsyncConn, Instant)>>,
     signing: Signing,
 }
 
@@ -276,23 +299,12 @@ impl std::fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// A backend for `url`; parses and checks the URL (and reads any TLS
-    /// files it names) but does not connect.
-    ///
-    /// Accepted URLs, as redis-py reads them:
-    /// - `redis://[[user]:password@]host[:port][/db]` (or `?db=N`, which
-    ///   wins over the path, as in redis-py);
-    /// - `rediss://...` for TLS, with the query parameters `ssl_ca_certs`
-    ///   (PEM file of trusted CAs, instead of the system's roots),
-    ///   `ssl_certfile` / `ssl_keyfile` (client certificate),
-    ///   `ssl_cert_reqs=none` (no certificate verification) and
-    ///   `ssl_check_hostname=false` (no hostname verification);
-    /// - `unix:///path/to.sock[?db=N][&username=u][&password=p]`.
-    ///
-    /// `protocol=3` selects RESP3. Other query parameters are ignored.
+    /// files it names) but does not connect. The URL forms (one server, a
+    /// cluster, a Sentinel service) are described in [`url`].
     pub fn new(url: &str, options: RedisOptions) -> Result<Self> {
-        let (client, target) = parse_url(url)?;
+        let (topology, target) = url::parse(url, &options)?;
         Ok(Self {
-            client,
+            topology,
             target,
             options,
             pool: Mutex::new(Pool {
@@ -336,6 +348,49 @@ impl RedisBackend {
         )
     }
 
+    /// A backend for the Redis Cluster that any of `seeds` (`host:port`)
+    /// belongs to; like `new("redis+cluster://seed,seed...", options)`.
+    pub fn cluster<S: AsRef<str>>(
+        seeds: impl IntoIterator<Item = S>,
+        options: RedisOptions,
+    ) -> Result<Self> {
+        let seeds: Vec<String> = seeds.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        Self::new(&format!("redis+cluster://{}", seeds.join(",")), options)
+    }
+
+    /// A backend for the master that the Sentinels at `sentinels`
+    /// (`host:port`) name `service_name`, followed across failovers; like
+    /// `new("redis+sentinel://sentinel,sentinel.../service_name", options)`.
+    pub fn sentinel<S: AsRef<str>>(
+        sentinels: impl IntoIterator<Item = S>,
+        service_name: &str,
+        options: RedisOptions,
+    ) -> Result<Self> {
+        let sentinels: Vec<String> = sentinels
+            .into_iter()
+            .map(|s| s.as_ref().to_owned())
+            .collect();
+        Self::new(
+            &format!("redis+sentinel://{}/{service_name}", sentinels.join(",")),
+            options,
+        )
+    }
+
+    /// Whether this backend talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.topology.is_cluster()
+    }
+
+    /// The dogpile lock key of `key` on this backend's servers: [`lock_key`]
+    /// on one server, [`cluster_lock_key`] on a cluster.
+    pub fn lock_key_of(&self, key: &str) -> String {
+        if self.topology.is_cluster() {
+            cluster_lock_key(key)
+        } else {
+            lock_key(key)
+        }
+    }
+
     /// The options this backend was made with.
     pub fn options(&self) -> &RedisOptions {
         &self.options
@@ -356,7 +411,7 @@ impl RedisBackend {
     /// its dogpile lock.
     pub fn get_or_lock(&self, key: &str) -> Result<GetOrLock> {
         let token = LockToken::random();
-        let lock = lock_key(key);
+        let lock = self.lock_key_of(key);
         let secs = self.lock_secs();
         let reply = self.run(|c| {
             self.scripts
@@ -459,7 +514,7 @@ impl RedisBackend {
     /// the value (used to recompute a value that `validate` rejected).
     pub fn try_lock(&self, key: &str) -> Result<Option<LockToken>> {
         let token = LockToken::random();
-        let lock = lock_key(key);
+        let lock = self.lock_key_of(key);
         let secs = self.lock_secs();
         let reply = self.run(|c| {
             redis::cmd("SET")
@@ -485,7 +540,7 @@ impl RedisBackend {
     ) -> Result<()> {
         let payload = self.encode_for(key, value, now());
         let secs = ttl_secs(ttl).unwrap_or(0);
-        let lock = lock_key(key);
+        let lock = self.lock_key_of(key);
         self.run(|c| {
             self.scripts
                 .store_and_unlock
@@ -502,7 +557,7 @@ impl RedisBackend {
     /// Release the lock of `key` if `token` still holds it (after a failed
     /// computation). A lock since taken by someone else is left alone.
     pub fn unlock(&self, key: &str, token: &LockToken) -> Result<()> {
-        let lock = lock_key(key);
+        let lock = self.lock_key_of(key);
         self.run(|c| {
             self.scripts
                 .compare_delete
@@ -530,7 +585,7 @@ impl RedisBackend {
         timeout: Duration,
     ) -> Result<Option<Hit<Vec<u8>>>> {
         let deadline = Instant::now() + timeout;
-        let lock = lock_key(key);
+        let lock = self.lock_key_of(key);
         let mut pause = POLL_FIRST;
         loop {
             let reply = self.run(|c| self.scripts.poll.key(key).key(&lock).invoke::<Value>(c))?;
@@ -550,43 +605,55 @@ impl RedisBackend {
         self.options.lock_timeout.as_secs().clamp(1, MAX_TTL_SECS)
     }
 
-    /// Run `op` on a pooled connection. Retries once, on a fresh connection,
-    /// when an idle connection turns out to be dead.
-    fn run<T>(&self, mut op: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
-        let (mut conn, reused) = match self.take_idle() {
-            Some(conn) => (conn, true),
-            None => (self.connect()?, false),
+    /// Run `op` on a pooled connection. A round trip that failed at once
+    /// on a broken connection is retried, each time on a fresh connection,
+    /// up to `retry_count` times; a timeout is not retried.
+    fn run<T>(&self, mut op: impl FnMut(&mut Conn) -> RedisResult<T>) -> Result<T> {
+        let mut conn = match self.take_idle() {
+            Some(conn) => conn,
+            None => self.connect()?,
         };
-        match op(&mut conn) {
-            Ok(v) => {
-                self.put_back(conn);
-                Ok(v)
-            }
-            Err(e) if reused && is_dead_connection(&e) => {
-                drop(conn);
-                // Its siblings most likely died with it (server restart).
-                self.discard_idle();
-                let mut conn = self.connect()?;
-                match op(&mut conn) {
-                    Ok(v) => {
-                        self.put_back(conn);
-                        Ok(v)
+        let mut retries_left = self.options.retry_count;
+        loop {
+            match op(&mut conn) {
+                Ok(v) => {
+                    self.put_back(conn);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    drop(conn);
+                    self.topology.failed(&e);
+                    if retries_left == 0 || !is_dead_connection(&e) {
+                        return Err(self.unavailable(&e));
                     }
-                    Err(e) => Err(self.unavailable(&e)),
+                    retries_left -= 1;
+                    // Its siblings most likely died with it (server restart).
+                    self.discard_idle();
+                    conn = self.connect()?;
                 }
             }
-            Err(e) => Err(self.unavailable(&e)),
         }
     }
 
-    fn take_idle(&self) -> Option<Connection> {
+    /// An idle connection of this process, checked with a `PING` if it was
+    /// idle for longer than `health_check_interval` (one found dead is
+    /// dropped, and so are its siblings).
+    fn take_idle(&self) -> Option<Conn> {
         let pid = std::process::id();
-        let mut pool = self.pool.try_lock_for(POOL_LOCK_WAIT)?;
-        pool.adopt(pid);
-        pool.idle.pop()
+        let (mut conn, last_used) = {
+            let mut pool = self.pool.try_lock_for(POOL_LOCK_WAIT)?;
+            pool.adopt(pid);
+            pool.idle.pop()?
+        };
+        if last_used.elapsed() < self.options.health_check_interval || conn.check_connection() {
+            return Some(conn);
+        }
+        drop(conn);
+        self.discard_idle();
+        None
     }
 
-    fn put_back(&self, conn: Connection) {
+    fn put_back(&self, conn: Conn) {
         if !conn.is_open() {
             return;
         }
@@ -594,7 +661,7 @@ impl RedisBackend {
         if let Some(mut pool) = self.pool.try_lock_for(POOL_LOCK_WAIT) {
             pool.adopt(pid);
             if pool.idle.len() < self.options.max_idle_connections {
-                pool.idle.push(conn);
+                pool.idle.push((conn, Instant::now()));
                 return;
             }
         }
@@ -614,20 +681,15 @@ impl RedisBackend {
         drop(idle);
     }
 
-    fn connect(&self) -> Result<Connection> {
+    fn connect(&self) -> Result<Conn> {
         let timeout = self.timeout();
-        let attempt = catch_unwind(AssertUnwindSafe(|| -> RedisResult<Connection> {
-            let conn = match timeout {
-                Some(t) => self.client.get_connection_with_timeout(t)?,
-                None => self.client.get_connection()?,
-            };
-            conn.set_read_timeout(timeout)?;
-            conn.set_write_timeout(timeout)?;
-            Ok(conn)
-        }));
+        let attempt = catch_unwind(AssertUnwindSafe(|| self.topology.connect(timeout)));
         match attempt {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(self.unavailable(&e)),
+            Ok(Err(e)) => {
+                self.topology.failed(&e);
+                Err(self.unavailable(&e))
+            }
             Err(_) => Err(Error::Unavailable(format!(
                 "redis {}: connecting failed unexpectedly",
                 self.target
@@ -655,32 +717,39 @@ impl RedisBackend {
         Error::Unavailable(format!("redis {}: unexpected reply to {what}", self.target))
     }
 
-    /// Walk the keys matching `pattern` with `SCAN`, handing each batch to
-    /// `each` on the same connection.
+    /// Walk the keys matching `pattern` with `SCAN` on every master,
+    /// handing each batch to `each` on the same connection.
     fn scan(
-        conn: &mut Connection,
+        conn: &mut Conn,
         pattern: &str,
-        mut each: impl FnMut(&mut Connection, Vec<Vec<u8>>) -> RedisResult<()>,
+        mut each: impl FnMut(&mut Conn, Vec<Vec<u8>>) -> RedisResult<()>,
     ) -> RedisResult<()> {
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query(conn)?;
-            each(conn, keys)?;
-            if next == 0 {
-                return Ok(());
+        let mut batches = Vec::new();
+        conn.for_each_master(|query| {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(query(&scan)?)?;
+                batches.push(keys);
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
             }
-            cursor = next;
+        })?;
+        for keys in batches {
+            each(conn, keys)?;
         }
+        Ok(())
     }
 
     /// Delete `keys` with one `UNLINK` (or `DEL`); how many existed.
-    fn unlink(&self, conn: &mut Connection, keys: &[Vec<u8>]) -> RedisResult<u64> {
+    fn unlink(&self, conn: &mut Conn, keys: &[Vec<u8>]) -> RedisResult<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -808,138 +877,6 @@ impl Drop for RedisBackend {
     }
 }
 
-/// Parse `url` into a client (not connected) and a description of the
-/// target without credentials.
-fn parse_url(url: &str) -> Result<(Client, String)> {
-    let shown = redact(url);
-    let bad = |why: &str| Error::BadConfig(format!("invalid redis_url {shown:?}: {why}"));
-    let parsed = redis::parse_redis_url(url)
-        .ok_or_else(|| bad("expected redis://, rediss:// or unix:// and a valid URL"))?;
-    let query: Vec<(String, String)> = parsed
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let param = |name: &str| {
-        query
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let unix = parsed.scheme().ends_with("unix");
-    let mut info: ConnectionInfo = parsed
-        .into_connection_info()
-        .map_err(|e| bad(&e.to_string()))?;
-
-    let mut settings = info
-        .redis_settings()
-        .clone()
-        .set_lib_name("cachu", env!("CARGO_PKG_VERSION"));
-    // As in redis-py, a `db` query parameter wins over the path.
-    if let Some(db) = param("db") {
-        let db = db
-            .parse::<i64>()
-            .map_err(|_| bad("db must be an integer"))?;
-        settings = settings.set_db(db);
-    }
-    if unix {
-        // redis-py's names for the credentials of a socket URL.
-        if let Some(user) = param("username") {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = param("password") {
-            settings = settings.set_password(password);
-        }
-    }
-    if settings.db() < 0 {
-        return Err(bad("db must not be negative"));
-    }
-    let db = settings.db();
-    info = info.set_redis_settings(settings);
-
-    let target = match info.addr() {
-        ConnectionAddr::Tcp(host, port) => format!("redis://{}:{port}/{db}", bracket(host)),
-        ConnectionAddr::TcpTls { host, port, .. } => {
-            format!("rediss://{}:{port}/{db}", bracket(host))
-        }
-        ConnectionAddr::Unix(path) => format!("unix://{}?db={db}", path.display()),
-        _ => shown.clone(),
-    };
-
-    let client = match info.addr().clone() {
-        ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure,
-            ..
-        } => {
-            let no_verify = match param("ssl_cert_reqs").map(str::to_ascii_lowercase) {
-                None => false,
-                Some(r) => match r.as_str() {
-                    "none" | "cert_none" => true,
-                    "optional" | "cert_optional" | "required" | "cert_required" => false,
-                    _ => return Err(bad("ssl_cert_reqs must be none, optional or required")),
-                },
-            };
-            let check_hostname = match param("ssl_check_hostname").map(str::to_ascii_lowercase) {
-                None => true,
-                Some(v) => match v.as_str() {
-                    "true" | "1" | "yes" | "on" => true,
-                    "false" | "0" | "no" | "off" => false,
-                    _ => return Err(bad("ssl_check_hostname must be true or false")),
-                },
-            };
-            info = info.set_addr(ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: insecure || no_verify,
-                tls_params: None,
-            });
-            let read = |what: &str, path: &str| {
-                std::fs::read(path).map_err(|e| bad(&format!("cannot read {what} {path:?}: {e}")))
-            };
-            let root_cert = param("ssl_ca_certs")
-                .map(|p| read("ssl_ca_certs", p))
-                .transpose()?;
-            let client_tls = match (param("ssl_certfile"), param("ssl_keyfile")) {
-                (Some(cert), key) => Some(ClientTlsConfig {
-                    client_cert: read("ssl_certfile", cert)?,
-                    // redis-py allows the key inside the certificate file.
-                    client_key: read("ssl_keyfile", key.unwrap_or(cert))?,
-                }),
-                (None, Some(_)) => return Err(bad("ssl_keyfile needs ssl_certfile")),
-                (None, None) => None,
-            };
-            // Pick rustls's crypto provider ourselves, so that connecting
-            // never depends on which providers other crates enable. An
-            // already installed default is kept.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let client = if root_cert.is_some() || client_tls.is_some() {
-                Client::build_with_tls(
-                    info,
-                    TlsCertificates {
-                        client_tls,
-                        root_cert,
-                    },
-                )
-                .map_err(|e| bad(&e.to_string()))?
-            } else {
-                Client::open(info).map_err(|e| bad(&e.to_string()))?
-            };
-            if check_hostname {
-                client
-            } else {
-                let info = client.get_connection_info().clone();
-                let mut addr = info.addr().clone();
-                addr.set_danger_accept_invalid_hostnames(true);
-                Client::open(info.set_addr(addr)).map_err(|e| bad(&e.to_string()))?
-            }
-        }
-        _ => Client::open(info).map_err(|e| bad(&e.to_string()))?,
-    };
-    Ok((client, target))
-}
-
 /// `url` with its secrets replaced by `***`, for messages: the password of
 /// the user info (everything up to the last `@`, the user name kept), and
 /// the value of any `password` query parameter. The one masking function of
@@ -967,7 +904,8 @@ pub fn redact(url: &str) -> String {
     let mut tail = rest;
     while let Some(i) = find_ignore_case(tail, "password=") {
         let value = i + "password=".len();
-        let boundary = i == 0 || matches!(tail.as_bytes()[i - 1], b'?' | b'&' | b';');
+        // `sentinel_password=` too (the `redis+sentinel://` form).
+        let boundary = i == 0 || matches!(tail.as_bytes()[i - 1], b'?' | b'&' | b';' | b'_');
         out.push_str(&tail[..value]);
         tail = &tail[value..];
         if boundary {
@@ -985,14 +923,6 @@ fn find_ignore_case(haystack: &str, needle: &str) -> Option<usize> {
         .as_bytes()
         .windows(needle.len())
         .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    }
 }
 
 /// Whole seconds for `SETEX`: a fractional TTL rounds up, to at least 1;
@@ -1050,7 +980,11 @@ fn into_bytes(v: Value) -> Vec<u8> {
 /// The connection itself failed (closed by the server, reset, broken
 /// pipe), as an idle connection does after a server restart; not a timeout.
 fn is_dead_connection(e: &RedisError) -> bool {
-    !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error())
+    !e.is_timeout()
+        && (e.is_connection_dropped()
+            || e.is_io_error()
+            // A cluster connection that lost every node connection at once.
+            || e.kind() == redis::ErrorKind::ClusterConnectionNotFound)
 }
 
 /// `WRONGTYPE`: the key holds a list, hash, ... where a value was expected.
@@ -1174,5 +1108,13 @@ mod tests {
         );
         assert_eq!(redact("redis://h/0?xpassword=1"), "redis://h/0?xpassword=1");
         assert_eq!(redact("rediss://h:1/0#frag"), "rediss://h:1/0#frag");
+        assert_eq!(
+            redact("redis+cluster://u:pw@a:1,b:2"),
+            "redis+cluster://u:***@a:1,b:2"
+        );
+        assert_eq!(
+            redact("redis+sentinel://s:1/m?sentinel_password=pw"),
+            "redis+sentinel://s:1/m?sentinel_password=***"
+        );
     }
 }
