@@ -15,7 +15,7 @@ import time
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis_server import RedisServer, free_port, redis_server_binary, short_tmpdir
+from redis_server import RedisServer, _openssl, free_port, redis_server_binary, short_tmpdir
 
 #: How long a node must be unreachable before the others fail it over (ms).
 CLUSTER_NODE_TIMEOUT_MS = 1000
@@ -57,6 +57,57 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+def make_node_cert(directory: str, ca: dict) -> dict:
+    """A certificate for 127.0.0.1 signed by ``ca`` that a cluster node
+    presents both as a server and as a client (the cluster bus connects
+    nodes to each other over TLS)."""
+    cert = os.path.join(directory, "node.pem")
+    key = os.path.join(directory, "node.key")
+    ext = os.path.join(directory, "node.ext")
+    with open(ext, "w") as f:
+        f.write(
+            "basicConstraints = CA:FALSE\n"
+            "keyUsage = critical, digitalSignature, keyEncipherment\n"
+            "extendedKeyUsage = serverAuth, clientAuth\n"
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+        )
+    _openssl(
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-keyout",
+        key,
+        "-out",
+        os.path.join(directory, "node.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+        cwd=directory,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        os.path.join(directory, "node.csr"),
+        "-CA",
+        ca["cert"],
+        "-CAkey",
+        ca["key"],
+        "-CAcreateserial",
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+        cwd=directory,
+    )
+    return {"cert": cert, "key": key}
+
+
 def redis_cli_binary() -> str:
     path = shutil.which("redis-cli")
     if path is None:
@@ -65,15 +116,22 @@ def redis_cli_binary() -> str:
 
 
 class Cluster:
-    """A Redis Cluster of ``masters`` masters with one replica each."""
+    """A Redis Cluster of ``masters`` masters with one replica each;
+    ``tls`` (``{'cert', 'key', 'ca'}`` paths, the certificate made by
+    :func:`make_node_cert`) makes every node, and the cluster bus, speak TLS
+    only."""
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, tls: dict | None = None) -> None:
+        self.tls = tls
         self.nodes: list[RedisServer] = []
+        tls_args = ("--tls-cluster", "yes", "--tls-replication", "yes") if tls else ()
         for _ in range(masters * 2):
             self.nodes.append(
                 RedisServer(
                     port=cluster_port(),
+                    tls=tls,
                     extra_args=(
+                        *tls_args,
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
@@ -94,6 +152,8 @@ class Cluster:
     def url(self) -> str:
         """The URL cachu uses: two of the nodes as seeds."""
         seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+        if self.tls:
+            return f"rediss+cluster://{seeds}?ssl_ca_certs={self.tls['ca']}"
         return f"redis+cluster://{seeds}"
 
     def client(self) -> RedisCluster:
@@ -102,6 +162,7 @@ class Cluster:
             startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.running()],
             socket_timeout=5,
             socket_connect_timeout=5,
+            **({"ssl": True, "ssl_ca_certs": self.tls["ca"]} if self.tls else {}),
         )
 
     def running(self) -> list[RedisServer]:
@@ -140,6 +201,7 @@ class Cluster:
             subprocess.run(
                 [
                     redis_cli_binary(),
+                    *(("--tls", "--cacert", self.tls["ca"]) if self.tls else ()),
                     "--cluster",
                     "create",
                     *(f"127.0.0.1:{n.port}" for n in self.nodes),
