@@ -29,12 +29,14 @@ def _signature_params(fn: Callable[..., Any]) -> list[tuple[str, bool, Any]]:
 
 
 def cache(
-    ttl: int | float | Callable[[Any], float] = 300,
+    ttl: int | float | Callable[[Any], float] | Callable[[Any, dict[str, Any]], float] = 300,
     backend: str | None = None,
     tag: str = "",
     exclude: set[str] | None = None,
-    cache_if: Callable[[Any], bool] | None = None,
-    validate: Callable[[CacheEntry], bool] | None = None,
+    cache_if: Callable[[Any], bool] | Callable[[Any, dict[str, Any]], bool] | None = None,
+    validate: (
+        Callable[[CacheEntry], bool] | Callable[[CacheEntry, dict[str, Any]], bool] | None
+    ) = None,
     package: str | None = None,
     keep_in_key: set[str] | None = None,
     *,
@@ -66,6 +68,11 @@ def cache(
     keep_names = sorted(keep_in_key or ())
     # Declared now, so that cache_clear() reaches the region before any call.
     _regions.declare(package, backend_name, region_ttl, tag)
+    with_args = [
+        name
+        for name, predicate in (("ttl", ttl), ("cache_if", cache_if), ("validate", validate))
+        if callable(predicate) and _takes_key_args(name, predicate)
+    ]
 
     def resolve() -> tuple[str, Backend, float, str, float | None]:
         cfg = get_config(package)
@@ -95,6 +102,7 @@ def cache(
             resolve,
             keep_names,
             package=package,
+            with_args=with_args,
         )
         clear = PartialClear(
             package,
@@ -119,6 +127,29 @@ def cache(
     return decorator
 
 
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _takes_key_args(option: str, predicate: Callable[..., Any]) -> bool:
+    """Whether ``predicate`` (the ``ttl``, ``cache_if`` or ``validate``
+    callable) takes the call's key arguments as a second argument: it has
+    two required positional parameters. One is the 0.2.7 form; none or more
+    than two is a ``TypeError``. A callable without a signature (a builtin
+    such as ``bool``) is taken as the one-argument form."""
+    try:
+        params = inspect.signature(predicate).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [p for p in params if p.kind in _POSITIONAL and p.default is p.empty]
+    if len(required) not in (1, 2):
+        raise TypeError(
+            f"{option} must take 1 argument (the {'entry' if option == 'validate' else 'result'})"
+            f" or 2 (it and the dict of the call's key arguments); {predicate!r} takes "
+            f"{len(required)} required positional arguments"
+        )
+    return len(required) == 2
+
+
 def _check_window(name: str, seconds: object) -> float:
     """A stale window: seconds >= 0 (a number, not a bool)."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
@@ -129,12 +160,14 @@ def _check_window(name: str, seconds: object) -> float:
 
 
 def async_cache(
-    ttl: int | float | Callable[[Any], float] = 300,
+    ttl: int | float | Callable[[Any], float] | Callable[[Any, dict[str, Any]], float] = 300,
     backend: str | None = None,
     tag: str = "",
     exclude: set[str] | None = None,
-    cache_if: Callable[[Any], bool] | None = None,
-    validate: Callable[[CacheEntry], bool] | None = None,
+    cache_if: Callable[[Any], bool] | Callable[[Any, dict[str, Any]], bool] | None = None,
+    validate: (
+        Callable[[CacheEntry], bool] | Callable[[CacheEntry, dict[str, Any]], bool] | None
+    ) = None,
     package: str | None = None,
     keep_in_key: set[str] | None = None,
     *,

@@ -84,10 +84,37 @@ impl KeyPlan {
         args: &[Bound<'py, PyAny>],
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<()> {
+        let mut first = true;
+        self.for_each_kept(py, args, kwargs, |name, value| {
+            write_pair(out, &mut first, name, value)
+        })
+    }
+
+    /// The call's key arguments (after exclusions) as a dict, for the
+    /// `ttl`, `cache_if` and `validate` callables that take them.
+    pub fn key_args<'py>(
+        &self,
+        py: Python<'py>,
+        args: &[Bound<'py, PyAny>],
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        self.for_each_kept(py, args, kwargs, |name, value| dict.set_item(name, value))?;
+        Ok(dict)
+    }
+
+    /// `emit(name, value)` for each argument the key keeps, sorted by name.
+    #[inline]
+    fn for_each_kept<'py>(
+        &self,
+        py: Python<'py>,
+        args: &[Bound<'py, PyAny>],
+        kwargs: Option<&Bound<'py, PyDict>>,
+        mut emit: impl FnMut(&str, &Bound<'py, PyAny>) -> PyResult<()>,
+    ) -> PyResult<()> {
         let kwargs = kwargs.filter(|k| !k.is_empty());
         if kwargs.is_none() && args.len() <= self.params.len() {
             // Fast path: the order is known from decoration time.
-            let mut first = true;
             for &i in &self.sorted_kept {
                 let p = &self.params[i];
                 let value = match args.get(i) {
@@ -105,19 +132,19 @@ impl KeyPlan {
                         continue;
                     }
                 }
-                write_pair(out, &mut first, &p.name, &value)?;
+                emit(&p.name, &value)?;
             }
             return Ok(());
         }
-        self.write_params_general(py, out, args, kwargs)
+        self.for_each_kept_general(py, args, kwargs, emit)
     }
 
-    fn write_params_general<'py>(
+    fn for_each_kept_general<'py>(
         &self,
         py: Python<'py>,
-        out: &mut String,
         args: &[Bound<'py, PyAny>],
         kwargs: Option<&Bound<'py, PyDict>>,
+        mut emit: impl FnMut(&str, &Bound<'py, PyAny>) -> PyResult<()>,
     ) -> PyResult<()> {
         let mut pairs: Vec<(String, Bound<'py, PyAny>, bool)> = Vec::new();
         for (i, p) in self.params.iter().enumerate() {
@@ -146,7 +173,6 @@ impl KeyPlan {
         }
         pairs.retain(|(_, _, dropped)| !dropped);
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut first = true;
         for (name, value, _) in &pairs {
             if !self.keep.contains(name) {
                 if let Some(why) = connection_reason(value)? {
@@ -154,7 +180,7 @@ impl KeyPlan {
                     continue;
                 }
             }
-            write_pair(out, &mut first, name, value)?;
+            emit(name, value)?;
         }
         Ok(())
     }

@@ -127,6 +127,7 @@ impl AsyncCall {
     ) -> PyResult<Bound<'py, AsyncCall>> {
         let py = slf.py();
         let step = protocol.start();
+        let key_args = slf.get().key_args_for(py, args.as_slice(), kwargs)?;
         let call = Bound::new(
             py,
             AsyncCall {
@@ -138,7 +139,10 @@ impl AsyncCall {
                 state: Mutex::new(Some(Box::new(State {
                     protocol,
                     step,
-                    held: Held::default(),
+                    held: Held {
+                        key_args,
+                        ..Held::default()
+                    },
                     result: None,
                     error: None,
                     token: None,
@@ -216,7 +220,7 @@ impl AsyncCall {
             },
             Step::Store { extra } => {
                 let result = st.result.as_ref().expect("a result to store").bind(py);
-                cf.store_local(py, r, key, result, extra)?
+                cf.store_local(py, r, key, result, extra, st.held.key_args.as_ref())?
             }
             other => unreachable!("{other:?} does not run inline"),
         })
@@ -331,7 +335,8 @@ impl AsyncCall {
             let to_store = match step {
                 Step::Store { extra } => {
                     let result = st.result.as_ref().expect("a result to store").bind(py);
-                    Some(cf.prepare_store(&this.resolved, result, extra)?)
+                    let args = st.held.key_args.as_ref();
+                    Some(cf.prepare_store(&this.resolved, result, extra, args)?)
                 }
                 _ => None,
             };

@@ -34,11 +34,15 @@ impl CachedFunction {
         run: &Run<'_, 'py>,
         mut protocol: Protocol,
         caller: Option<Caller<'_, 'py>>,
+        key_args: Option<Py<PyDict>>,
     ) -> PyResult<Option<Py<PyAny>>> {
         let this = slf.get();
         let py = slf.py();
         let writes_before = r.region.writes();
-        let mut held = Held::default();
+        let mut held = Held {
+            key_args,
+            ..Held::default()
+        };
         let mut guard: Option<KeyGuard<'_>> = None;
         let mut token: Option<LockToken> = None;
         let mut result: Option<Bound<'py, PyAny>> = None;
@@ -123,7 +127,8 @@ impl CachedFunction {
                     let value = result.as_ref().expect("a result to store");
                     match &r.region.store {
                         Store::Redis(redis) => {
-                            let to_store = this.prepare_store(r, value, extra)?;
+                            let to_store =
+                                this.prepare_store(r, value, extra, held.key_args.as_ref())?;
                             let out = match (to_store, token.take()) {
                                 (Some((ttl, Some(data))), Some(t)) => {
                                     py.detach(|| redis.store_and_unlock(key.text, &data, ttl, &t))
@@ -136,7 +141,7 @@ impl CachedFunction {
                             };
                             this.settled(py, r, out, Event::Stored)?
                         }
-                        _ => this.store_local(py, r, key, value, extra)?,
+                        _ => this.store_local(py, r, key, value, extra, held.key_args.as_ref())?,
                     }
                 }
                 terminal => unreachable!("{terminal:?} is not performed"),
@@ -205,9 +210,14 @@ impl CachedFunction {
         } else {
             Mode::Call
         };
-        let protocol = Protocol::new(slf.get().options(r, mode));
+        let this = slf.get();
+        let protocol = Protocol::new(this.options(r, mode));
+        let key_args = this.key_args_for(slf.py(), args, kwargs)?;
         let caller = Caller { args, kwargs };
-        Ok(Self::drive(slf, r, key, run, protocol, Some(caller))?.expect("a call returns a value"))
+        Ok(
+            Self::drive(slf, r, key, run, protocol, Some(caller), key_args)?
+                .expect("a call returns a value"),
+        )
     }
 
     /// Run a background refresh of `key` (stale since `created_at`) on this
@@ -224,7 +234,8 @@ impl CachedFunction {
         let func = this.func.bind(slf.py());
         let run = || func.call(args, kwargs);
         let protocol = Protocol::refresh(this.options(&r, Mode::Refresh), created_at);
-        Self::drive(slf, &r, HashedKey::new(key), &run, protocol, None).map(|_| ())
+        let key_args = this.key_args_for(slf.py(), args.as_slice(), kwargs)?;
+        Self::drive(slf, &r, HashedKey::new(key), &run, protocol, None, key_args).map(|_| ())
     }
 }
 

@@ -43,6 +43,21 @@ pub enum Ttl {
     PerResult(Py<PyAny>),
 }
 
+/// Which of the `ttl`, `cache_if` and `validate` callables take the call's
+/// key arguments as a second argument (read once, at decoration).
+#[derive(Clone, Copy, Default)]
+struct WithArgs {
+    ttl: bool,
+    cache_if: bool,
+    validate: bool,
+}
+
+impl WithArgs {
+    fn any(self) -> bool {
+        self.ttl || self.cache_if || self.validate
+    }
+}
+
 /// Runs the undecorated function with the call's arguments.
 pub(super) type Run<'a, 'py> = dyn Fn() -> PyResult<Bound<'py, PyAny>> + 'a;
 
@@ -84,6 +99,7 @@ pub struct CachedFunction {
     cache_if: Option<Py<PyAny>>,
     validate: Option<Py<PyAny>>,
     entry_type: Py<PyAny>,
+    with_args: WithArgs,
     /// Seconds after expiry a value is served while one refresh runs.
     stale_while_revalidate: f64,
     /// Seconds after expiry a value replaces the function's error.
@@ -155,11 +171,38 @@ impl CachedFunction {
         }
     }
 
-    fn ttl_for(&self, result: &Bound<'_, PyAny>) -> PyResult<f64> {
+    /// `f(first)`, or `f(first, key_args)` for a callable that takes the
+    /// call's key arguments (decided once, at decoration).
+    fn call_predicate<'py>(
+        f: &Py<PyAny>,
+        first: &Bound<'py, PyAny>,
+        key_args: Option<&Py<PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let f = f.bind(first.py());
+        match key_args {
+            Some(a) => f.call1((first, a.bind(first.py()))),
+            None => f.call1((first,)),
+        }
+    }
+
+    /// The key arguments the predicates that take them are given.
+    fn key_args_for(
+        &self,
+        py: Python<'_>,
+        args: &[Bound<'_, PyAny>],
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Option<Py<PyDict>>> {
+        if !self.with_args.any() {
+            return Ok(None);
+        }
+        Ok(Some(self.plan.key_args(py, args, kwargs)?.unbind()))
+    }
+
+    fn ttl_for(&self, result: &Bound<'_, PyAny>, key_args: Option<&Py<PyDict>>) -> PyResult<f64> {
         match &self.ttl {
             Ttl::Fixed(t) => Ok(*t),
             Ttl::PerResult(f) => {
-                let t = f.bind(result.py()).call1((result,))?;
+                let t = Self::call_predicate(f, result, key_args.filter(|_| self.with_args.ttl))?;
                 t.extract::<f64>().map_err(|_| {
                     PyTypeError::new_err(format!(
                         "the ttl callable of {} returned {}, not a number of seconds",
@@ -172,13 +215,18 @@ impl CachedFunction {
     }
 
     /// The TTL to store `result` for, or `None` if `cache_if` rejects it.
-    fn store_ttl(&self, result: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    fn store_ttl(
+        &self,
+        result: &Bound<'_, PyAny>,
+        key_args: Option<&Py<PyDict>>,
+    ) -> PyResult<Option<f64>> {
         if let Some(cache_if) = &self.cache_if {
-            if !cache_if.bind(result.py()).call1((result,))?.is_truthy()? {
+            let args = key_args.filter(|_| self.with_args.cache_if);
+            if !Self::call_predicate(cache_if, result, args)?.is_truthy()? {
                 return Ok(None);
             }
         }
-        self.ttl_for(result).map(Some)
+        self.ttl_for(result, key_args).map(Some)
     }
 
     /// `value` unless `validate` rejects it.
@@ -187,13 +235,16 @@ impl CachedFunction {
         py: Python<'_>,
         value: Py<PyAny>,
         created_at: f64,
+        key_args: Option<&Py<PyDict>>,
     ) -> PyResult<Option<Py<PyAny>>> {
         if let Some(validate) = &self.validate {
             let age = crate::clock::now() - created_at;
             let entry = self
                 .entry_type
-                .call1(py, (value.clone_ref(py), created_at, age))?;
-            if !validate.bind(py).call1((entry,))?.is_truthy()? {
+                .bind(py)
+                .call1((value.clone_ref(py), created_at, age))?;
+            let args = key_args.filter(|_| self.with_args.validate);
+            if !Self::call_predicate(validate, &entry, args)?.is_truthy()? {
                 return Ok(None);
             }
         }
@@ -220,6 +271,7 @@ impl CachedFunction {
             none(),
             None,
             None,
+            Vec::new(),
         )
     }
 
@@ -303,7 +355,7 @@ fn owner_name(func: &Bound<'_, PyAny>, name: &str) -> String {
 impl CachedFunction {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, stale_while_revalidate, stale_if_error, resolver, keep_in_key=None, package=None))]
+    #[pyo3(signature = (func, name, tag, region_ttl, ttl, params, exclude, cache_if, validate, entry_type, stale_while_revalidate, stale_if_error, resolver, keep_in_key=None, package=None, with_args=Vec::new()))]
     fn new(
         func: Py<PyAny>,
         name: String,
@@ -320,7 +372,14 @@ impl CachedFunction {
         resolver: Py<PyAny>,
         keep_in_key: Option<Vec<String>>,
         package: Option<String>,
+        with_args: Vec<String>,
     ) -> PyResult<Self> {
+        let takes = |name: &str| with_args.iter().any(|n| n == name);
+        let with_args = WithArgs {
+            ttl: takes("ttl"),
+            cache_if: takes("cache_if"),
+            validate: takes("validate"),
+        };
         let owner = owner_name(func.bind(ttl.py()), &name);
         let ttl = if ttl.is_callable() {
             Ttl::PerResult(ttl.clone().unbind())
@@ -350,6 +409,7 @@ impl CachedFunction {
             cache_if,
             validate,
             entry_type,
+            with_args,
             stale_while_revalidate,
             stale_if_error,
             resolver,
@@ -444,7 +504,8 @@ impl CachedFunction {
     ) -> PyResult<()> {
         let r = self.resolved(py)?;
         let key = self.build_key(py, &r, &[], kwargs)?;
-        let ttl = self.ttl_for(value)?;
+        let key_args = self.key_args_for(py, &[], kwargs)?;
+        let ttl = self.ttl_for(value, key_args.as_ref())?;
         r.region.store(py, HashedKey::new(&key), value, ttl)
     }
 

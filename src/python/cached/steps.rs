@@ -4,6 +4,7 @@
 //! that is `crate::protocol`'s job.
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::{CachedFunction, Resolved};
 use crate::backend::redis::GetOrLock;
@@ -29,13 +30,15 @@ pub(super) struct Held {
     pub kept: Option<Found>,
     /// A Redis value that did not decode, to remove if unchanged.
     pub unreadable: Option<Hit<Vec<u8>>>,
+    /// The call's key arguments, for the predicates that take them.
+    pub key_args: Option<Py<PyDict>>,
 }
 
 impl Held {
     /// Record a decoded value and judge it: the event to report.
     pub fn found(&mut self, cf: &CachedFunction, py: Python<'_>, found: Found) -> PyResult<Event> {
         let created_at = found.created_at;
-        let valid = cf.passes_validate(py, &found.value, created_at)?;
+        let valid = cf.passes_validate(py, &found.value, created_at, self.key_args.as_ref())?;
         self.found = Some(found);
         Ok(Event::Found { created_at, valid })
     }
@@ -107,9 +110,10 @@ impl CachedFunction {
         py: Python<'_>,
         value: &Py<PyAny>,
         created_at: f64,
+        key_args: Option<&Py<PyDict>>,
     ) -> PyResult<bool> {
         Ok(self
-            .validated(py, value.clone_ref(py), created_at)?
+            .validated(py, value.clone_ref(py), created_at, key_args)?
             .is_some())
     }
 
@@ -199,8 +203,9 @@ impl CachedFunction {
         r: &Resolved,
         result: &Bound<'_, PyAny>,
         extra: f64,
+        key_args: Option<&Py<PyDict>>,
     ) -> PyResult<Option<(f64, Option<Vec<u8>>)>> {
-        let Some(ttl) = self.store_ttl(result)? else {
+        let Some(ttl) = self.store_ttl(result, key_args)? else {
             return Ok(None);
         };
         if ttl.is_nan() || ttl <= 0.0 {
@@ -225,8 +230,9 @@ impl CachedFunction {
         key: HashedKey<'_>,
         result: &Bound<'_, PyAny>,
         extra: f64,
+        key_args: Option<&Py<PyDict>>,
     ) -> PyResult<Event> {
-        let Some((ttl, _)) = self.prepare_store(r, result, extra)? else {
+        let Some((ttl, _)) = self.prepare_store(r, result, extra, key_args)? else {
             return Ok(Event::Stored);
         };
         match r.region.store(py, key, result, ttl) {
