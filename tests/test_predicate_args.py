@@ -116,6 +116,18 @@ def test_zero_or_three_required_arguments_refused_at_decoration(option, bad):
         cachu.cache(**{option: bad})(lambda x: x)
 
 
+@pytest.mark.parametrize(
+    "flexible", [lambda *a: True, lambda r, extra=None: True, lambda r=None: True]
+)
+def test_callables_0_2_7_accepted_are_called_with_one_argument(flexible):
+    @cachu.cache(ttl=300, cache_if=flexible)
+    def f(x):
+        return x
+
+    assert f(1) == 1 and f(1) == 1
+    assert cachu.cache_info(f).currsize == 1
+
+
 def test_builtin_without_signature_is_one_argument():
     @cachu.cache(ttl=300, cache_if=bool)
     def f(x):

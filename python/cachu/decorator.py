@@ -133,19 +133,24 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 def _takes_key_args(option: str, predicate: Callable[..., Any]) -> bool:
     """Whether ``predicate`` (the ``ttl``, ``cache_if`` or ``validate``
     callable) takes the call's key arguments as a second argument: it has
-    two required positional parameters. One is the 0.2.7 form; none or more
-    than two is a ``TypeError``. A callable without a signature (a builtin
-    such as ``bool``) is taken as the one-argument form."""
+    two required positional parameters. Otherwise it is called with one, as
+    0.2.7 calls it (so ``lambda r, extra=None: ...`` and ``def f(*a)`` keep
+    working); one that cannot take a positional argument at all, or that
+    requires more than two, is a ``TypeError``. A callable without a
+    signature (a builtin such as ``bool``) takes one."""
     try:
-        params = inspect.signature(predicate).parameters.values()
+        params = list(inspect.signature(predicate).parameters.values())
     except (TypeError, ValueError):
         return False
-    required = [p for p in params if p.kind in _POSITIONAL and p.default is p.empty]
-    if len(required) not in (1, 2):
+    positional = [p for p in params if p.kind in _POSITIONAL]
+    required = [p for p in positional if p.default is p.empty]
+    varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    if len(required) > 2 or not (positional or varargs):
+        what = "the entry" if option == "validate" else "the result"
         raise TypeError(
-            f"{option} must take 1 argument (the {'entry' if option == 'validate' else 'result'})"
-            f" or 2 (it and the dict of the call's key arguments); {predicate!r} takes "
-            f"{len(required)} required positional arguments"
+            f"{option} must take 1 argument ({what}) or 2 (it and the dict of the call's "
+            f"key arguments); {predicate!r} takes {len(required)} required positional "
+            "arguments"
         )
     return len(required) == 2
 

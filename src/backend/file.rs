@@ -316,6 +316,19 @@ fn bytes_column(value: ValueRef<'_>, column: usize) -> rusqlite::Result<Vec<u8>>
     }
 }
 
+/// The row of `key`: `(value, created_at, expires_at)`.
+fn read_row(conn: &Connection, key: &str) -> rusqlite::Result<Option<(Vec<u8>, f64, f64)>> {
+    conn.prepare_cached(SQL_GET)?
+        .query_row([key], |row| {
+            Ok((
+                bytes_column(row.get_ref(0)?, 0)?,
+                row.get::<_, f64>(1)?,
+                row.get::<_, f64>(2)?,
+            ))
+        })
+        .optional()
+}
+
 /// Reads a key column (TEXT; a BLOB key is decoded lossily).
 fn key_column(value: ValueRef<'_>) -> rusqlite::Result<String> {
     match value {
@@ -492,6 +505,48 @@ impl FileBackend {
     pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
         self.signing = Signing::new(signer);
         self
+    }
+
+    /// [`Backend::get`] if it can be done without waiting, else `None`:
+    /// no idle connection of this process is pooled yet, the file is due
+    /// for its identity check, or the database is busy. An event loop reads
+    /// inline with it and hands only such reads to a thread. An expired
+    /// entry reads as missing here and is left for the sweep (removing it
+    /// is a write, which may wait). Errors are left to the ordinary path,
+    /// which retries and recovers: they give `None` too.
+    pub fn get_nowait(&self, key: &str) -> Option<Result<Option<Hit<Vec<u8>>>>> {
+        let now = clock::now();
+        let last_check = f64::from_bits(self.last_check.load(Ordering::Relaxed));
+        if (now - last_check).abs() >= self.recheck_interval {
+            return None;
+        }
+        let pid = current_pid();
+        let (conn, generation) = {
+            let mut pool = self.pool.lock();
+            if pool.pid != pid {
+                return None;
+            }
+            (pool.idle.pop()?, pool.generation)
+        };
+        let row = conn
+            .busy_timeout(Duration::ZERO)
+            .and_then(|()| read_row(&conn, key));
+        let restored = conn.busy_timeout(BUSY_TIMEOUT);
+        if restored.is_err() {
+            dispose(conn, false);
+            return None;
+        }
+        self.checkin(conn, generation, pid);
+        let row = row.ok()?;
+        Some(Ok(row.and_then(|(value, created_at, expires_at)| {
+            if now > expires_at {
+                return None;
+            }
+            let value = self
+                .signing
+                .open(key, created_at, value, 0, &self.path.display())?;
+            Some(Hit { value, created_at })
+        })))
     }
 
     /// The database file.
@@ -889,16 +944,7 @@ impl FileBackend {
 impl Backend for FileBackend {
     fn get(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
         let hit = self.run(|conn, now| {
-            let row = conn
-                .prepare_cached(SQL_GET)?
-                .query_row([key], |row| {
-                    Ok((
-                        bytes_column(row.get_ref(0)?, 0)?,
-                        row.get::<_, f64>(1)?,
-                        row.get::<_, f64>(2)?,
-                    ))
-                })
-                .optional()?;
+            let row = read_row(conn, key)?;
             match row {
                 None => Ok(None),
                 Some((value, created_at, expires_at)) => {
@@ -1039,6 +1085,20 @@ impl Drop for FileBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn get_nowait_reads_only_on_a_pooled_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileBackend::open(dir.path().join("nowait.db")).unwrap();
+        assert!(b.get_nowait("k").is_none(), "no connection pooled yet");
+        b.set("k", b"v", 60.0).unwrap();
+        let hit = b.get_nowait("k").expect("a pooled connection").unwrap();
+        assert_eq!(hit.unwrap().value, b"v");
+        assert!(b.get_nowait("absent").unwrap().unwrap().is_none());
+        b.set("short", b"v", 0.001).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(b.get_nowait("short").unwrap().unwrap().is_none(), "expired");
+    }
     use std::sync::Arc;
     use std::thread;
 

@@ -112,6 +112,33 @@ impl Region {
         }
     }
 
+    /// [`Region::lookup`] of a file region if it can be done without waiting
+    /// (see `FileBackend::get_nowait`); `None` for other stores or when it
+    /// would wait. For event loops, which must not block.
+    pub fn lookup_nowait(
+        &self,
+        py: Python<'_>,
+        key: HashedKey<'_>,
+    ) -> Option<PyResult<Option<(Py<PyAny>, f64)>>> {
+        let Store::File(f) = &self.store else {
+            return None;
+        };
+        let hit = match f.get_nowait(key.text)? {
+            Ok(hit) => hit,
+            Err(e) => return Some(Err(to_py(e))),
+        };
+        let Some(hit) = hit else {
+            return Some(Ok(None));
+        };
+        Some(match loads(py, &hit.value) {
+            Ok(v) => Ok(Some((v.unbind(), hit.created_at))),
+            Err(e) => {
+                self.discard(py, key, e);
+                Ok(None)
+            }
+        })
+    }
+
     /// The live value under `key` and its `created_at`. A value that fails
     /// to unpickle is a miss, and its entry is removed.
     #[inline]

@@ -99,12 +99,19 @@ impl AsyncCall {
         let r = this.resolved(py)?;
         let key = this.build_key(py, &r, args.as_slice(), kwargs)?;
         if !overwrite && this.plain_hits {
-            // A memory hit is one engine call, as for sync calls.
-            if let Store::Memory(_) = r.region.store {
-                if let Some((v, _)) = r.region.lookup(py, HashedKey::new(&key))? {
-                    this.stats.hit();
-                    return Ok((true, Some(v)));
-                }
+            // A memory hit, or a file hit read without waiting, is one engine
+            // call, as for sync calls.
+            let found = match r.region.store {
+                Store::Memory(_) => r.region.lookup(py, HashedKey::new(&key))?,
+                Store::File(_) => match r.region.lookup_nowait(py, HashedKey::new(&key)) {
+                    Some(found) => found?,
+                    None => None,
+                },
+                _ => None,
+            };
+            if let Some((v, _)) = found {
+                this.stats.hit();
+                return Ok((true, Some(v)));
             }
         }
         let mode = if overwrite {
@@ -178,11 +185,21 @@ impl AsyncCall {
     }
 
     fn settle_locked(&self, py: Python<'_>, st: &mut State) -> PyResult<AsyncStep> {
+        let cf = self.cf(py).get();
         loop {
+            if let (Step::Look, Store::File(_)) = (st.step, &self.resolved.region.store) {
+                // Read inline when SQLite need not wait; else in the pool.
+                if let Some(event) =
+                    cf.look_nowait(py, &self.resolved, self.hashed(), &mut st.held)?
+                {
+                    st.step = st.protocol.next(event);
+                    continue;
+                }
+            }
             let visible = self.visible(st.step);
             if let Some(v) = visible {
                 if v == AsyncStep::Run {
-                    self.cf(py).get().stats.miss();
+                    cf.stats.miss();
                 }
                 return Ok(v);
             }

@@ -132,6 +132,25 @@ impl CachedFunction {
         }
     }
 
+    /// A Local look that never waits (an event loop's file read): `None`
+    /// when it would wait.
+    pub(super) fn look_nowait(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        key: HashedKey<'_>,
+        held: &mut Held,
+    ) -> PyResult<Option<Event>> {
+        Ok(match r.region.lookup_nowait(py, key) {
+            None => None,
+            Some(Ok(Some((value, created_at)))) => {
+                Some(held.found(self, py, Found { value, created_at })?)
+            }
+            Some(Ok(None)) => Some(Event::Missing),
+            Some(Err(e)) => Some(r.region.degrade(py, e).map(|_| Event::Unavailable)?),
+        })
+    }
+
     /// What a look-or-lock returned, as an event (a token taken is handed
     /// back through `token`).
     pub(super) fn looked_or_locked(
