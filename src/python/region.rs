@@ -51,6 +51,9 @@ impl Store {
     }
 }
 
+/// A value found and its `created_at`, if any.
+pub type Found = Option<(Py<PyAny>, f64)>;
+
 pub struct Region {
     pub store: Store,
     /// In-process dogpile locks for this region's keys.
@@ -115,11 +118,7 @@ impl Region {
     /// [`Region::lookup`] of a file region if it can be done without waiting
     /// (see `FileBackend::get_nowait`); `None` for other stores or when it
     /// would wait. For event loops, which must not block.
-    pub fn lookup_nowait(
-        &self,
-        py: Python<'_>,
-        key: HashedKey<'_>,
-    ) -> Option<PyResult<Option<(Py<PyAny>, f64)>>> {
+    pub fn lookup_nowait(&self, py: Python<'_>, key: HashedKey<'_>) -> Option<PyResult<Found>> {
         let Store::File(f) = &self.store else {
             return None;
         };
@@ -142,7 +141,7 @@ impl Region {
     /// The live value under `key` and its `created_at`. A value that fails
     /// to unpickle is a miss, and its entry is removed.
     #[inline]
-    pub fn lookup(&self, py: Python<'_>, key: HashedKey<'_>) -> PyResult<Option<(Py<PyAny>, f64)>> {
+    pub fn lookup(&self, py: Python<'_>, key: HashedKey<'_>) -> PyResult<Found> {
         match &self.store {
             Store::Memory(m) => {
                 let (found, dead) =
