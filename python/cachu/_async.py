@@ -84,7 +84,7 @@ async def _drive(
     call: _cachu.AsyncCall, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Perform the steps ``call`` asks for until it is over; return its outcome."""
-    table: _Table | None = None
+    owned: _Table | None = None  # the per-loop table whose key lock this task holds
     try:
         step = call.step
         while True:
@@ -101,13 +101,12 @@ async def _drive(
             elif step == _Step.Blocking:
                 step = await off_loop(call.perform)
             elif step == _Step.LocalLock:
-                if table is None:
-                    table = _table(asyncio.get_running_loop())
+                table = _table(asyncio.get_running_loop())
                 owner, waited = await _acquire(table, call.key, call.wait)
                 if owner:
+                    owned = table
                     step = call.locked(waited)
                 else:
-                    table = None  # not ours to release
                     step = call.busy()
             elif step == _Step.Refresh:
                 _start_refresh(call, fn, args, kwargs)
@@ -116,8 +115,8 @@ async def _drive(
                 return call.outcome()
     finally:
         call.close()
-        if table is not None:
-            _release(table, call.key)
+        if owned is not None:
+            _release(owned, call.key)
 
 
 def _start_refresh(
