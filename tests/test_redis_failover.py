@@ -124,11 +124,12 @@ def test_sentinel_master_killed_under_load(own_sentinels, pkg):
     assert_caching_resumed(f, runs)
 
 
-def test_async_calls_follow_a_cluster_failover(own_cluster, pkg):
+@pytest.mark.parametrize("kind", ["cluster", "sentinels"])
+def test_async_calls_follow_a_failover(kind, own_cluster, own_sentinels, pkg):
     import asyncio
 
-    cluster = own_cluster()
-    cachu.configure(redis_url=cluster.url, package=pkg, redis_socket_timeout=1.0)
+    topo = own_cluster() if kind == "cluster" else own_sentinels()
+    cachu.configure(redis_url=topo.url, package=pkg, redis_socket_timeout=1.0)
     runs = []
 
     @cachu.cache(ttl=300, backend="redis", package=pkg)
@@ -140,11 +141,14 @@ def test_async_calls_follow_a_cluster_failover(own_cluster, pkg):
         return await asyncio.gather(*(f(x) for x in KEYS))
 
     assert asyncio.run(pass_over_keys()) == list(KEYS)
-    victim = cluster.node_of("5m:f|x=0")
-    cluster.kill(victim)
+    if kind == "cluster":
+        victim = topo.node_of("5m:f|x=0")
+        topo.kill(victim)
+    else:
+        victim = topo.kill_master()
     # While the slots have no master: calls complete (uncached).
     assert within(60, asyncio.run, pass_over_keys()) == list(KEYS)
-    cluster.wait_promoted(victim)
+    topo.wait_promoted(victim)
 
     def resumed():
         asyncio.run(pass_over_keys())
