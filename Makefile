@@ -1,7 +1,7 @@
 # cachu: the habits, as targets. `make help` lists them.
 PYTHON ?= python3
 
-.PHONY: help install demo test test-rust test-python test-pythons fmt lint bench
+.PHONY: help install demo test test-rust test-python test-pythons wheels check-wheels check-sdist fmt lint bench
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,19 @@ test-pythons: ## pytest under each interpreter of PYTHONS, each in its own venv 
 	  $$v/bin/python -m pip install -q '.[test]'; \
 	  PATH=$$PWD/$$v/bin:$$PATH $$v/bin/python -m pytest -q -p no:cacheprovider; \
 	done
+
+# wheels, check-wheels, check-sdist: the interpreters of PYTHONS when given on the
+# command line or in the environment, else every CPython 3.10-3.13 on the machine.
+WHEEL_PYTHONS = $(if $(filter file,$(origin PYTHONS)),,$(PYTHONS))
+wheels: ## dist/: a stripped manylinux wheel per CPython (3.10-3.13, or PYTHONS), and the sdist
+	nice -n 10 $(PYTHON) scripts/wheels.py build $(WHEEL_PYTHONS)
+
+check-wheels: ## each wheel of dist/ in a fresh venv without Rust: python -m cachu, whole pytest suite
+	bash tests/ensure_redis
+	nice -n 10 $(PYTHON) scripts/wheels.py check $(WHEEL_PYTHONS)
+
+check-sdist: ## the sdist of dist/ builds from source in a fresh venv (needs Rust) and runs
+	nice -n 10 $(PYTHON) scripts/wheels.py check-sdist $(firstword $(WHEEL_PYTHONS))
 
 fmt: ## format Rust and Python
 	cargo fmt
