@@ -49,14 +49,14 @@ check-sdist: ## the sdist of dist/ builds from source in a fresh venv (needs Rus
 
 fmt: ## format Rust and Python
 	cargo fmt
-	$(PYTHON) -m ruff format python tests bench
+	$(PYTHON) -m ruff format python tests bench scripts
 
 lint: ## rustfmt, clippy, ruff, mypy and stubtest (tools: pip install '.[dev]')
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
-	$(PYTHON) -m ruff check python tests bench
-	$(PYTHON) -m ruff format --check python tests bench
+	$(PYTHON) -m ruff check python tests bench scripts
+	$(PYTHON) -m ruff format --check python tests bench scripts
 	$(PYTHON) -m mypy python/cachu
 	MYPYPATH=python $(PYTHON) -m mypy.stubtest cachu._cachu  # the stubs match the built module
 
