@@ -23,7 +23,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).resolve()
+REPO = SCRIPT.parent.parent
 DIST = REPO / "dist"
 TOOLS_VENV = REPO / ".venv-wheels"
 MINORS = ("3.10", "3.11", "3.12", "3.13")
@@ -144,10 +145,11 @@ def audit(bin_dir, wheel):
     if not found:
         fail(f"auditwheel show {wheel.name} said:\n{out}")
     needed = platform_glibc(found[1])
-    claimed = [platform_glibc(tag) for tag in WHEEL_NAME.match(wheel.name)["platform"].split(".")]
-    if min(claimed) < needed:
-        fail(f"{wheel.name} is tagged for glibc {min(claimed)} but needs {needed}:\n{out}")
-    print(f"  auditwheel: consistent with {found[1]} (the tag asks glibc {min(claimed)})")
+    tags = WHEEL_NAME.match(wheel.name)["platform"].split(".")
+    claimed = min(platform_glibc(tag) for tag in tags)
+    if claimed < needed:
+        fail(f"{wheel.name} is tagged for glibc {claimed} but needs {needed}:\n{out}")
+    print(f"  auditwheel: consistent with {found[1]}, as tagged ({', '.join(tags)})")
 
 
 def elf_sections(library):
@@ -230,7 +232,7 @@ def fresh_venv(python, path, env):
 
 def assert_installed_from(python, artefact, cwd, env):
     """In the venv of `python`: `import cachu` is the package installed from `artefact`."""
-    run([python, __file__, "installed-from", artefact.name], cwd=cwd, env=env)
+    run([python, SCRIPT, "installed-from", artefact.name], cwd=cwd, env=env)
 
 
 def installed_from(artefact_name):
@@ -289,7 +291,7 @@ def check(names):
             print("  python -m cachu: ok")
             summary = Path(cwd) / "summary.json"
             status = subprocess.run(
-                [python, __file__, "pytest-installed", wheel.name, summary], cwd=cwd, env=venv_env
+                [python, SCRIPT, "pytest-installed", wheel.name, summary], cwd=cwd, env=venv_env
             ).returncode
             counts = json.loads(summary.read_text()) if summary.exists() else {}
         results.append((minor, wheel, status, counts))
