@@ -1,12 +1,12 @@
 //! When expired entries are swept, and the one background thread that
 //! sweeps stores nobody writes to.
 //!
-//! A sweep pass visits the shards one at a time (one shard is a slice: its
-//! lock is held for one scan of at most a few tens of thousands of entries,
-//! well under a millisecond at a million entries). Writers carry passes
-//! forward, one slice per write; the background thread finishes the passes
-//! of stores that stopped receiving writes, so that memory is given back
-//! even when a process goes quiet.
+//! A sweep pass visits the store a slice at a time (a part of one shard:
+//! its lock is held for one scan of the shard, and the slice removes a
+//! bounded share of its expired entries). Writers carry passes forward, one
+//! slice per write; the background thread finishes the passes of stores
+//! that stopped receiving writes, so that memory is given back even when a
+//! process goes quiet.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};

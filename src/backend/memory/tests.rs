@@ -115,11 +115,14 @@ fn sweeps_come_in_slices_once_per_interval() {
     };
     assert!(live(&m, 0, t).is_empty());
     assert_eq!(stored(&m), 1001);
-    // Due: each write sweeps one shard, so SHARDS writes finish the pass.
-    let swept: usize = (1..=SHARDS).map(|i| live(&m, i, t + 6.0).len()).sum();
-    assert_eq!(swept, 1000);
+    // Due: each write sweeps one slice, so SHARDS * PARTS writes finish the
+    // pass, and no write sweeps more than its share.
+    let slices = SHARDS * PARTS;
+    let per_write: Vec<usize> = (1..=slices).map(|i| live(&m, i, t + 6.0).len()).collect();
+    assert_eq!(per_write.iter().sum::<usize>(), 1000);
+    assert!(per_write.iter().all(|&n| n < 100), "{per_write:?}");
     assert_eq!(m.expired_swept(), 1000);
-    assert_eq!((m.len(), m.nbytes()), (SHARDS as u64 + 1, 0));
+    assert_eq!((m.len(), m.nbytes()), (slices as u64 + 1, 0));
 }
 
 #[test]
@@ -131,7 +134,7 @@ fn interval_zero_sweeps_on_every_write_and_infinity_never() {
     assert_eq!(stored(&m), 1);
     let m: MemoryStore<Vec<u8>> = MemoryStore::with_bounds(Bounds::default(), f64::INFINITY);
     fill_dead(&m, t, 100);
-    assert_eq!(m.sweep_due_at(t + 1e9), None);
+    assert_eq!(m.sweep_due_at(t + 1e9, drop), None);
     assert_eq!(stored(&m), 100);
 }
 
