@@ -392,3 +392,23 @@ def test_bounded_regions_keep_dogpile_and_ttl_behaviour():
         t.join(30)
     assert calls == [1]
     assert memory().count() == 1
+
+
+def test_async_functions_are_bounded_too():
+    import asyncio
+
+    cachu.configure(memory_maxsize=20)
+
+    @cachu.cache(ttl=300, backend="memory")
+    async def f(x):
+        return {"x": x}
+
+    async def main():
+        for i in range(200):
+            assert await f(i) == {"x": i}
+            assert (await cachu.async_cache_info(f)).currsize <= 20
+        return await cachu.async_cache_info(f)
+
+    info = asyncio.run(main())
+    assert (info.misses, info.currsize) == (200, 20)
+    assert memory().evictions == 180
