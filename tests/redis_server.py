@@ -165,6 +165,8 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                if self.proc.stderr:
+                    self.proc.stderr.close()
                 self.proc = None
                 raise RuntimeError(
                     f"redis-server exited at start ({self._command()}):\n{err}\n{self.log()}"

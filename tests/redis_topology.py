@@ -196,8 +196,8 @@ class Cluster:
 
     def start(self) -> Cluster:
         try:
-            for n in self.nodes:
-                n.start()
+            for i in range(len(self.nodes)):
+                self._start_node(i)
             subprocess.run(
                 [
                     redis_cli_binary(),
@@ -219,6 +219,22 @@ class Cluster:
             self.close()
             raise
         return self
+
+    def _start_node(self, i: int) -> None:
+        """Start node ``i``, on other ports if its own were taken meanwhile
+        (other processes of the machine pick free ports too)."""
+        for attempt in range(3):
+            try:
+                self.nodes[i].start()
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                old = self.nodes[i]
+                old.close()
+                self.nodes[i] = RedisServer(
+                    port=cluster_port(), tls=old.tls, extra_args=old.extra_args
+                )
 
     def _state_ok(self) -> bool:
         for n in self.running():
