@@ -1,9 +1,5 @@
 """cachu.presets.today_aware: its ttl and cache_if callables directly, and
-through @cache on memory, file and Redis (sync and async).
-
-The decorator-level tests need predicates with arguments (``ttl(result,
-args)``, ``cache_if(result, args)``), which the call protocol provides; they
-are skipped, saying so, on a build without them."""
+through @cache on memory, file and Redis (sync and async)."""
 
 import asyncio
 import datetime
@@ -108,33 +104,9 @@ def test_bad_options(bad, option):
         preset(**bad)
 
 
-# --- through @cache: needs ttl/cache_if with arguments --------------------------------
+# --- through @cache (ttl and cache_if called with the key arguments) -------------
 
 
-def _predicates_take_arguments():
-    """Whether this build calls two-argument ttl/cache_if with the key arguments."""
-    seen = []
-
-    @cachu.cache(ttl=300, cache_if=lambda result, args: seen.append(args) or True, package="probe")
-    def probe(x):
-        return x
-
-    try:
-        probe(1)
-    except TypeError:
-        return False
-    finally:
-        cachu.enable()
-    return seen == [{"x": 1}]
-
-
-needs_predicates_with_arguments = pytest.mark.skipif(
-    "not _predicates_take_arguments()",
-    reason="predicates with arguments are not in this build yet (the call protocol's change)",
-)
-
-
-@needs_predicates_with_arguments
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_through_the_decorator(use_backend, kind, is_async):
     use_backend("presetpkg")
@@ -184,3 +156,12 @@ def test_through_the_decorator(use_backend, kind, is_async):
 
 def request_server(use_backend):
     return use_backend.server
+
+
+def test_date_param_left_out_of_the_key_is_named_at_the_call():
+    @cachu.cache(exclude={"day"}, package="presetpkg", **preset())
+    def load(day, region):
+        return [region]
+
+    with pytest.raises(cachu.ConfigurationError, match=r"'day'.*\['region'\]"):
+        load(TODAY, "eu")
