@@ -19,6 +19,7 @@
 //! ```
 
 pub mod backend;
+pub mod breaker;
 pub mod clock;
 pub mod error;
 pub mod key;

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::errors::{to_py, BackendUnavailableError};
@@ -18,6 +18,7 @@ use crate::backend::memory::sweep::{self, Sweep};
 use crate::backend::memory::{Bounds, MemoryStore};
 use crate::backend::redis::{RedisBackend, RedisOptions};
 use crate::backend::Backend;
+use crate::breaker::{Breaker, Transition};
 use crate::clock::{now, now_coarse};
 use crate::key::HashedKey;
 use crate::lock::KeyLocks;
@@ -60,8 +61,10 @@ pub struct Region {
     pub locks: KeyLocks,
     /// Decorated calls carry on without the cache when it is unreachable.
     fail_open: bool,
-    /// An outage is in progress (so it is logged once, not per call).
-    down: AtomicBool,
+    /// Skips the backend during an outage (decorated calls only), so that
+    /// an outage is logged once and costs one probe per back-off, not a
+    /// timeout per call.
+    breaker: Breaker,
     /// Bumped after every write to a byte store through this region, once
     /// the write is done: a miss that saw no bump since before its lookup
     /// cannot have been filled in by another thread of this process.
@@ -78,7 +81,7 @@ impl Region {
             store,
             locks: KeyLocks::new(),
             fail_open,
-            down: AtomicBool::new(false),
+            breaker: Breaker::new(),
             writes: AtomicU64::new(0),
         })
     }
@@ -95,12 +98,17 @@ impl Region {
     }
 
     /// A decorated call met `err`: if it is the backend being unreachable
-    /// and the region fails open, log it (once per outage) and carry on
-    /// without the cache; otherwise hand the error back.
+    /// and the region fails open, open the breaker (logged once per outage)
+    /// and carry on without the cache; otherwise hand the error back.
     pub fn degrade(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
         if self.fail_open && err.is_instance_of::<BackendUnavailableError>(py) {
-            if !self.down.swap(true, Ordering::Relaxed) {
-                log::warn!("cache unavailable, calls run uncached until it is back: {err}");
+            if self.breaker.failed() == Transition::Opened {
+                log::warn!(
+                    "cache unavailable, calls run uncached (probing it every {:?} to {:?}) \
+                     until it is back: {err}",
+                    crate::breaker::FIRST_BACKOFF,
+                    crate::breaker::MAX_BACKOFF
+                );
             }
             return Ok(());
         }
@@ -110,7 +118,7 @@ impl Region {
     /// A backend call succeeded: end the outage, if one was logged.
     #[inline]
     pub fn up(&self) {
-        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
+        if self.breaker.succeeded() == Transition::Closed {
             log::info!("cache reachable again, caching resumed");
         }
     }
@@ -136,6 +144,14 @@ impl Region {
                 Ok(None)
             }
         })
+    }
+
+    /// Whether a decorated call may use the backend now: false during an
+    /// outage (the call runs the function without the cache), except for
+    /// the one call that probes the backend once each back-off is over.
+    #[inline]
+    pub fn allows_call(&self) -> bool {
+        self.breaker.allows()
     }
 
     /// The live value under `key` and its `created_at`. A value that fails

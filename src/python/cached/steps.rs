@@ -126,8 +126,14 @@ impl CachedFunction {
         held: &mut Held,
     ) -> PyResult<Event> {
         match r.region.lookup(py, key) {
-            Ok(Some((value, created_at))) => held.found(self, py, Found { value, created_at }),
-            Ok(None) => Ok(Event::Missing),
+            Ok(Some((value, created_at))) => {
+                r.region.up();
+                held.found(self, py, Found { value, created_at })
+            }
+            Ok(None) => {
+                r.region.up();
+                Ok(Event::Missing)
+            }
             Err(e) => r.region.degrade(py, e).map(|_| Event::Unavailable),
         }
     }
