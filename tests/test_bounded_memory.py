@@ -412,3 +412,29 @@ def test_async_functions_are_bounded_too():
     info = asyncio.run(main())
     assert (info.misses, info.currsize) == (200, 20)
     assert memory().evictions == 180
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+# Python 3.12+ warns on fork() in a process with threads (the sweeper is one).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_sweeps_its_idle_stores():
+    cachu.configure(memory_sweep_interval=0.05)
+    memory(ttl=1).set("parent", 1, 300)  # the parent's sweeper thread runs
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a store of its own, then no writes at all
+        try:
+            b = Backend("memory", sweep_interval=0.05)
+            for i in range(50):
+                b.set(f"k{i}", i, 1)
+            deadline = time.monotonic() + HANG_GUARD
+            while b.expired_swept < 50 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.write(write, str(b.expired_swept).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        swept = f.read()
+    os.waitpid(pid, 0)
+    assert swept == "50"

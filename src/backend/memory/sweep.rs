@@ -9,7 +9,7 @@
 //! process goes quiet.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 /// The pacing of sweep passes over `slices` slices.
@@ -90,25 +90,36 @@ const MAX_NAP: Duration = Duration::from_secs(1);
 const MIN_NAP: Duration = Duration::from_millis(5);
 
 struct Watched {
+    /// The process whose thread serves this registry: a forked child gets a
+    /// registry and a thread of its own (the parent's thread is not there,
+    /// and it may have held the registry's lock at the fork).
+    pid: u32,
     targets: Mutex<Vec<Weak<dyn Sweep>>>,
     wake: Condvar,
 }
 
-fn watched() -> &'static Arc<Watched> {
-    static WATCHED: OnceLock<Arc<Watched>> = OnceLock::new();
-    WATCHED.get_or_init(|| {
-        let w = Arc::new(Watched {
-            targets: Mutex::new(Vec::new()),
-            wake: Condvar::new(),
-        });
-        let for_thread = w.clone();
-        // A process without threads (say, a forked child) still sweeps on
-        // writes; this thread only adds sweeping while idle.
-        let _ = std::thread::Builder::new()
-            .name("cachu-sweeper".into())
-            .spawn(move || run(&for_thread));
-        w
-    })
+/// Taken only by `watch` and `nudge`, never by the sweeper thread.
+static WATCHED: Mutex<Option<Arc<Watched>>> = Mutex::new(None);
+
+fn watched() -> Arc<Watched> {
+    let mut current = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if let Some(w) = current.as_ref().filter(|w| w.pid == pid) {
+        return w.clone();
+    }
+    let w = Arc::new(Watched {
+        pid,
+        targets: Mutex::new(Vec::new()),
+        wake: Condvar::new(),
+    });
+    let for_thread = w.clone();
+    // A process without this thread (it could not be spawned) still sweeps
+    // on writes; the thread only adds sweeping while idle.
+    let _ = std::thread::Builder::new()
+        .name("cachu-sweeper".into())
+        .spawn(move || run(&for_thread));
+    *current = Some(w.clone());
+    w
 }
 
 fn run(w: &Watched) {
