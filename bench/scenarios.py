@@ -36,6 +36,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -103,6 +104,24 @@ SCENARIOS = [
         "groups": ("file",),
         "kind": "hit",
         "impls": ["cachu", "ours, signed", "diskcache"],
+    },
+    # The same hit from a coroutine: read inline on the event loop's thread
+    # (the bar: at most 1.5x the sync file hit).
+    {
+        "name": "async file hit",
+        "groups": ("async", "file"),
+        "kind": "hit",
+        "impls": ["cachu"],
+    },
+    # What a caller of an expired key pays when the function takes 1 ms:
+    # with stale_while_revalidate it gets the old value at once (and one
+    # refresh starts in the background); without, it waits for the function.
+    # Both are ours, in the peers worker, so their repeats alternate.
+    {
+        "name": "expired key, function taking 1 ms",
+        "groups": ("memory",),
+        "kind": "slow_miss",
+        "impls": ["ours, stale_while_revalidate", "ours, no stale window"],
     },
     {
         "name": "file miss + store",
@@ -699,6 +718,66 @@ class CachuFileHit(HitCase):
         return _cachu_sync(self.env, self.counted(user), "bench_file_hit", "file")
 
 
+class CachuAsyncFileHit(AsyncHitCase):
+    def build(self):
+        self.env.configure_file_dir()
+        return _cachu_async(self, "bench_async_file_hit", "file")
+
+
+STALE_PACKAGE = "bench_stale"
+#: Short enough that the bench can let every entry expire between repeats.
+STALE_TTL = 0.05
+
+
+class ExpiredKeyCase(Case):
+    """Calls of keys whose entries have just expired, each after an untimed
+    ``.set()`` of every key and a sleep past the TTL; the function sleeps
+    1 ms. ``window`` is the stale_while_revalidate in seconds (0: none)."""
+
+    kind = "slow_miss"
+    window = 0.0
+
+    def setup(self):
+        import cachu
+
+        def slow(x):
+            self.calls += 1
+            time.sleep(0.001)
+            return user(x)
+
+        slow.__name__ = slow.__qualname__ = f"bench_expired_{int(self.window)}"
+        options = {"stale_while_revalidate": self.window} if self.window else {}
+        self.fn = cachu.cache(ttl=STALE_TTL, backend="memory", package=STALE_PACKAGE, **options)(
+            slow
+        )
+        self.next = 0
+
+    def run(self, n):
+        keys = range(self.next, self.next + n)
+        self.next += n
+        for k in keys:
+            self.fn.set(user(k), x=k)
+        time.sleep(STALE_TTL * 1.5)
+        was = _gc_off()
+        try:
+            t0 = perf_counter_ns()
+            for k in keys:
+                self.fn(k)
+            t1 = perf_counter_ns()
+        finally:
+            if was:
+                gc.enable()
+        # Let the background refreshes finish before the next repeat.
+        deadline = time.monotonic() + 30
+        while threading.active_count() > 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return (t1 - t0) / n
+
+
+class ExpiredKeyStale(ExpiredKeyCase):
+    window = 3600.0
+
+
 class CachuFileMiss(MissCase):
     kind = "slow_miss"
 
@@ -862,6 +941,9 @@ CASES = {
     ("file hit", "cachu"): CachuFileHit,
     ("file hit", "ours, signed"): CachuFileSignedHit,
     ("file hit", "diskcache"): DiskcacheHit,
+    ("async file hit", "cachu"): CachuAsyncFileHit,
+    ("expired key, function taking 1 ms", "ours, stale_while_revalidate"): ExpiredKeyStale,
+    ("expired key, function taking 1 ms", "ours, no stale window"): ExpiredKeyCase,
     ("file miss + store", "cachu"): CachuFileMiss,
     ("file miss + store", "diskcache"): DiskcacheMiss,
     ("redis hit", "cachu"): CachuRedisHit,

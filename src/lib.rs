@@ -22,6 +22,7 @@ pub mod backend;
 pub mod breaker;
 pub mod clock;
 pub mod error;
+pub mod fork;
 pub mod key;
 pub mod lock;
 pub mod protocol;

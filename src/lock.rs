@@ -31,6 +31,9 @@ struct Shard {
 /// A set of named locks, created on demand and forgotten when released.
 pub struct KeyLocks {
     shards: Box<[Shard]>,
+    /// The `fork::generation` the holders belong to: a forked child forgets
+    /// them (their threads do not exist there).
+    generation: AtomicU64,
 }
 
 impl Default for KeyLocks {
@@ -57,11 +60,22 @@ impl KeyLocks {
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            generation: AtomicU64::new(crate::fork::generation()),
         }
     }
 
     #[inline]
     fn locate(&self, key: HashedKey<'_>) -> (u64, &Shard) {
+        let now = crate::fork::generation();
+        let seen = self.generation.load(Ordering::Relaxed);
+        if now != seen
+            && self
+                .generation
+                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.forget_inherited();
+        }
         (key.hash, &self.shards[(key.hash >> 58) as usize % SHARDS])
     }
 
@@ -85,6 +99,14 @@ impl KeyLocks {
             if shard.released.wait_until(&mut held, deadline).timed_out() {
                 return self.take(&mut held, id).then(|| self.guard(id));
             }
+        }
+    }
+
+    /// In a forked child: every lock was held by a thread of the parent.
+    #[cold]
+    fn forget_inherited(&self) {
+        for shard in self.shards.iter() {
+            shard.held.lock().clear();
         }
     }
 

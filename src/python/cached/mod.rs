@@ -510,7 +510,11 @@ impl CachedFunction {
         let r = self.resolved(py)?;
         let key = self.build_key(py, &r, &[], kwargs)?;
         let key_args = self.key_args_for(py, &[], kwargs)?;
-        let ttl = self.ttl_for(value, key_args.as_ref())?;
+        let mut ttl = self.ttl_for(value, key_args.as_ref())?;
+        if ttl > 0.0 {
+            // Kept for the stale windows too, as a computed result is.
+            ttl += self.options(&r, crate::protocol::Mode::Call).keep_extra();
+        }
         r.region.store(py, HashedKey::new(&key), value, ttl)
     }
 

@@ -22,9 +22,9 @@ pub struct Claims {
 
 #[derive(Default)]
 struct ClaimSet {
-    /// The process the claims belong to: a child forked during a refresh
-    /// has no refresh thread, so it starts afresh.
-    pid: u32,
+    /// The `fork::generation` the claims belong to: a child forked during a
+    /// refresh has no refresh thread, so it starts afresh.
+    generation: u64,
     running: HashSet<u64>,
     failing: HashSet<u64>,
 }
@@ -32,10 +32,10 @@ struct ClaimSet {
 impl Claims {
     fn locked(&self) -> parking_lot::MutexGuard<'_, ClaimSet> {
         let mut set = self.inner.lock();
-        let pid = std::process::id();
-        if set.pid != pid {
+        let generation = crate::fork::generation();
+        if set.generation != generation {
             *set = ClaimSet {
-                pid,
+                generation,
                 ..ClaimSet::default()
             };
         }
@@ -64,11 +64,11 @@ impl Claims {
 pub(super) struct Refresh;
 
 impl Refresh {
-    /// Start the background refresh of `key` (its claim is held): a thread
-    /// that runs the function with the caller's arguments and context and
-    /// stores the result, then releases the claim. Not a daemon thread: the
-    /// interpreter lets a refresh finish before it exits rather than tear it
-    /// down mid-call.
+    /// Start the background refresh of `key` (its claim is held) on a
+    /// refresh thread (`cachu._refresh`): it runs the function with the
+    /// caller's arguments and context and stores the result, then releases
+    /// the claim. The interpreter lets refreshes in flight finish before it
+    /// exits rather than tear them down mid-call.
     pub fn start(
         slf: &Bound<'_, CachedFunction>,
         key: HashedKey<'_>,
@@ -129,14 +129,9 @@ impl Refresh {
             },
         )?;
         let context = py.import("contextvars")?.call_method0("copy_context")?;
-        let kw = PyDict::new(py);
-        kw.set_item("target", context.getattr("run")?)?;
-        kw.set_item("args", (body,))?;
-        kw.set_item("name", format!("cachu-refresh-{}", slf.get().name))?;
-        py.import("threading")?
-            .getattr("Thread")?
-            .call((), Some(&kw))?
-            .call_method0("start")?;
+        py.import("cachu._refresh")?
+            .getattr("submit")?
+            .call1((context.getattr("run")?, body))?;
         Ok(())
     }
 }
