@@ -71,6 +71,9 @@ pub struct Options {
     pub on_lock_timeout: OnLockTimeout,
     /// Most time the cache's own work may take in this call.
     pub cache_deadline: Option<Duration>,
+    /// The backend may be used: false while its circuit breaker is open
+    /// (it failed lately), and then the call runs uncached.
+    pub backend_usable: bool,
 }
 
 impl Options {
@@ -275,6 +278,13 @@ impl Protocol {
     /// The first step.
     pub fn start(&mut self) -> Step {
         debug_assert_eq!(self.state, State::Begin);
+        if !self.opts.backend_usable {
+            return match self.opts.mode {
+                // Nothing to refresh while the backend is out.
+                Mode::Refresh => self.over(Step::Done),
+                _ => self.run_uncached(),
+            };
+        }
         match self.opts.mode {
             Mode::Call => self.look(),
             Mode::Overwrite | Mode::Refresh => self.lock_or_run(),
@@ -619,6 +629,7 @@ mod tests {
             lock_timeout: Duration::from_secs(10),
             on_lock_timeout: OnLockTimeout::Run,
             cache_deadline: None,
+            backend_usable: true,
         }
     }
 
@@ -1005,6 +1016,20 @@ mod tests {
         match p.next(Event::Busy) {
             Step::AwaitValue { wait, .. } => assert!(wait <= Duration::from_millis(30)),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unusable_backend_is_skipped() {
+        for shape in [MEMORY, FILE, Shape::Distributed] {
+            let mut o = opts(shape);
+            o.backend_usable = false;
+            assert_eq!(
+                steps(o.clone(), &[Event::Ran]),
+                [Step::Run, Step::ReturnResult]
+            );
+            let mut p = Protocol::refresh(o, 0.0);
+            assert_eq!(p.start(), Step::Done);
         }
     }
 

@@ -114,11 +114,6 @@ impl AsyncCall {
                 return Ok((true, Some(v)));
             }
         }
-        if !r.region.allows_call() {
-            // The backend is down (circuit breaker open): skip it.
-            this.stats.miss();
-            return Ok((false, None));
-        }
         let mode = if overwrite {
             Mode::Overwrite
         } else {

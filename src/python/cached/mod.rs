@@ -305,11 +305,6 @@ impl CachedFunction {
                 }
             }
         }
-        if !r.region.allows_call() {
-            // The backend is down (circuit breaker open): skip it.
-            this.stats.miss();
-            return Ok(run()?.unbind());
-        }
         Self::call_through_protocol(slf, &r, key, &run, overwrite, positional, kwargs)
     }
 

@@ -101,6 +101,7 @@ impl CachedFunction {
             lock_timeout: r.lock_timeout,
             on_lock_timeout: r.on_lock_timeout,
             cache_deadline: r.cache_deadline,
+            backend_usable: r.region.allows_call(),
         }
     }
 
