@@ -120,6 +120,63 @@ const WAL_KICK_BYTES: u64 = 1024 * 1024;
 /// rewrites whole pages (the row's table, key-index and expiry-index leaves).
 const WAL_BYTES_PER_WRITE: u64 = 3 * 4096;
 
+/// No thread is inside SQLite when the process forks: SQLite's mutexes
+/// (the VFS's per-file shm mutex above all) would be copied into the child
+/// held by a thread that does not exist there, and its next use would hang.
+/// Every operation counts itself in; a `pthread_atfork` prepare handler
+/// stops new ones and waits for the running ones to finish.
+mod fork_gate {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use std::sync::Once;
+    use std::time::Duration;
+
+    static FORKING: AtomicBool = AtomicBool::new(false);
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: Once = Once::new();
+
+    pub struct Inside;
+
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            ACTIVE.fetch_sub(1, SeqCst);
+        }
+    }
+
+    pub fn enter() -> Inside {
+        HOOK.call_once(|| {
+            // SAFETY: the handlers only touch atomics and sleep.
+            unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+        });
+        loop {
+            if !FORKING.load(SeqCst) {
+                ACTIVE.fetch_add(1, SeqCst);
+                if !FORKING.load(SeqCst) {
+                    return Inside;
+                }
+                ACTIVE.fetch_sub(1, SeqCst);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// How long a fork waits for the operations under way. Bounded: one of
+    /// them may be waiting for the GIL, which the forking thread holds (a
+    /// log line); the fork then goes ahead as it would without the gate.
+    const PATIENCE: Duration = Duration::from_secs(2);
+
+    extern "C" fn prepare() {
+        FORKING.store(true, SeqCst);
+        let start = std::time::Instant::now();
+        while ACTIVE.load(SeqCst) != 0 && start.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    extern "C" fn release() {
+        FORKING.store(false, SeqCst);
+    }
+}
+
 /// Cached process id: 0 until the fork handler is installed.
 static PID: AtomicU32 = AtomicU32::new(0);
 /// 0: fork handler not installed, 1: being installed, 2: installed.
@@ -643,6 +700,7 @@ impl FileBackend {
         &self,
         op: &mut impl FnMut(&mut Connection, f64) -> rusqlite::Result<T>,
     ) -> std::result::Result<T, Failure> {
+        let _inside = fork_gate::enter();
         let now = clock::now();
         let Checkout {
             mut conn,
