@@ -145,6 +145,10 @@ def _run(source, namespace, label):
         namespace["__name__"] = own
 
 
+# API.md's blocks are separate examples that reuse names (a function and a
+# method both called get_user): run as one session they share a region, and
+# the collision warning (issue 17) rightly says so. It is not what they test.
+@pytest.mark.filterwarnings("ignore::cachu.CacheKeyCollisionWarning")
 def test_every_api_md_block_runs_in_order(tmp_path, server):
     if not BLOCKS:
         pytest.skip("API.md not found")
