@@ -36,7 +36,6 @@ import pickle
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import traceback
 
