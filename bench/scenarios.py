@@ -57,7 +57,15 @@ SCENARIOS = [
         "name": "memory hit",
         "groups": ("memory",),
         "kind": "hit",
-        "impls": ["cachu", "ours, bounded", "lru_cache", "cachebox", "moka-py", "cachetools"],
+        "impls": [
+            "cachu",
+            "ours, bounded",
+            "lru_cache",
+            "lru_cache + copy",
+            "cachebox",
+            "moka-py",
+            "cachetools",
+        ],
     },
     {
         "name": "memory hit, int result",
@@ -132,7 +140,7 @@ SCENARIOS = [
         "name": "redis hit",
         "groups": ("redis",),
         "kind": "hit",
-        "impls": ["cachu", "ours, signed", "redis-py GET+unpickle"],
+        "impls": ["cachu", "ours, signed", "raw socket GET", "redis-py GET+unpickle"],
     },
     {
         "name": "redis miss + store",
@@ -496,6 +504,24 @@ class LruHit(HitCase):
         import functools
 
         return functools.lru_cache(maxsize=None)(self.counted(user))
+
+
+class LruCopyHit(HitCase):
+    """The floor our copy semantics allow: lru_cache, then a copy of the result's container.
+
+    ``user()``'s dict holds only immutable values, so one ``dict.copy`` is the
+    whole copy a caller needs to mutate its result freely (what ours returns).
+    """
+
+    def build(self):
+        import functools
+
+        cached = functools.lru_cache(maxsize=None)(self.counted(user))
+
+        def fn(x):
+            return cached(x).copy()
+
+        return fn
 
 
 class CacheboxHit(HitCase):
@@ -895,6 +921,32 @@ class RawRedisGet(HitCase):
         return time_hits(self.fn, n, self.names)
 
 
+class RawSocketGet(HitCase):
+    """The floor: one GET round trip on a plain socket (bench/resp_floor.py), no decoding."""
+
+    def setup(self):
+        from resp_floor import RawConnection
+
+        client = self.env.redis_client()
+        names = [f"bench:raw:{k}".encode() for k in KEYS]
+        for k, name in zip(KEYS, names):
+            client.set(name, pickle.dumps(user(k)), ex=TTL)
+        kwargs = client.connection_pool.connection_kwargs
+        self.conn = RawConnection(kwargs["port"])
+        self.conn.command(b"SELECT", str(kwargs.get("db", 0)).encode())
+        self.fn, self.names = self.conn.getter(), names
+
+    def check(self):
+        if pickle.loads(self.fn(self.names[3])) != user(3):
+            raise AssertionError("wrong result")
+
+    def run(self, n):
+        return time_hits(self.fn, n, self.names)
+
+    def close(self):
+        self.conn.close()
+
+
 class RawRedisSet(MissCase):
     """One redis-py SET (with expiry) of a freshly pickled dict."""
 
@@ -917,6 +969,7 @@ CASES = {
     ("memory hit", "cachu"): CachuMemHit,
     ("memory hit", "lru_cache"): LruHit,
     ("memory hit", "ours, bounded"): CachuBoundedMemHit,
+    ("memory hit", "lru_cache + copy"): LruCopyHit,
     ("memory hit", "cachebox"): CacheboxHit,
     ("memory hit", "moka-py"): MokaHit,
     ("memory hit", "cachetools"): CachetoolsHit,
@@ -951,6 +1004,7 @@ CASES = {
     ("file miss + store", "diskcache"): DiskcacheMiss,
     ("redis hit", "cachu"): CachuRedisHit,
     ("redis hit", "ours, signed"): CachuRedisSignedHit,
+    ("redis hit", "raw socket GET"): RawSocketGet,
     ("redis hit", "redis-py GET+unpickle"): RawRedisGet,
     ("redis miss + store", "cachu"): CachuRedisMiss,
     ("redis miss + store", "redis-py SET+pickle"): RawRedisSet,
