@@ -87,6 +87,8 @@ class Backend:
         require_dir: bool = True,
         retry_count: int = 1,
         health_check_interval: float = 30.0,
+        near_cache: int = 0,
+        near_prefix: str = "",
     ) -> Backend: ...
     def set_bounds(
         self,
@@ -108,6 +110,12 @@ class Backend:
     @property
     def nbytes(self) -> int | None:
         """Bytes of values a memory backend holds now."""
+    @property
+    def near_size(self) -> int | None:
+        """Entries a Redis backend's near cache holds now (0 without one)."""
+    @property
+    def near_state(self) -> tuple[int, bool, int, int] | None:
+        """A Redis near cache's ``(capacity, tracking, flushes, invalidations)``."""
     @property
     def kind(self) -> str:
         """``'memory'``, ``'null'``, ``'file'`` or ``'redis'``."""

@@ -78,6 +78,9 @@ def _create(package: str | None, backend: str, ttl: int) -> Backend:
         signing_keys=signing_keys(cfg.signing_key),
         retry_count=cfg.redis_retry_count,
         health_check_interval=cfg.redis_health_check_interval,
+        # Every key of the region starts with its name (see key_head).
+        near_cache=cfg.redis_near_cache,
+        near_prefix=_cachu.region_name(ttl) + ":",
     )
 
 

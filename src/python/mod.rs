@@ -4,6 +4,7 @@ mod aio;
 mod cached;
 mod errors;
 mod keyplan;
+mod near;
 mod region;
 mod state;
 mod value;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::errors::{to_py, BackendUnavailableError};
+use super::near::Near;
 use super::value::{dumps, loads, Stored};
 use crate::backend::file::FileBackend;
 use crate::backend::memory::sweep::{self, Sweep};
@@ -69,6 +70,8 @@ pub struct Region {
     /// the write is done: a miss that saw no bump since before its lookup
     /// cannot have been filled in by another thread of this process.
     writes: AtomicU64,
+    /// A Redis region's near cache (`redis_near_cache`), if on.
+    pub near: Option<Near>,
 }
 
 impl Region {
@@ -77,12 +80,17 @@ impl Region {
     }
 
     pub fn with_fail_open(store: Store, fail_open: bool) -> Arc<Self> {
+        Self::with_near(store, fail_open, None)
+    }
+
+    pub fn with_near(store: Store, fail_open: bool, near: Option<Near>) -> Arc<Self> {
         Arc::new(Self {
             store,
             locks: KeyLocks::new(),
             fail_open,
             breaker: Breaker::new(),
             writes: AtomicU64::new(0),
+            near,
         })
     }
 
@@ -175,6 +183,7 @@ impl Region {
                 }
             }
             Store::Null => Ok(None),
+            Store::Redis(redis) if self.near.is_some() => self.lookup_near(py, redis, key),
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
                 let hit = py.detach(|| b.get(key.text)).map_err(to_py)?;
@@ -187,6 +196,45 @@ impl Region {
                     }
                 }
             }
+        }
+    }
+
+    /// [`Region::lookup`] of a Redis region with a near cache: the near
+    /// entry, else a read that keeps what it found.
+    fn lookup_near(
+        &self,
+        py: Python<'_>,
+        redis: &RedisBackend,
+        key: HashedKey<'_>,
+    ) -> PyResult<Found> {
+        let near = self.near.as_ref().expect("a near cache");
+        if let Some(found) = near.lookup(py, key) {
+            return Ok(Some(found));
+        }
+        let pass = near.pass(key);
+        let read = py.detach(|| redis.get_expiring(key.text)).map_err(to_py)?;
+        let Some((hit, left)) = read else {
+            return Ok(None);
+        };
+        match loads(py, &hit.value) {
+            Ok(v) => {
+                if let Some(pass) = pass {
+                    near.keep(key, pass, &v, hit.created_at, left);
+                }
+                Ok(Some((v.unbind(), hit.created_at)))
+            }
+            Err(e) => {
+                self.discard(py, key, e);
+                Ok(None)
+            }
+        }
+    }
+
+    /// This process changed `key` in Redis: its near entry must go.
+    #[inline]
+    pub fn wrote_key(&self, key: HashedKey<'_>) {
+        if let Some(near) = &self.near {
+            near.forget(key);
         }
     }
 
@@ -227,6 +275,7 @@ impl Region {
                 let data = dumps(value)?;
                 let done = py.detach(|| b.set(key.text, &data, ttl));
                 self.wrote();
+                self.wrote_key(key);
                 done.map_err(to_py)
             }
         }
@@ -240,6 +289,7 @@ impl Region {
                 let b = self.store.bytes().expect("byte store");
                 let done = py.detach(|| b.delete(key.text));
                 self.wrote();
+                self.wrote_key(key);
                 done.map_err(to_py)
             }
         }
@@ -257,6 +307,9 @@ impl Region {
                 let b = self.store.bytes().expect("byte store");
                 let done = py.detach(|| b.clear(pattern));
                 self.wrote();
+                if let Some(near) = &self.near {
+                    near.flush();
+                }
                 done.map_err(to_py)
             }
         }
@@ -285,6 +338,9 @@ impl Region {
     }
 
     pub fn close(&self, py: Python<'_>) {
+        if let Some(near) = &self.near {
+            near.stop();
+        }
         if let Some(b) = self.store.bytes() {
             py.detach(|| b.close());
         }
@@ -387,7 +443,7 @@ impl PyBackend {
     /// list of bytes; the first signs) sign what they store and read only
     /// values that verify.
     #[new]
-    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None, maxsize=None, max_bytes=None, sweep_interval=60.0, require_dir=true, retry_count=1, health_check_interval=30.0))]
+    #[pyo3(signature = (kind, path=None, *, url=None, socket_timeout=3.0, lock_timeout=10.0, fail_open=true, signing_keys=None, maxsize=None, max_bytes=None, sweep_interval=60.0, require_dir=true, retry_count=1, health_check_interval=30.0, near_cache=0, near_prefix=""))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
@@ -403,6 +459,8 @@ impl PyBackend {
         require_dir: bool,
         retry_count: u32,
         health_check_interval: f64,
+        near_cache: u64,
+        near_prefix: &str,
     ) -> PyResult<Self> {
         let signer = signing_keys
             .map(|keys| Signer::new(keys).map(Arc::new))
@@ -417,6 +475,7 @@ impl PyBackend {
                 )))
             }
         };
+        let mut near = None;
         let (store, kind) = match (kind, path, url) {
             ("memory", None, None) => {
                 let bounds = Bounds {
@@ -453,6 +512,7 @@ impl PyBackend {
                     ..RedisOptions::default()
                 };
                 let backend = RedisBackend::new(url, options).map_err(to_py)?;
+                near = Near::new(&backend, near_cache, near_prefix);
                 (Store::Redis(backend.with_signer(signer)), "redis")
             }
             ("file", _, _) => return Err(PyValueError::new_err("the file backend takes a path")),
@@ -461,7 +521,7 @@ impl PyBackend {
                 return Err(PyValueError::new_err(format!("unknown backend {other:?}")))
             }
         };
-        let region = Region::with_fail_open(store, fail_open);
+        let region = Region::with_near(store, fail_open, near);
         if let Store::Memory(_) = region.store {
             let weak: std::sync::Weak<dyn Sweep> = Arc::downgrade(&region) as _;
             sweep::watch(weak);
@@ -526,6 +586,26 @@ impl PyBackend {
     #[getter]
     fn nbytes(&self) -> Option<u64> {
         self.memory().map(MemoryStore::nbytes)
+    }
+
+    /// Entries a Redis backend's near cache holds now (0 when it has none;
+    /// None for other kinds).
+    #[getter]
+    fn near_size(&self) -> Option<u64> {
+        match &self.region.store {
+            Store::Redis(_) => Some(self.region.near.as_ref().map_or(0, Near::len)),
+            _ => None,
+        }
+    }
+
+    /// A Redis backend's near cache: `(capacity, tracking, flushes,
+    /// invalidations)`, None without one.
+    #[getter]
+    fn near_state(&self) -> Option<(u64, bool, u64, u64)> {
+        self.region.near.as_ref().map(|n| {
+            let (tracking, flushes, invalidations) = n.state();
+            (n.capacity(), tracking, flushes, invalidations)
+        })
     }
 
     /// Whether calls may wait on I/O (file, redis), so async callers run

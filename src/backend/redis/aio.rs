@@ -65,7 +65,7 @@ impl RedisBackend {
     /// on a broken connection is retried on a new connection, up to
     /// `retry_count` times; a timeout is not retried. A failed connection is
     /// dropped (the next call makes a new one).
-    async fn run_async<T, F>(&self, op: impl Fn(AsyncConn) -> F) -> Result<T>
+    pub(super) async fn run_async<T, F>(&self, op: impl Fn(AsyncConn) -> F) -> Result<T>
     where
         F: Future<Output = RedisResult<T>>,
     {

@@ -57,6 +57,8 @@ use parking_lot::Mutex;
 use redis::{ConnectionLike, RedisError, RedisResult, Script, Value};
 
 mod aio;
+mod expiring;
+pub mod near;
 mod topology;
 pub mod url;
 
@@ -269,12 +271,15 @@ struct Scripts {
     store_and_unlock: Script,
     compare_delete: Script,
     poll: Script,
+    /// The near cache's reads: with the key's remaining TTL.
+    expiring: expiring::Scripts,
 }
 
 /// A cache backend storing bytes in one Redis database. See the module
 /// documentation for the layout, pooling and timeouts.
 pub struct RedisBackend {
-    topology: Topology,
+    /// Shared with the near cache's tracking task.
+    topology: Arc<Topology>,
     /// Where the server is, without credentials, for error messages.
     target: String,
     options: RedisOptions,
@@ -304,7 +309,7 @@ impl RedisBackend {
     pub fn new(url: &str, options: RedisOptions) -> Result<Self> {
         let (topology, target) = url::parse(url, &options)?;
         Ok(Self {
-            topology,
+            topology: Arc::new(topology),
             target,
             options,
             pool: Mutex::new(Pool {
@@ -316,6 +321,7 @@ impl RedisBackend {
                 store_and_unlock: Script::new(STORE_AND_UNLOCK_LUA),
                 compare_delete: Script::new(COMPARE_DELETE_LUA),
                 poll: Script::new(POLL_LUA),
+                expiring: expiring::Scripts::new(),
             },
             no_unlink: AtomicBool::new(false),
             aio: Mutex::new(None),

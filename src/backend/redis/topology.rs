@@ -72,7 +72,7 @@ impl SentinelMaster {
     }
 
     /// [`SentinelMaster::client`] for the async face.
-    async fn client_async(&self) -> RedisResult<Client> {
+    pub(super) async fn client_async(&self) -> RedisResult<Client> {
         if let Some(client) = self.master.lock().clone() {
             return Ok(client);
         }

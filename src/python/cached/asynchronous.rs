@@ -21,6 +21,7 @@ use crate::key::HashedKey;
 use crate::protocol::{Event, Mode, Protocol, Step};
 use crate::python::aio;
 use crate::python::errors::CacheLockTimeout;
+use crate::python::near::Pass;
 use crate::python::region::Store;
 use crate::python::state;
 use crate::runtime;
@@ -50,6 +51,9 @@ pub enum AsyncStep {
 /// The outcome of a native step, set on the runtime's thread.
 enum Io {
     LookOrLock(crate::Result<GetOrLock>),
+    /// A look-or-lock of a region with a near cache: with the key's seconds
+    /// left, and whether (and how) what it found may be kept near.
+    LookOrLockNear(crate::Result<(GetOrLock, f64)>, Option<Pass>),
     Lock(crate::Result<Option<LockToken>>),
     Await(crate::Result<Option<Hit<Vec<u8>>>>),
     Discard(crate::Result<()>),
@@ -105,6 +109,10 @@ impl AsyncCall {
                 Store::Memory(_) => r.region.lookup(py, HashedKey::new(&key))?,
                 Store::File(_) => match r.region.lookup_nowait(py, HashedKey::new(&key)) {
                     Some(found) => found?,
+                    None => None,
+                },
+                Store::Redis(_) => match &r.region.near {
+                    Some(near) => near.lookup(py, HashedKey::new(&key)),
                     None => None,
                 },
                 _ => None,
@@ -196,6 +204,15 @@ impl AsyncCall {
                     continue;
                 }
             }
+            if let (Step::LookOrLock, Some(_)) = (st.step, &self.resolved.region.near) {
+                // A near entry is served inline, as a memory hit is.
+                if let Some(event) =
+                    cf.look_near(py, &self.resolved, self.hashed(), &mut st.held)?
+                {
+                    st.step = st.protocol.next(event);
+                    continue;
+                }
+            }
             let visible = self.visible(st.step);
             if let Some(v) = visible {
                 if v == AsyncStep::Run {
@@ -257,7 +274,9 @@ impl AsyncCall {
 /// task).
 fn release(resolved: &Resolved, key: &str, st: &mut State) {
     let token = st.token.take().or_else(|| match st.io.take() {
-        Some(Io::LookOrLock(Ok(GetOrLock::Locked(t)))) | Some(Io::Lock(Ok(Some(t)))) => Some(t),
+        Some(Io::LookOrLock(Ok(GetOrLock::Locked(t))))
+        | Some(Io::LookOrLockNear(Ok((GetOrLock::Locked(t), _)), _))
+        | Some(Io::Lock(Ok(Some(t)))) => Some(t),
         _ => None,
     });
     if let (Some(token), Store::Redis(_)) = (token, &resolved.region.store) {
@@ -363,6 +382,11 @@ impl AsyncCall {
             };
             Ok((step, token, st.held.unreadable.clone(), to_store))
         })?;
+        // Taken before the read is sent (see the near cache's guarantee).
+        let pass = match (step, &this.resolved.region.near) {
+            (Step::LookOrLock, Some(near)) => Some(near.pass(this.hashed())),
+            _ => None,
+        };
         let target = slf.clone().unbind();
         aio::spawn(
             py,
@@ -371,7 +395,12 @@ impl AsyncCall {
                     unreachable!("a native step on a region that is not Redis")
                 };
                 match step {
-                    Step::LookOrLock => Io::LookOrLock(redis.get_or_lock_async(&key).await),
+                    Step::LookOrLock => match pass {
+                        Some(pass) => {
+                            Io::LookOrLockNear(redis.get_or_lock_expiring_async(&key).await, pass)
+                        }
+                        None => Io::LookOrLock(redis.get_or_lock_async(&key).await),
+                    },
                     Step::Lock { .. } => Io::Lock(redis.try_lock_async(&key).await),
                     Step::AwaitValue { newer_than, wait } => {
                         Io::Await(redis.wait_for_newer_async(&key, newer_than, wait).await)
@@ -417,6 +446,15 @@ impl AsyncCall {
                 Io::LookOrLock(out) => {
                     cf.looked_or_locked(py, r, out, &mut st.held, &mut st.token)?
                 }
+                Io::LookOrLockNear(out, pass) => cf.looked_or_locked_near(
+                    py,
+                    r,
+                    self.hashed(),
+                    pass,
+                    out,
+                    &mut st.held,
+                    &mut st.token,
+                )?,
                 Io::Lock(Ok(Some(token))) => {
                     st.token = Some(token);
                     Event::Locked {

@@ -52,9 +52,22 @@ impl CachedFunction {
             Ok(match step {
                 Step::Look => this.look_local(py, r, key, &mut held)?,
                 Step::LookOrLock => {
-                    let redis = redis_of(r);
-                    let out = py.detach(|| redis.get_or_lock(key.text));
-                    this.looked_or_locked(py, r, out, &mut held, &mut token)?
+                    match (&r.region.near, this.look_near(py, r, key, &mut held)?) {
+                        (_, Some(event)) => event,
+                        (Some(near), None) => {
+                            let redis = redis_of(r);
+                            let pass = near.pass(key);
+                            let out = py.detach(|| redis.get_or_lock_expiring(key.text));
+                            this.looked_or_locked_near(
+                                py, r, key, pass, out, &mut held, &mut token,
+                            )?
+                        }
+                        (None, None) => {
+                            let redis = redis_of(r);
+                            let out = py.detach(|| redis.get_or_lock(key.text));
+                            this.looked_or_locked(py, r, out, &mut held, &mut token)?
+                        }
+                    }
                 }
                 Step::Lock { wait } => match &r.region.store {
                     Store::Redis(redis) => match py.detach(|| redis.try_lock(key.text)) {

@@ -303,6 +303,12 @@ impl CachedFunction {
                     this.stats.hit();
                     return Ok(v);
                 }
+            } else if let Some(near) = &r.region.near {
+                // A Redis region's near entry is served as a memory hit is.
+                if let Some((v, _)) = near.lookup(py, key) {
+                    this.stats.hit();
+                    return Ok(v);
+                }
             }
         }
         Self::call_through_protocol(slf, &r, key, &run, overwrite, positional, kwargs)

@@ -12,6 +12,7 @@ use crate::backend::Hit;
 use crate::key::HashedKey;
 use crate::protocol::{Event, Mode, Options, Shape};
 use crate::python::errors::to_py;
+use crate::python::near::Pass;
 use crate::python::region::Store;
 use crate::python::value::{dumps, loads};
 
@@ -187,6 +188,54 @@ impl CachedFunction {
             }
             Err(e) => r.region.degrade(py, to_py(e)).map(|_| Event::Unavailable),
         }
+    }
+
+    /// A Distributed look served by the region's near cache: the `Found`
+    /// event, with the value held; `None` without a near entry.
+    pub(super) fn look_near(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        key: HashedKey<'_>,
+        held: &mut Held,
+    ) -> PyResult<Option<Event>> {
+        let Some(near) = &r.region.near else {
+            return Ok(None);
+        };
+        match near.lookup(py, key) {
+            Some((value, created_at)) => {
+                Ok(Some(held.found(self, py, Found { value, created_at })?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// What a look-or-lock of a region with a near cache returned (with the
+    /// key's seconds left), as an event; a value found is kept near if the
+    /// read was sent under `pass`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn looked_or_locked_near(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        key: HashedKey<'_>,
+        pass: Option<Pass>,
+        out: crate::Result<(GetOrLock, f64)>,
+        held: &mut Held,
+        token: &mut Option<crate::backend::redis::LockToken>,
+    ) -> PyResult<Event> {
+        let (out, left) = match out {
+            Ok((found, left)) => (Ok(found), left),
+            Err(e) => (Err(e), 0.0),
+        };
+        let was_hit = matches!(out, Ok(GetOrLock::Hit(_)));
+        let event = self.looked_or_locked(py, r, out, held, token)?;
+        if let (true, Event::Found { .. }, Some(pass), Some(near), Some(found)) =
+            (was_hit, &event, pass, &r.region.near, &held.found)
+        {
+            near.keep(key, pass, found.value.bind(py), found.created_at, left);
+        }
+        Ok(event)
     }
 
     /// An I/O outcome that carries nothing but success: `ok`, or the

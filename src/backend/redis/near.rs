@@ -1,0 +1,505 @@
+//! The near cache: recently read Redis entries kept in process memory, as
+//! whatever value type the caller decodes them into, and kept coherent with
+//! the server by server-assisted invalidation (RESP3 `CLIENT TRACKING`).
+//!
+//! Tracking: one connection per near cache, in RESP3, runs `CLIENT TRACKING
+//! ON BCAST PREFIX <prefix>`: from then on the server pushes on it the name
+//! of every key under the prefix that any client writes, deletes, or that
+//! expires or is evicted (a `FLUSHALL` pushes a null: everything). The
+//! connections that read and write values are untouched (BCAST tracks by
+//! prefix, not by what a connection read), so with the near cache off
+//! nothing changes, and a read needs no bookkeeping on the server.
+//!
+//! The guarantee: an entry is only ever kept if no invalidation of its key
+//! (and no loss of the tracking connection) can have been missed between
+//! the moment its read was sent and the moment it is kept. A reader takes a
+//! [`Ticket`] before sending its read: the tracking session's epoch and the
+//! key's stamp (a counter, one per stripe of keys, bumped by every
+//! invalidation of a key of the stripe). The entry is kept only if both are
+//! unchanged when it is inserted, checked under the stripe's lock that
+//! invalidations take too (and under the gate a flush takes for writing),
+//! so an invalidation that arrived before the insert is never undone by it.
+//! No ticket is given while the tracking connection is not confirmed.
+//!
+//! Everything is flushed, and the epoch bumped, when the tracking
+//! connection drops or fails a health check (the server may have restarted
+//! or pushed invalidations we never read), when it is (re)established, after
+//! `fork` (the child has no tracking connection of its own yet), and on a
+//! `FLUSHALL`/`FLUSHDB`. Entries also expire locally at their Redis expiry
+//! (read with the value), a little early rather than late.
+//!
+//! The store is a bounded [`MemoryStore`] (W-TinyLFU, N entries). Values
+//! removed are dropped on the thread that removed them, which may be the
+//! runtime's thread handling a push: values that need care when dropped
+//! (Python objects) must tolerate that (PyO3 defers such releases).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
+use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+
+use super::topology::Topology;
+use crate::backend::memory::{Bounds, MemoryStore};
+use crate::clock::{now, now_coarse};
+use crate::key::HashedKey;
+
+/// Stripes of key stamps: invalidations of keys of one stripe only ever
+/// cost a concurrent read of another key of it its insert (a miss later).
+const STRIPES: usize = 4096;
+/// An entry expires locally this much before its Redis expiry: the hit path
+/// reads a coarse clock (a few ms behind), and the expiry is measured from
+/// before the read was sent.
+const EXPIRY_MARGIN: f64 = 0.02;
+/// The tracking connection is checked with a `PING` this often.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// Pauses between attempts to (re)establish the tracking connection.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Proof, taken before a read is sent, that nothing was missed until the
+/// value read is kept (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    epoch: u64,
+    stamp: u64,
+}
+
+/// The tracking session's state, which inserts read and flushes write.
+struct Gate {
+    /// Bumped by every flush; a ticket of an older epoch keeps nothing.
+    epoch: u64,
+    /// The session whose `CLIENT TRACKING` the server confirmed, if any.
+    session: Option<u64>,
+    /// The tracking task that should run: the fork generation it runs in
+    /// and its number (an older task, or one of another generation, ends).
+    task: Option<(u64, u64)>,
+    tasks: u64,
+    /// The latest session known lost (a loss may be reported before the
+    /// session is confirmed up: it must then never count as up).
+    lost: u64,
+}
+
+/// Entries of one Redis backend's keys under `prefix`, kept coherent with
+/// the server. See the module documentation.
+pub struct NearCache<V> {
+    store: MemoryStore<V>,
+    prefix: String,
+    capacity: u64,
+    stamps: Box<[Mutex<u64>]>,
+    gate: RwLock<Gate>,
+    /// The fork generation the entries belong to.
+    generation: AtomicU64,
+    sessions: AtomicU64,
+    /// Flushes since creation (tests and diagnostics).
+    flushes: AtomicU64,
+    /// Invalidation messages handled since creation.
+    invalidations: AtomicU64,
+    /// Wakes the tracking task when its session is lost.
+    lost: tokio::sync::Notify,
+}
+
+impl<V: Send + Sync + 'static> NearCache<V> {
+    /// A near cache of at most `capacity` entries of the keys starting with
+    /// `prefix` (all keys for an empty prefix). It starts tracking on the
+    /// first [`NearCache::ticket`].
+    pub fn new(capacity: u64, prefix: &str) -> Self {
+        let bounds = Bounds {
+            max_entries: Some(capacity.max(1)),
+            max_bytes: None,
+        };
+        Self {
+            // No sweeps: entries go when read expired, evicted or invalidated.
+            store: MemoryStore::with_bounds(bounds, f64::INFINITY),
+            prefix: prefix.to_owned(),
+            capacity,
+            stamps: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            gate: RwLock::new(Gate {
+                epoch: 0,
+                session: None,
+                task: None,
+                tasks: 0,
+                lost: 0,
+            }),
+            generation: AtomicU64::new(crate::fork::generation()),
+            sessions: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+            lost: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The most entries kept.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Entries held now (expired ones not yet removed included).
+    pub fn len(&self) -> u64 {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whole flushes so far (connection lost or re-established, fork,
+    /// `FLUSHALL`, a local clear).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Invalidation messages received so far.
+    pub fn invalidations(&self) -> u64 {
+        self.invalidations.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server confirmed tracking and it has not been lost since.
+    pub fn tracking(&self) -> bool {
+        self.gate.read().session.is_some()
+    }
+
+    /// Whether `key` is one this cache may hold.
+    #[inline]
+    pub fn covers(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix)
+    }
+
+    #[inline]
+    fn stripe(&self, key: HashedKey<'_>) -> &Mutex<u64> {
+        // The low bits: the store shards on the middle ones.
+        &self.stamps[key.hash as usize % STRIPES]
+    }
+
+    /// A live entry of `key`: `f(value, created_at)` runs under the store's
+    /// lock (clone a handle, nothing more). An expired entry is removed and
+    /// handed back to drop. Nothing is found in a forked child until its own
+    /// tracking is up.
+    #[inline]
+    pub fn get_with<R>(
+        &self,
+        key: HashedKey<'_>,
+        f: impl FnOnce(&V, f64) -> R,
+    ) -> (Option<R>, Option<V>) {
+        let generation = crate::fork::generation();
+        if self.generation.load(Ordering::Relaxed) != generation {
+            self.forked(generation);
+            return (None, None);
+        }
+        self.store.get_with(key, now_coarse(), f)
+    }
+
+    /// In a forked child: forget the parent's entries and tracking.
+    #[cold]
+    fn forked(&self, generation: u64) {
+        let mut gate = self.gate.write();
+        if self.generation.load(Ordering::Relaxed) == generation {
+            return;
+        }
+        gate.session = None;
+        gate.task = None;
+        self.flush_locked(&mut gate);
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Before sending a read of `key`: the ticket to keep its value with, or
+    /// `None` if it cannot be kept (not a key of this cache, or tracking is
+    /// not confirmed). Starts tracking (on `redis`'s topology) if it does
+    /// not run in this process yet.
+    pub fn ticket(self: &Arc<Self>, key: HashedKey<'_>, source: &TrackingSource) -> Option<Ticket> {
+        if !self.covers(key.text) {
+            return None;
+        }
+        let generation = crate::fork::generation();
+        if self.generation.load(Ordering::Relaxed) != generation {
+            self.forked(generation);
+        }
+        let epoch = {
+            let gate = self.gate.read();
+            if gate.task.is_some_and(|(g, _)| g == generation) {
+                gate.session?;
+                gate.epoch
+            } else {
+                drop(gate);
+                self.start_tracking(generation, source);
+                return None;
+            }
+        };
+        let stamp = *self.stripe(key).lock();
+        Some(Ticket { epoch, stamp })
+    }
+
+    /// Keep `value` (weighing `weight`) for `key`, read under `ticket`, for
+    /// `ttl_left` seconds from `read_at` (when the read was sent), unless
+    /// anything was invalidated meanwhile. Returns what was not kept or was
+    /// removed, to drop.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &self,
+        key: HashedKey<'_>,
+        ticket: Ticket,
+        value: V,
+        weight: u64,
+        created_at: f64,
+        read_at: f64,
+        ttl_left: f64,
+    ) -> Vec<V> {
+        let expires_at = read_at + ttl_left - EXPIRY_MARGIN;
+        if !(expires_at > now()) {
+            return vec![value];
+        }
+        let gate = self.gate.read();
+        if gate.epoch != ticket.epoch || gate.session.is_none() {
+            return vec![value];
+        }
+        let stamp = self.stripe(key).lock();
+        if *stamp != ticket.stamp {
+            return vec![value];
+        }
+        self.store
+            .insert(key, value, weight, created_at, expires_at)
+    }
+
+    /// Drop the entry of `key` and make reads of it under tickets taken so
+    /// far keep nothing: the server invalidated it, or this process just
+    /// wrote it.
+    pub fn invalidate(&self, key: HashedKey<'_>) -> Option<V> {
+        let mut stamp = self.stripe(key).lock();
+        *stamp = stamp.wrapping_add(1);
+        let removed = self.store.remove(key, 0.0).map(|(v, _)| v);
+        drop(stamp);
+        removed
+    }
+
+    /// Drop every entry and make every ticket taken so far keep nothing.
+    pub fn flush(&self) -> Vec<V> {
+        let mut gate = self.gate.write();
+        self.flush_locked(&mut gate)
+    }
+
+    fn flush_locked(&self, gate: &mut Gate) -> Vec<V> {
+        gate.epoch += 1;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.store.remove_matching(None, 0.0).1
+    }
+
+    /// Spawn the tracking task for this process, once per generation.
+    #[cold]
+    fn start_tracking(self: &Arc<Self>, generation: u64, source: &TrackingSource) {
+        let task = {
+            let mut gate = self.gate.write();
+            if gate.task.is_some_and(|(g, _)| g == generation) {
+                return;
+            }
+            gate.tasks += 1;
+            let task = (generation, gate.tasks);
+            gate.task = Some(task);
+            task
+        };
+        let weak = Arc::downgrade(self);
+        let source = source.clone();
+        crate::runtime::handle().spawn(track(weak, source, task));
+    }
+
+    /// Stop tracking and drop every entry (the backend is being closed);
+    /// the next [`NearCache::ticket`] starts tracking again.
+    pub fn stop(&self) -> Vec<V> {
+        let mut gate = self.gate.write();
+        gate.task = None;
+        gate.session = None;
+        self.lost.notify_one();
+        self.flush_locked(&mut gate)
+    }
+
+    /// Whether `task` is the tracking task that should run.
+    fn runs(&self, task: (u64, u64)) -> bool {
+        self.gate.read().task == Some(task) && crate::fork::generation() == task.0
+    }
+
+    /// The server confirmed tracking for `session` of `task`: start afresh
+    /// under it. False if the session was lost (or the task stopped)
+    /// meanwhile.
+    fn up(&self, session: u64, task: (u64, u64)) -> bool {
+        let mut gate = self.gate.write();
+        let alive = gate.lost < session && gate.task == Some(task);
+        if alive {
+            gate.session = Some(session);
+        }
+        drop(self.flush_locked(&mut gate));
+        alive
+    }
+
+    /// `session` was lost (or may have missed a message): flush.
+    fn down(&self, session: u64) -> Vec<V> {
+        let mut gate = self.gate.write();
+        gate.lost = gate.lost.max(session);
+        if gate.session == Some(session) {
+            gate.session = None;
+            self.lost.notify_one();
+        }
+        self.flush_locked(&mut gate)
+    }
+
+    /// One push of `session`'s connection.
+    fn pushed(&self, session: u64, push: PushInfo) {
+        match push.kind {
+            PushKind::Invalidate => {
+                self.invalidations.fetch_add(1, Ordering::Relaxed);
+                match push.data.into_iter().next() {
+                    Some(Value::Array(keys)) | Some(Value::Set(keys)) => {
+                        for key in keys {
+                            let key = match key {
+                                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                                Value::SimpleString(s) => s,
+                                _ => continue,
+                            };
+                            drop(self.invalidate(HashedKey::new(&key)));
+                        }
+                    }
+                    // A null: the whole database was flushed.
+                    _ => drop(self.flush()),
+                }
+            }
+            PushKind::Disconnection => drop(self.down(session)),
+            _ => {}
+        }
+    }
+}
+
+/// What the tracking task connects to: the backend's topology, and its
+/// bound on every connect and round trip.
+#[derive(Clone)]
+pub struct TrackingSource {
+    pub(super) topology: Arc<Topology>,
+    pub(super) timeout: Option<Duration>,
+}
+
+/// Hands a connection's pushes to its near cache, as they are read.
+struct Pushes<V> {
+    near: Weak<NearCache<V>>,
+    session: u64,
+}
+
+impl<V: Send + Sync + 'static> AsyncPushSender for Pushes<V> {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        match self.near.upgrade() {
+            Some(near) => {
+                near.pushed(self.session, info);
+                Ok(())
+            }
+            None => Err(SendError),
+        }
+    }
+}
+
+/// The RESP3 client of the server the topology's reads go to now.
+async fn tracking_client(topology: &Topology) -> redis::RedisResult<Option<Client>> {
+    let client = match topology {
+        Topology::Single(client) => client.clone(),
+        Topology::Sentinel(master) => master.client_async().await?,
+        // Tracking per node is not done yet: no near cache on a cluster.
+        Topology::Cluster(_) => return Ok(None),
+    };
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings)).map(Some)
+}
+
+/// Connect session `session` and have the server confirm tracking on it.
+async fn open_session<V: Send + Sync + 'static>(
+    near: &Weak<NearCache<V>>,
+    source: &TrackingSource,
+    prefix: &str,
+    session: u64,
+) -> redis::RedisResult<Option<MultiplexedConnection>> {
+    let Some(client) = tracking_client(&source.topology).await? else {
+        return Ok(None);
+    };
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(source.timeout)
+        .set_response_timeout(source.timeout)
+        .set_push_sender(Pushes {
+            near: near.clone(),
+            session,
+        });
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("TRACKING").arg("ON").arg("BCAST");
+    if !prefix.is_empty() {
+        cmd.arg("PREFIX").arg(prefix);
+    }
+    let _: () = cmd.query_async(&mut conn).await?;
+    Ok(Some(conn))
+}
+
+/// The tracking task of one near cache in one process: keep a confirmed
+/// tracking connection, flushing the cache whenever one is lost, until the
+/// near cache is gone or the process forked.
+async fn track<V: Send + Sync + 'static>(
+    near: Weak<NearCache<V>>,
+    source: TrackingSource,
+    task: (u64, u64),
+) {
+    let mut pause = RETRY_FIRST;
+    loop {
+        let (session, prefix) = match near.upgrade() {
+            Some(n) if n.runs(task) => (
+                n.sessions.fetch_add(1, Ordering::Relaxed) + 1,
+                n.prefix.clone(),
+            ),
+            _ => return,
+        };
+        let opened = open_session(&near, &source, &prefix, session).await;
+        if let Err(e) = &opened {
+            // Reads go on without the near cache; they report the outage.
+            log::debug!("near cache: tracking connection failed: {e}");
+            source.topology.failed(e);
+        }
+        let mut conn = match opened {
+            Ok(Some(conn)) => conn,
+            Ok(None) => return,
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        match near.upgrade() {
+            Some(n) if n.runs(task) => {
+                if !n.up(session, task) {
+                    continue;
+                }
+            }
+            _ => return,
+        }
+        pause = RETRY_FIRST;
+        // Health: a PING answered within the timeout, every second. A
+        // dropped connection reports itself at once (a Disconnection push).
+        loop {
+            let Some(n) = near.upgrade() else { return };
+            // Woken at once when a Disconnection push ended the session.
+            let _ = tokio::time::timeout(HEALTH_EVERY, n.lost.notified()).await;
+            if !n.runs(task) {
+                return;
+            }
+            if n.gate.read().session != Some(session) {
+                break;
+            }
+            drop(n);
+            let pong: redis::RedisResult<Value> = redis::cmd("PING").query_async(&mut conn).await;
+            if pong.is_err() {
+                if let Some(n) = near.upgrade() {
+                    drop(n.down(session));
+                }
+                break;
+            }
+        }
+    }
+}

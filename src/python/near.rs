@@ -1,0 +1,140 @@
+//! A Redis region's near cache (`redis_near_cache`), holding Python values
+//! in the memory store's form ([`Stored`]: shared, a template copied per
+//! hit, or a pickle), so a near hit costs what a memory hit costs. The
+//! coherence rules are the core's (`crate::backend::redis::near`); this only
+//! turns values into the stored form and back.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use super::value::Stored;
+use crate::backend::redis::near::{NearCache, Ticket, TrackingSource};
+use crate::backend::redis::RedisBackend;
+use crate::clock::now;
+use crate::key::HashedKey;
+
+pub struct Near {
+    cache: Arc<NearCache<Stored>>,
+    source: TrackingSource,
+}
+
+/// Permission to keep what a read returns: its ticket, and when the read
+/// was sent (the key's remaining TTL counts from then).
+#[derive(Clone, Copy)]
+pub struct Pass {
+    ticket: Ticket,
+    read_at: f64,
+}
+
+impl Near {
+    /// A near cache of `capacity` entries of `redis`'s keys under `prefix`;
+    /// `None` when `capacity` is 0 or the backend is a cluster (tracking
+    /// per node is not done yet).
+    pub fn new(redis: &RedisBackend, capacity: u64, prefix: &str) -> Option<Self> {
+        if capacity == 0 {
+            return None;
+        }
+        if redis.is_cluster() {
+            log::warn!(
+                "redis_near_cache is not supported on a Redis Cluster yet: \
+                 {} reads go to the cluster every time",
+                redis.target()
+            );
+            return None;
+        }
+        Some(Self {
+            cache: Arc::new(NearCache::new(capacity, prefix)),
+            source: redis.tracking_source(),
+        })
+    }
+
+    /// The value kept for `key` and its `created_at`, copied as a memory
+    /// hit is.
+    #[inline]
+    pub fn lookup(&self, py: Python<'_>, key: HashedKey<'_>) -> Option<(Py<PyAny>, f64)> {
+        let (found, dead) = self
+            .cache
+            .get_with(key, |v, created| (v.fetch(py), created));
+        drop(dead);
+        let (fetched, created) = found?;
+        match fetched.into_value(py) {
+            Ok(v) => Some((v, created)),
+            Err(_) => {
+                // Unpickling failed (it worked when read): read it afresh.
+                drop(self.cache.invalidate(key));
+                None
+            }
+        }
+    }
+
+    /// Before sending a read of `key`: whether, and under what ticket, its
+    /// value may be kept.
+    pub fn pass(&self, key: HashedKey<'_>) -> Option<Pass> {
+        let read_at = now();
+        let ticket = self.cache.ticket(key, &self.source)?;
+        Some(Pass { ticket, read_at })
+    }
+
+    /// Keep `value` (just read under `pass`, `left` seconds to live in
+    /// Redis) for `key`. A value that cannot be prepared is not kept.
+    pub fn keep(
+        &self,
+        key: HashedKey<'_>,
+        pass: Pass,
+        value: &Bound<'_, PyAny>,
+        created_at: f64,
+        left: f64,
+    ) {
+        if left <= 0.0 {
+            return;
+        }
+        let Ok((stored, weight)) = Stored::prepare(value) else {
+            return;
+        };
+        drop(self.cache.insert(
+            key,
+            pass.ticket,
+            stored,
+            weight,
+            created_at,
+            pass.read_at,
+            left,
+        ));
+    }
+
+    /// This process wrote or deleted `key`: never serve what was kept.
+    pub fn forget(&self, key: HashedKey<'_>) {
+        drop(self.cache.invalidate(key));
+    }
+
+    /// The backend is being closed: stop tracking, drop everything.
+    pub fn stop(&self) {
+        drop(self.cache.stop());
+    }
+
+    /// This process cleared keys: drop everything.
+    pub fn flush(&self) {
+        drop(self.cache.flush());
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> u64 {
+        self.cache.len()
+    }
+
+    /// The most entries held.
+    pub fn capacity(&self) -> u64 {
+        self.cache.capacity()
+    }
+
+    /// `(tracking, flushes, invalidations)`: whether the server confirmed
+    /// tracking, whole flushes and invalidation messages so far.
+    pub fn state(&self) -> (bool, u64, u64) {
+        (
+            self.cache.tracking(),
+            self.cache.flushes(),
+            self.cache.invalidations(),
+        )
+    }
+}
