@@ -10,6 +10,9 @@ use super::{as_int, into_items, GetOrLock, LockToken, RedisBackend, GET_OR_LOCK_
 use crate::backend::{Backend, Hit};
 use crate::error::Result;
 
+/// A value read, with the seconds its key has left.
+type Expiring = Option<(Hit<Vec<u8>>, f64)>;
+
 /// `{value, pttl}` for a cachu value, `0` for no value, `1` for anything
 /// else (read again by the plain `get`, which removes it).
 const GET_LUA: &str = r"
@@ -76,36 +79,14 @@ impl RedisBackend {
     }
 
     /// [`Backend::get`], with the seconds the key has left.
-    pub fn get_expiring(&self, key: &str) -> Result<Option<(Hit<Vec<u8>>, f64)>> {
+    pub fn get_expiring(&self, key: &str) -> Result<Expiring> {
         let reply = self.run(|c| self.scripts.expiring.get.key(key).invoke::<Value>(c))?;
         self.read_expiring(key, reply)
             .unwrap_or_else(|| Ok(Backend::get(self, key)?.map(|hit| (hit, 0.0))))
     }
 
-    /// Async [`RedisBackend::get_expiring`].
-    pub async fn get_expiring_async(&self, key: &str) -> Result<Option<(Hit<Vec<u8>>, f64)>> {
-        let reply: Value = self
-            .run_async(|mut c| async move {
-                self.scripts
-                    .expiring
-                    .get
-                    .key(key)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        match self.read_expiring(key, reply) {
-            Some(out) => out,
-            None => Ok(self.get_async(key).await?.map(|hit| (hit, 0.0))),
-        }
-    }
-
     /// The reply of the get script; `None` for a value to read the plain way.
-    fn read_expiring(
-        &self,
-        key: &str,
-        reply: Value,
-    ) -> Option<Result<Option<(Hit<Vec<u8>>, f64)>>> {
+    fn read_expiring(&self, key: &str, reply: Value) -> Option<Result<Expiring>> {
         match reply {
             Value::Int(0) => Some(Ok(None)),
             Value::Array(mut items) if items.len() == 2 => {

@@ -247,7 +247,8 @@ impl<V: Send + Sync + 'static> NearCache<V> {
         ttl_left: f64,
     ) -> Vec<V> {
         let expires_at = read_at + ttl_left - EXPIRY_MARGIN;
-        if !(expires_at > now()) {
+        // Also true for NaN: nothing sure to live is kept.
+        if expires_at.partial_cmp(&now()) != Some(std::cmp::Ordering::Greater) {
             return vec![value];
         }
         let gate = self.gate.read();
@@ -501,5 +502,147 @@ async fn track<V: Send + Sync + 'static>(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A near cache whose tracking is confirmed, without a server.
+    fn tracking(capacity: u64) -> NearCache<u32> {
+        let near = NearCache::new(capacity, "5m:");
+        let task = (crate::fork::generation(), 1);
+        near.gate.write().task = Some(task);
+        assert!(near.up(1, task));
+        near
+    }
+
+    fn ticket(near: &NearCache<u32>, key: HashedKey<'_>) -> Ticket {
+        let gate = near.gate.read();
+        assert!(gate.session.is_some());
+        Ticket {
+            epoch: gate.epoch,
+            stamp: *near.stripe(key).lock(),
+        }
+    }
+
+    fn keep(near: &NearCache<u32>, key: HashedKey<'_>, t: Ticket, v: u32) -> bool {
+        near.insert(key, t, v, 1, now(), now(), 60.0).is_empty() && found(near, key) == Some(v)
+    }
+
+    fn found(near: &NearCache<u32>, key: HashedKey<'_>) -> Option<u32> {
+        near.get_with(key, |v, _| *v).0
+    }
+
+    #[test]
+    fn keeps_what_nothing_invalidated() {
+        let near = tracking(10);
+        let key = HashedKey::new("5m:f|x=1");
+        let t = ticket(&near, key);
+        assert!(keep(&near, key, t, 1));
+        assert_eq!(near.len(), 1);
+    }
+
+    #[test]
+    fn an_invalidation_before_the_insert_wins() {
+        // The read returned v1; the invalidation of v2's write arrived
+        // before v1 was kept: v1 must not be kept.
+        let near = tracking(10);
+        let key = HashedKey::new("5m:f|x=1");
+        let t = ticket(&near, key);
+        let _ = near.invalidate(key);
+        assert!(!keep(&near, key, t, 1));
+        assert_eq!(found(&near, key), None);
+        // A read sent after the invalidation is kept.
+        let t = ticket(&near, key);
+        assert!(keep(&near, key, t, 2));
+        // And a later invalidation removes it.
+        let _ = near.invalidate(key);
+        assert_eq!(found(&near, key), None);
+    }
+
+    #[test]
+    fn a_lost_session_or_flush_voids_every_ticket() {
+        let near = tracking(10);
+        let key = HashedKey::new("5m:f|x=1");
+        let t = ticket(&near, key);
+        let _ = near.down(1);
+        assert!(!near.tracking());
+        assert!(!keep(&near, key, t, 1));
+        // A session lost before it was confirmed never counts as up.
+        let task = (crate::fork::generation(), 1);
+        let _ = near.down(2);
+        assert!(!near.up(2, task));
+        assert!(near.up(3, task));
+        let t = ticket(&near, key);
+        assert!(keep(&near, key, t, 1));
+        let t2 = ticket(&near, key);
+        let _ = near.flush();
+        assert_eq!(found(&near, key), None);
+        assert!(!keep(&near, key, t2, 2));
+        // Stopping voids tickets too, and the session.
+        let t3 = ticket(&near, key);
+        let _ = near.stop();
+        assert!(!near.tracking());
+        assert!(!keep(&near, key, t3, 3));
+    }
+
+    #[test]
+    fn expires_with_the_server_and_stays_bounded() {
+        let near = tracking(3);
+        let key = HashedKey::new("5m:f|x=1");
+        let t = ticket(&near, key);
+        // Already expired (read long ago): not kept.
+        let kept = near.insert(key, t, 1, 1, now(), now() - 10.0, 5.0);
+        assert_eq!(kept, vec![1]);
+        let t = ticket(&near, key);
+        drop(near.insert(key, t, 1, 1, now(), now(), 0.01));
+        assert_eq!(found(&near, key), None, "expires a margin early");
+        for i in 0..100 {
+            let text = format!("5m:f|x={i}");
+            let k = HashedKey::new(&text);
+            let t = ticket(&near, k);
+            drop(near.insert(k, t, i, 1, now(), now(), 60.0));
+        }
+        assert!(near.len() <= 3);
+        assert!(near.covers("5m:f|x=1") && !near.covers("lock:5m:f|x=1"));
+    }
+
+    #[test]
+    fn pushes_invalidate_keys_or_everything() {
+        let near = tracking(10);
+        let a = HashedKey::new("5m:a");
+        let b = HashedKey::new("5m:b");
+        for k in [a, b] {
+            let t = ticket(&near, k);
+            assert!(keep(&near, k, t, 1));
+        }
+        near.pushed(
+            1,
+            PushInfo {
+                kind: PushKind::Invalidate,
+                data: vec![Value::Array(vec![Value::BulkString(b"5m:a".to_vec())])],
+            },
+        );
+        assert_eq!(found(&near, a), None);
+        assert_eq!(found(&near, b), Some(1));
+        near.pushed(
+            1,
+            PushInfo {
+                kind: PushKind::Invalidate,
+                data: vec![Value::Nil],
+            },
+        );
+        assert_eq!(found(&near, b), None);
+        assert_eq!(near.invalidations(), 2);
+        near.pushed(
+            1,
+            PushInfo {
+                kind: PushKind::Disconnection,
+                data: vec![],
+            },
+        );
+        assert!(!near.tracking());
     }
 }
