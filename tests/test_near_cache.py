@@ -20,9 +20,8 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 import cachu
+import pytest
 from cachu.operations import cached_function
 
 #: Upper bound on any wait for an invalidation or a reconnection.
@@ -53,7 +52,7 @@ def poll(fn, what: str, bound: float = BOUND):
 
 
 def state(backend):
-    capacity, tracking, flushes, invalidations = backend.near_state
+    _capacity, tracking, flushes, invalidations = backend.near_state
     return {"tracking": tracking, "flushes": flushes, "invalidations": invalidations}
 
 
@@ -224,7 +223,7 @@ def test_own_writes_are_seen_at_once(near, r):
 
 
 def test_client_kill_then_change_never_serves_the_old_value(near, r):
-    f, src, backend = near
+    f, _src, backend = near
     warm(f, backend, 5)
     before = state(backend)["flushes"]
     key = f._key(x=5)
@@ -275,7 +274,7 @@ def libc_fork() -> int:
 
 @pytest.mark.parametrize("fork", [os.fork, libc_fork], ids=["os.fork", "libc fork"])
 def test_a_forked_child_never_serves_the_parents_entries(near, r, server, fork):
-    f, src, backend = near
+    f, _src, backend = near
     warm(f, backend, 7)
     key = f._key(x=7)
     read, write = os.pipe()
@@ -347,7 +346,7 @@ def test_local_expiry_without_an_invalidation(own_server, pkg):
 
 
 def test_validate_and_tags_still_apply(near, r, server, pkg):
-    f, src, backend = near
+    _f, _src, backend = near
     verdict = {"ok": True}
     g_src = Source()
     g = cached(g_src, tag="t", validate=lambda entry: verdict["ok"])
@@ -365,7 +364,7 @@ def test_validate_and_tags_still_apply(near, r, server, pkg):
 
 
 def test_async_calls(near, r):
-    f, src, backend = near
+    _f, _src, backend = near
     a_src = Source()
 
     async def asource(x):
