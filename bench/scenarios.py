@@ -161,9 +161,19 @@ SCENARIOS = [
         "kind": "slow_miss",
         "impls": ["cachu", "redis.asyncio SET+pickle", "cashews"],
     },
+    # redis_near_cache: a Redis hit served from process memory (the bar: at
+    # most 2x a memory hit), beside a memory hit and a plain Redis hit, both
+    # ours, in the peers worker; the near row also counts the commands Redis
+    # ran meanwhile (expected: none).
+    {
+        "name": "near-cache hit",
+        "groups": ("near", "redis"),
+        "kind": "hit",
+        "impls": ["cachu", "ours, memory hit", "ours, redis hit, near cache off"],
+    },
 ]
 SCENARIO_BY_NAME = {s["name"]: s for s in SCENARIOS}
-GROUPS = ["memory", "async", "file", "redis"]
+GROUPS = ["memory", "async", "file", "redis", "near"]
 
 
 def selected(scenario, groups):
@@ -898,6 +908,72 @@ class CachuRedisMiss(MissCase):
         return _cachu_sync(self.env, self.counted(user), "bench_redis_miss", "redis")
 
 
+# -- near cache (redis_near_cache) -------------------------------------------
+
+#: The near-cache rows' own package, so no other row gets a near cache.
+NEAR_PACKAGE = "bench_near"
+NEAR_NOTE = "redis commands per 100k near hits: "
+
+
+def redis_commands(client):
+    """Commands the server ran so far, minus INFO (this count's own) and
+    PING (the tracking connection's health check, once a second)."""
+    stats = client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_ping"))
+
+
+class CachuNearHit(HitCase):
+    """Redis hits served by the near cache (1024 entries)."""
+
+    def build(self):
+        import cachu
+
+        cachu.configure(
+            package=NEAR_PACKAGE, redis_url=self.env.need_redis_url(), redis_near_cache=1024
+        )
+        body = self.counted(user)
+        body.__name__ = body.__qualname__ = "bench_near_hit"
+        return cachu.cache(ttl=TTL, backend="redis", package=NEAR_PACKAGE)(body)
+
+    def setup(self):
+        import cachu
+
+        super().setup()
+        # Tracking comes up in the background: call until every key is near.
+        backend = cachu.get_backend("redis", NEAR_PACKAGE, ttl=TTL)
+        deadline = time.monotonic() + 30
+        while backend.near_size < NKEYS:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the near cache holds {backend.near_size} of {NKEYS} keys")
+            time.sleep(0.01)
+            for k in KEYS:
+                self.fn(k)
+
+    def run(self, n):
+        client = self.env.redis_client()
+        before = redis_commands(client)
+        ns = super().run(n)
+        ran = redis_commands(client) - before
+        calls = max(1, n // NKEYS) * NKEYS
+        self.env.notes.append(f"{NEAR_NOTE}{ran * 100_000 / calls:.1f}")
+        return ns
+
+
+class CachuPeersMemHit(HitCase):
+    """Ours, a memory hit, in the peers worker beside the near rows."""
+
+    def build(self):
+        return _cachu_sync(self.env, self.counted(user), "bench_near_row_mem_hit", "memory")
+
+
+class CachuPeersRedisHit(HitCase):
+    """Ours, a plain Redis hit (no near cache), in the peers worker."""
+
+    def build(self):
+        self.env.configure_redis()
+        return _cachu_sync(self.env, self.counted(user), "bench_near_row_redis_hit", "redis")
+
+
 class RawRedisGet(HitCase):
     """The 'bare GET round trip': redis-py GET of a pickled dict, then unpickle."""
 
@@ -1014,6 +1090,9 @@ CASES = {
     ("async redis miss + store", "cachu"): CachuAsyncRedisMiss,
     ("async redis miss + store", "redis.asyncio SET+pickle"): RawAsyncRedisSet,
     ("async redis miss + store", "cashews"): CashewsAsyncRedisMiss,
+    ("near-cache hit", "cachu"): CachuNearHit,
+    ("near-cache hit", "ours, memory hit"): CachuPeersMemHit,
+    ("near-cache hit", "ours, redis hit, near cache off"): CachuPeersRedisHit,
 }
 
 
