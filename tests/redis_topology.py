@@ -119,9 +119,15 @@ class Cluster:
     """A Redis Cluster of ``masters`` masters with one replica each;
     ``tls`` (``{'cert', 'key', 'ca'}`` paths, the certificate made by
     :func:`make_node_cert`) makes every node, and the cluster bus, speak TLS
-    only."""
+    only; ``node_timeout_ms`` is how long a node may be unreachable before
+    its replica takes over."""
 
-    def __init__(self, masters: int = 3, tls: dict | None = None) -> None:
+    def __init__(
+        self,
+        masters: int = 3,
+        tls: dict | None = None,
+        node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS,
+    ) -> None:
         self.tls = tls
         self.nodes: list[RedisServer] = []
         tls_args = ("--tls-cluster", "yes", "--tls-replication", "yes") if tls else ()
@@ -137,7 +143,7 @@ class Cluster:
                         "--cluster-config-file",
                         "nodes.conf",
                         "--cluster-node-timeout",
-                        str(CLUSTER_NODE_TIMEOUT_MS),
+                        str(node_timeout_ms),
                         # A replica takes over however long it was cut off.
                         "--cluster-replica-validity-factor",
                         "0",
@@ -308,11 +314,17 @@ class Cluster:
 
 
 class Sentinels:
-    """A master, one replica, and 3 sentinels watching them as ``SERVICE``."""
+    """A master, one replica, and 3 sentinels watching them as ``SERVICE``;
+    ``tls`` (as for ``Cluster``) makes the master and the replica speak TLS
+    only, replication and the sentinels' connections to them included (the
+    sentinels themselves answer in plain text, as ``rediss+sentinel://``
+    expects)."""
 
-    def __init__(self) -> None:
-        self.master = RedisServer()
-        self.replica = RedisServer()
+    def __init__(self, tls: dict | None = None) -> None:
+        self.tls = tls
+        data_args = ("--tls-replication", "yes") if tls else ()
+        self.master = RedisServer(tls=tls, extra_args=data_args)
+        self.replica = RedisServer(tls=tls, extra_args=data_args)
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinel_procs: list[subprocess.Popen | None] = [None, None, None]
         self.workdir = short_tmpdir("cs")
@@ -320,6 +332,8 @@ class Sentinels:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        if self.tls:
+            return f"rediss+sentinel://{hosts}/{SERVICE}/0?ssl_ca_certs={self.tls['ca']}"
         return f"redis+sentinel://{hosts}/{SERVICE}/0"
 
     def sentinel_client(self, i: int = 0) -> redis.Redis:
@@ -361,6 +375,13 @@ class Sentinels:
                 f"sentinel failover-timeout {SERVICE} 10000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
+            if self.tls:
+                f.write(
+                    "tls-replication yes\n"
+                    f"tls-cert-file {self.tls['cert']}\n"
+                    f"tls-key-file {self.tls['key']}\n"
+                    f"tls-ca-cert-file {self.tls['ca']}\n"
+                )
         self.sentinel_procs[i] = subprocess.Popen(
             [redis_server_binary(), conf, "--sentinel"],
             stdin=subprocess.DEVNULL,
@@ -371,7 +392,7 @@ class Sentinels:
     def start(self) -> Sentinels:
         try:
             self.master.start()
-            self.replica.extra_args = ("--replicaof", "127.0.0.1", str(self.master.port))
+            self.replica.extra_args += ("--replicaof", "127.0.0.1", str(self.master.port))
             self.replica.start()
             for i in range(3):
                 self._start_sentinel(i)

@@ -47,13 +47,14 @@ def sentinels(sentinels_session):
 
 @pytest.fixture
 def own_cluster():
-    """A cluster of the test's own (it may kill nodes): ``own_cluster()``."""
+    """A cluster of the test's own (it may kill nodes): ``own_cluster()``,
+    or ``own_cluster(node_timeout_ms=...)`` (see ``Cluster``)."""
     from cachu.decorator import clear_backends
 
     made = []
 
-    def make():
-        c = Cluster().start()
+    def make(**options):
+        c = Cluster(**options).start()
         made.append(c)
         return c
 
