@@ -292,8 +292,13 @@ def make_ca(directory: str, name: str) -> dict:
     return {"cert": cert, "key": key}
 
 
-def make_server_cert(directory: str, ca: dict, name: str = "server") -> dict:
-    """A server certificate for 127.0.0.1 / localhost signed by ``ca``."""
+def make_server_cert(
+    directory: str, ca: dict, name: str = "server", *, client_auth: bool = False
+) -> dict:
+    """A server certificate for 127.0.0.1 / localhost signed by ``ca``;
+    ``client_auth`` lets the server present it as a client too (a cluster
+    node to the others over the bus, a replica to its master, a sentinel to
+    what it watches)."""
     cert = os.path.join(directory, f"{name}.pem")
     key = os.path.join(directory, f"{name}.key")
     csr = os.path.join(directory, f"{name}.csr")
@@ -302,7 +307,7 @@ def make_server_cert(directory: str, ca: dict, name: str = "server") -> dict:
         f.write(
             "basicConstraints = CA:FALSE\n"
             "keyUsage = critical, digitalSignature, keyEncipherment\n"
-            "extendedKeyUsage = serverAuth\n"
+            f"extendedKeyUsage = serverAuth{', clientAuth' if client_auth else ''}\n"
             "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
         )
     _openssl(
@@ -362,3 +367,20 @@ def redis_supports_tls() -> tuple[bool, str]:
     if "not built with TLS" in text or "Unrecognized option" in text or "Bad directive" in text:
         return False, f"redis-server has no TLS support: {text.strip()[-300:]}"
     return True, ""
+
+
+def tls_material(directory: str) -> dict:
+    """What a TLS-only topology of servers needs, made in ``directory``: a
+    CA (``ca``), a certificate and key signed by it that every server
+    presents as server and as client (``cert``, ``key``), and a CA that
+    signed nothing (``other_ca``). A missing ``openssl`` or a
+    ``redis-server`` without TLS fails the test."""
+    if openssl_binary() is None:
+        pytest.fail("openssl CLI not found: cannot make test certificates", pytrace=False)
+    ok, why = redis_supports_tls()
+    if not ok:
+        pytest.fail(why, pytrace=False)
+    ca = make_ca(directory, "ca")
+    cert = make_server_cert(directory, ca, "node", client_auth=True)
+    other = make_ca(directory, "other-ca")
+    return {"ca": ca["cert"], "cert": cert["cert"], "key": cert["key"], "other_ca": other["cert"]}

@@ -15,7 +15,7 @@ import time
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis_server import RedisServer, _openssl, free_port, redis_server_binary, short_tmpdir
+from redis_server import RedisServer, free_port, redis_server_binary, short_tmpdir
 
 #: How long a node must be unreachable before the others fail it over (ms).
 CLUSTER_NODE_TIMEOUT_MS = 1000
@@ -57,57 +57,6 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def make_node_cert(directory: str, ca: dict) -> dict:
-    """A certificate for 127.0.0.1 signed by ``ca`` that a cluster node
-    presents both as a server and as a client (the cluster bus connects
-    nodes to each other over TLS)."""
-    cert = os.path.join(directory, "node.pem")
-    key = os.path.join(directory, "node.key")
-    ext = os.path.join(directory, "node.ext")
-    with open(ext, "w") as f:
-        f.write(
-            "basicConstraints = CA:FALSE\n"
-            "keyUsage = critical, digitalSignature, keyEncipherment\n"
-            "extendedKeyUsage = serverAuth, clientAuth\n"
-            "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-        )
-    _openssl(
-        "req",
-        "-new",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-keyout",
-        key,
-        "-out",
-        os.path.join(directory, "node.csr"),
-        "-subj",
-        "/CN=127.0.0.1",
-        cwd=directory,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        os.path.join(directory, "node.csr"),
-        "-CA",
-        ca["cert"],
-        "-CAkey",
-        ca["key"],
-        "-CAcreateserial",
-        "-out",
-        cert,
-        "-days",
-        "2",
-        "-extfile",
-        ext,
-        cwd=directory,
-    )
-    return {"cert": cert, "key": key}
-
-
 def redis_cli_binary() -> str:
     path = shutil.which("redis-cli")
     if path is None:
@@ -117,9 +66,9 @@ def redis_cli_binary() -> str:
 
 class Cluster:
     """A Redis Cluster of ``masters`` masters with one replica each;
-    ``tls`` (``{'cert', 'key', 'ca'}`` paths, the certificate made by
-    :func:`make_node_cert`) makes every node, and the cluster bus, speak TLS
-    only; ``node_timeout_ms`` is how long a node may be unreachable before
+    ``tls`` (``{'cert', 'key', 'ca'}`` paths, as
+    ``redis_server.tls_material`` makes them) makes every node, and the
+    cluster bus, speak TLS only; ``node_timeout_ms`` is how long a node may be unreachable before
     its replica takes over."""
 
     def __init__(
@@ -317,8 +266,8 @@ class Sentinels:
     """A master, one replica, and 3 sentinels watching them as ``SERVICE``;
     ``tls`` (as for ``Cluster``) makes the master and the replica speak TLS
     only, replication and the sentinels' connections to them included (the
-    sentinels themselves answer in plain text, as ``rediss+sentinel://``
-    expects)."""
+    sentinels answer clients in plain text, as ``rediss+sentinel://``
+    expects, and each other over TLS)."""
 
     def __init__(self, tls: dict | None = None) -> None:
         self.tls = tls
@@ -326,6 +275,7 @@ class Sentinels:
         self.master = RedisServer(tls=tls, extra_args=data_args)
         self.replica = RedisServer(tls=tls, extra_args=data_args)
         self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinel_tls_ports = [free_port() for _ in range(3)] if tls else []
         self.sentinel_procs: list[subprocess.Popen | None] = [None, None, None]
         self.workdir = short_tmpdir("cs")
 
@@ -376,11 +326,19 @@ class Sentinels:
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
             if self.tls:
+                # A sentinel reaches the data nodes and the other sentinels
+                # alike over TLS: each also listens with TLS, on the port it
+                # announces to the others.
+                tls_port = self.sentinel_tls_ports[i]
                 f.write(
                     "tls-replication yes\n"
+                    f"tls-port {tls_port}\n"
+                    "tls-auth-clients no\n"
                     f"tls-cert-file {self.tls['cert']}\n"
                     f"tls-key-file {self.tls['key']}\n"
                     f"tls-ca-cert-file {self.tls['ca']}\n"
+                    "sentinel announce-ip 127.0.0.1\n"
+                    f"sentinel announce-port {tls_port}\n"
                 )
         self.sentinel_procs[i] = subprocess.Popen(
             [redis_server_binary(), conf, "--sentinel"],

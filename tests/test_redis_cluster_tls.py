@@ -1,27 +1,18 @@
 """``rediss+cluster://``: a Redis Cluster whose nodes and bus speak TLS only,
-with certificates made for the test by ``openssl``. (The Sentinel TLS form,
-``rediss+sentinel://``, is covered by URL parsing only.)"""
+with certificates made for the test by ``openssl``. (The Sentinel form,
+``rediss+sentinel://``, is in ``test_redis_sentinel_tls.py``.)"""
 
 import cachu
 import pytest
 from cachu.decorator import clear_backends
-from redis_server import make_ca, openssl_binary, redis_supports_tls
-from redis_topology import Cluster, make_node_cert
+from redis_server import tls_material
+from redis_topology import Cluster
 
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
-    if openssl_binary() is None:
-        pytest.skip("openssl CLI not found: cannot make test certificates")
-    ok, why = redis_supports_tls()
-    if not ok:
-        pytest.skip(why)
-    d = str(tmp_path_factory.mktemp("tls"))
-    ca = make_ca(d, "ca")
-    cert = make_node_cert(d, ca)
-    other = make_ca(d, "other-ca")
-    c = Cluster(tls={"cert": cert["cert"], "key": cert["key"], "ca": ca["cert"]}).start()
-    c.other_ca = other["cert"]
+    tls = tls_material(str(tmp_path_factory.mktemp("tls")))
+    c = Cluster(tls=tls).start()
     yield c
     c.close()
 
@@ -53,7 +44,7 @@ def test_calls_cache_on_a_tls_cluster(tls_cluster, pkg):
 
 
 def test_an_untrusted_certificate_is_an_outage(tls_cluster, pkg):
-    url = tls_cluster.url.replace(tls_cluster.tls["ca"], tls_cluster.other_ca)
+    url = tls_cluster.url.replace(tls_cluster.tls["ca"], tls_cluster.tls["other_ca"])
     cachu.configure(redis_url=url, package=pkg, fail_open=False, redis_socket_timeout=2.0)
 
     @cachu.cache(ttl=300, backend="redis", package=pkg)

@@ -66,13 +66,14 @@ def own_cluster():
 
 @pytest.fixture
 def own_sentinels():
-    """A Sentinel set of the test's own: ``own_sentinels()``."""
+    """A Sentinel set of the test's own: ``own_sentinels()``, or
+    ``own_sentinels(tls=...)`` (see ``Sentinels``)."""
     from cachu.decorator import clear_backends
 
     made = []
 
-    def make():
-        s = Sentinels().start()
+    def make(**options):
+        s = Sentinels(**options).start()
         made.append(s)
         return s
 

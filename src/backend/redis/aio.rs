@@ -64,7 +64,8 @@ impl RedisBackend {
     /// Run `op` on the shared connection. A round trip that failed at once
     /// on a broken connection is retried on a new connection, up to
     /// `retry_count` times; a timeout is not retried. A failed connection is
-    /// dropped (the next call makes a new one).
+    /// dropped (the next call makes a new one), except a cluster connection
+    /// after a timeout (see `Conn::outlives`).
     pub(super) async fn run_async<T, F>(&self, op: impl Fn(AsyncConn) -> F) -> Result<T>
     where
         F: Future<Output = RedisResult<T>>,
@@ -72,10 +73,12 @@ impl RedisBackend {
         let mut retries_left = self.options.retry_count;
         loop {
             let conn = self.connection().await?;
-            match op(conn).await {
+            match op(conn.clone()).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    self.aio.lock().take();
+                    if !conn.outlives(&e) {
+                        self.aio.lock().take();
+                    }
                     self.topology.failed(&e);
                     if retries_left == 0 || !is_dead_connection(&e) {
                         return Err(self.unavailable(&e));

@@ -21,7 +21,8 @@
 //! Connections: a small pool of synchronous connections (one per server, or
 //! one cluster connection spanning the masters), made on first use and
 //! shared by every thread. Each operation checks one out and puts it back
-//! when it succeeded; a connection that saw an error is dropped. A
+//! when it succeeded; a connection that saw an error is dropped (but a
+//! cluster connection outlives a timeout of one node). A
 //! connection idle for longer than [`RedisOptions::health_check_interval`]
 //! is checked with a `PING` before use. A round trip that fails at once on a
 //! broken connection (the server restarted, or closed an idle connection)
@@ -627,8 +628,12 @@ impl RedisBackend {
                     return Ok(v);
                 }
                 Err(e) => {
-                    drop(conn);
                     self.topology.failed(&e);
+                    if conn.outlives(&e) {
+                        self.put_back(conn);
+                        return Err(self.unavailable(&e));
+                    }
+                    drop(conn);
                     if retries_left == 0 || !is_dead_connection(&e) {
                         return Err(self.unavailable(&e));
                     }
@@ -709,10 +714,12 @@ impl RedisBackend {
     }
 
     fn unavailable(&self, e: &RedisError) -> Error {
-        if e.is_timeout() {
+        if topology::is_timeout(e) {
             Error::Unavailable(format!(
-                "redis {}: timed out after {:?} ({e})",
-                self.target, self.options.socket_timeout
+                "redis {}: timed out after {:?} ({})",
+                self.target,
+                self.options.socket_timeout,
+                topology::timeout_cause(e)
             ))
         } else {
             Error::Unavailable(format!("redis {}: {e}", self.target))
@@ -986,7 +993,7 @@ fn into_bytes(v: Value) -> Vec<u8> {
 /// The connection itself failed (closed by the server, reset, broken
 /// pipe), as an idle connection does after a server restart; not a timeout.
 fn is_dead_connection(e: &RedisError) -> bool {
-    !e.is_timeout()
+    !topology::is_timeout(e)
         && (e.is_connection_dropped()
             || e.is_io_error()
             // A cluster connection that lost every node connection at once.

@@ -7,6 +7,15 @@
 //! three, so that the backend's operations are written once against one
 //! connection type ([`Conn`] for the sync face, [`AsyncConn`] for the async
 //! one).
+//!
+//! One thing is ours: a cluster request that timed out is not retried. The
+//! crate retries a failed cluster request (a redirect, a broken connection,
+//! a timeout alike) up to its `retries`; a frozen node would then cost each
+//! call several socket timeouts. On the sync face each node connection is a
+//! [`NodeConn`], which turns a timeout into an error the crate does not
+//! retry; on the async face the crate's overall response timeout (the
+//! socket timeout) bounds the whole request, and each attempt may take
+//! longer than that, so that no timed-out attempt is ever sent again.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -14,12 +23,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
-use redis::cluster::{ClusterClient, ClusterConfig, ClusterConnection};
+use redis::cluster::{ClusterClient, ClusterConfig, ClusterConnection, Connect};
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::sentinel::SentinelClient;
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, Connection, ConnectionLike, RedisError, RedisFuture,
-    RedisResult, Value,
+    AsyncConnectionConfig, Client, Cmd, Connection, ConnectionLike, IntoConnectionInfo, RedisError,
+    RedisFuture, RedisResult, Value,
 };
 
 /// The servers behind one backend.
@@ -129,11 +138,10 @@ impl Topology {
             Self::Single(client) => node(client),
             Self::Sentinel(master) => node(&master.client()?).inspect_err(|_| master.forget()),
             Self::Cluster(client) => {
-                let mut config = ClusterConfig::new();
-                if let Some(t) = timeout {
-                    config = config.set_connection_timeout(t).set_response_timeout(t);
-                }
-                let conn = client.get_connection_with_config(config)?;
+                // The connect and read timeouts are the client's (see
+                // `url::cluster`): the crate's only way to a cluster
+                // connection of our own node connections takes no config.
+                let conn = client.get_generic_connection::<NodeConn>()?;
                 conn.set_write_timeout(timeout)?;
                 Ok(Conn::Cluster(Box::new(conn)))
             }
@@ -160,7 +168,12 @@ impl Topology {
             Self::Cluster(client) => {
                 let mut config = ClusterConfig::new();
                 if let Some(t) = timeout {
-                    config = config.set_connection_timeout(t).set_response_timeout(t);
+                    // The whole request is bounded by `t` (the client's
+                    // overall response timeout); an attempt that could time
+                    // out first would be retried.
+                    config = config
+                        .set_connection_timeout(t)
+                        .set_response_timeout(t.saturating_mul(ATTEMPT_SLACK));
                 }
                 let conn = client.get_async_connection_with_config(config).await?;
                 Ok(AsyncConn::Cluster(conn))
@@ -188,13 +201,116 @@ impl Topology {
     }
 }
 
+/// How much longer than the socket timeout one attempt of an async cluster
+/// request may wait: the overall timeout always fires first.
+const ATTEMPT_SLACK: u32 = 2;
+
+/// The code of the error a [`NodeConn`] returns for a timeout.
+const TIMED_OUT: &str = "CACHU_TIMEOUT";
+
+/// Whether `e` is a timeout (the socket's, or a [`NodeConn`]'s).
+pub(super) fn is_timeout(e: &RedisError) -> bool {
+    e.is_timeout() || e.code() == Some(TIMED_OUT)
+}
+
+/// What timed out, for a message: the socket's own words.
+pub(super) fn timeout_cause(e: &RedisError) -> String {
+    match e.detail() {
+        Some(cause) if e.code() == Some(TIMED_OUT) => cause.to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// One node connection of a sync cluster connection: a [`Connection`]
+/// whose timeouts come back as an error the crate does not retry (it
+/// retries I/O errors, timeouts included). Its redirects and reconnects
+/// are the crate's as before. A late reply is skipped by the connection.
+pub(super) struct NodeConn(Connection);
+
+impl NodeConn {
+    fn map<T>(r: RedisResult<T>) -> RedisResult<T> {
+        r.map_err(|e| {
+            if e.is_timeout() {
+                redis::make_extension_error(TIMED_OUT.into(), Some(e.to_string()))
+            } else {
+                e
+            }
+        })
+    }
+}
+
+impl Connect for NodeConn {
+    fn connect<T: IntoConnectionInfo>(info: T, timeout: Option<Duration>) -> RedisResult<Self> {
+        Self::map(<Connection as Connect>::connect(info, timeout).map(Self))
+    }
+
+    fn send_packed_command(&mut self, cmd: &[u8]) -> RedisResult<()> {
+        Self::map(self.0.send_packed_command(cmd))
+    }
+
+    fn set_write_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
+        self.0.set_write_timeout(dur)
+    }
+
+    fn set_read_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
+        self.0.set_read_timeout(dur)
+    }
+
+    fn recv_response(&mut self) -> RedisResult<Value> {
+        Self::map(self.0.recv_response())
+    }
+}
+
+impl ConnectionLike for NodeConn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        Self::map(self.0.req_packed_command(cmd))
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        Self::map(self.0.req_packed_commands(cmd, offset, count))
+    }
+
+    fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        Self::map(self.0.req_command(cmd))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+
+    fn supports_pipelining(&self) -> bool {
+        self.0.supports_pipelining()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.0.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+}
+
 /// A synchronous connection to one server or to a whole cluster.
 pub(super) enum Conn {
     Node(Connection),
-    Cluster(Box<ClusterConnection>),
+    Cluster(Box<ClusterConnection<NodeConn>>),
 }
 
 impl Conn {
+    /// Whether the connection is still good after `e`: a cluster
+    /// connection outlives a timeout of one of its nodes (the other nodes'
+    /// connections are fine, and a new cluster connection would connect to
+    /// every node again, the frozen one too).
+    pub(super) fn outlives(&self, e: &RedisError) -> bool {
+        matches!(self, Self::Cluster(_)) && is_timeout(e)
+    }
+
     /// Run `each` on every master: the one server, or each master of the
     /// cluster (reached by address), as `SCAN` must be.
     pub(super) fn for_each_master(
@@ -295,6 +411,13 @@ impl ConnectionLike for Conn {
 pub(super) enum AsyncConn {
     Node(MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl AsyncConn {
+    /// As [`Conn::outlives`].
+    pub(super) fn outlives(&self, e: &RedisError) -> bool {
+        matches!(self, Self::Cluster(_)) && is_timeout(e)
+    }
 }
 
 impl redis::aio::ConnectionLike for AsyncConn {

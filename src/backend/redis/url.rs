@@ -35,9 +35,12 @@ use crate::error::{Error, Result};
 /// (`TRYAGAIN` while a slot migrates, `CLUSTERDOWN` while a failover
 /// settles): short, since a cache call would rather miss than wait.
 const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (5, 50);
-/// Redirects a cluster request may follow beyond the retries of a broken
-/// connection: one `MOVED` and one `ASK` while a slot migrates.
-const CLUSTER_REDIRECTS: u32 = 2;
+/// Attempts a cluster request may make beyond the retries of a broken
+/// connection, for what a topology change needs: one `MOVED` and one `ASK`,
+/// and waits out a slot whose keys are half moved (`TRYAGAIN` for a script
+/// touching a value and its lock; at most about half a second of waits).
+/// A timeout is never among them (see `topology::NodeConn`).
+const CLUSTER_TOPOLOGY_RETRIES: u32 = 12;
 
 /// The servers `url` names, ready to connect (nothing is connected here),
 /// and a description of them without credentials, for messages.
@@ -299,7 +302,7 @@ fn cluster(
             .collect::<Vec<_>>()
             .join(",")
     );
-    let retries = options.retry_count.saturating_add(CLUSTER_REDIRECTS);
+    let retries = options.retry_count.saturating_add(CLUSTER_TOPOLOGY_RETRIES);
     let mut builder = ClusterClientBuilder::new(seeds)
         .retries(retries)
         .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
@@ -458,6 +461,21 @@ mod tests {
         }
     }
 
+    fn assert_rejected(urls: &[&str]) {
+        for url in urls {
+            assert!(error(url).contains("invalid redis_url"), "{url}");
+        }
+    }
+
+    /// The error of the malformed `url` shows none of `secrets`.
+    fn assert_hides(url: &str, secrets: &[&str]) -> String {
+        let e = error(url);
+        for secret in secrets {
+            assert!(!e.contains(secret), "{e}");
+        }
+        e
+    }
+
     #[test]
     fn cluster_urls() {
         assert_eq!(
@@ -476,7 +494,7 @@ mod tests {
             target("redis+cluster://[::1]:7000"),
             "redis+cluster://[::1]:7000"
         );
-        for bad in [
+        assert_rejected(&[
             "redis+cluster://",
             "redis+cluster://h:1,,h:2",
             "redis+cluster://h:1/2",
@@ -485,11 +503,9 @@ mod tests {
             "rediss+cluster://h:1?ssl_cert_reqs=maybe",
             "redis+clusterx://h:1",
             "http+cluster://h:1",
-        ] {
-            assert!(error(bad).contains("invalid redis_url"), "{bad}");
-        }
-        let e = error("redis+cluster://user:hunter2@h:1,h:x");
-        assert!(!e.contains("hunter2") && e.contains("user:***"), "{e}");
+        ]);
+        let e = assert_hides("redis+cluster://user:hunter2@h:1,h:x", &["hunter2"]);
+        assert!(e.contains("user:***"), "{e}");
     }
 
     #[test]
@@ -506,17 +522,17 @@ mod tests {
             target("rediss+sentinel://s1/svc?ssl_cert_reqs=none"),
             "rediss+sentinel://s1:26379/svc/0"
         );
-        for bad in [
+        assert_rejected(&[
             "redis+sentinel://s1:26379",
             "redis+sentinel://s1:26379/",
             "redis+sentinel://s1:26379/svc/x",
             "redis+sentinel://s1:26379/svc/1/2",
             "redis+sentinel://s1:26379,/svc",
             "redis+sentinel://s1:99999/svc",
-        ] {
-            assert!(error(bad).contains("invalid redis_url"), "{bad}");
-        }
-        let e = error("redis+sentinel://u:hunter2@s1/svc/x?sentinel_password=hunter3");
-        assert!(!e.contains("hunter2") && !e.contains("hunter3"), "{e}");
+        ]);
+        assert_hides(
+            "redis+sentinel://u:hunter2@s1/svc/x?sentinel_password=hunter3",
+            &["hunter2", "hunter3"],
+        );
     }
 }
