@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark cachu (ours, Rust engine) against cachu 0.2.7 and the peers.
 
-    python bench/run.py [--quick] [--only memory,async,file,redis] [--json out.json]
+    python bench/run.py [--quick] [--only memory,async,file,redis,cluster] [--json out.json]
 
 Three worker processes run ``bench/scenarios.py``:
 
@@ -10,6 +10,12 @@ Three worker processes run ``bench/scenarios.py``:
                   with ``cachu==0.2.7``: both packages are named ``cachu``;
 * ``peers``     - this interpreter, timing lru_cache, cachebox, moka-py,
                   cachetools, diskcache, cashews and raw redis-py (sync and asyncio).
+
+The redis scenarios run against a throwaway ``redis-server``, the cluster
+ones against a throwaway 3-master + 3-replica Redis Cluster
+(``bench/cluster.py``); both are measured against one GET round trip on a
+raw socket (``bench/resp_floor.py``), on the cluster to the master that
+serves the key.
 
 For each scenario the driver sets every case up, sizes its loop, then asks
 for one timed repeat at a time, rotating through the implementations, and
@@ -231,8 +237,9 @@ class WorkerDied(Exception):
 class WorkerProc:
     """One ``scenarios.py --worker`` process, restarted if it dies."""
 
-    def __init__(self, role, python, redis_url, timeout):
+    def __init__(self, role, python, redis_url, timeout, cluster_url=None):
         self.role, self.python, self.redis_url, self.timeout = role, python, redis_url, timeout
+        self.cluster_url = cluster_url
         self.proc = None
         self.hello = None
         self.start_error = None
@@ -243,6 +250,8 @@ class WorkerProc:
         cmd = [self.python, SCENARIOS_PY, "--worker", "--role", self.role]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
+        if self.cluster_url:
+            cmd += ["--cluster-url", self.cluster_url]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         if self.role == "reference":  # nothing may shadow the venv's cachu 0.2.7
             env.pop("PYTHONPATH", None)
@@ -326,7 +335,7 @@ class WorkerProc:
 # the measurement
 
 
-def measure(args, workers, redis_reason):
+def measure(args, workers, redis_reason, cluster_reason=None):
     target_s, repeats = (0.01, 5) if args.quick else (args.target_ms / 1000, args.repeats)
     groups = set(args.only)
     results = []
@@ -343,16 +352,18 @@ def measure(args, workers, redis_reason):
         for row in rows:
             row.update(ns=None, error=None, notes=[], samples=[], n=None)
         results.extend(rows)
-        if S.needs_redis(sc) and redis_reason:
+        reason = (S.needs_redis(sc) and redis_reason) or (S.needs_cluster(sc) and cluster_reason)
+        if reason:
             for row in rows:
-                row["error"] = redis_reason
+                row["error"] = reason
             continue
         if args.redis_cpu is not None:
-            # redis scenarios: client and server on one CPU, since a loopback
-            # round trip across CPUs of this VM costs about twice as much and
-            # varies a lot; any other scenario: the CPUs the driver has
+            # redis and cluster scenarios: client and servers on one CPU, since
+            # a loopback round trip across CPUs of this VM costs about twice as
+            # much and varies a lot; any other scenario: the CPUs the driver has
+            served = S.needs_redis(sc) or S.needs_cluster(sc)
             for w in workers.values():
-                w.pin(args.redis_cpu if S.needs_redis(sc) else args.all_cpus)
+                w.pin(args.redis_cpu if served else args.all_cpus)
 
         def ask(row, msg, timeout=None):
             w = workers[row["worker"]]
@@ -437,6 +448,7 @@ def get_ns(results, scenario, impl):
 # miss + store scenario -> (hit scenario, the bare GET round trip row there)
 ROUND_TRIP_UNITS = {
     "redis miss + store": ("redis hit", "raw socket GET"),
+    "cluster miss + store": ("cluster hit", "raw socket GET, owner node"),
     "async redis miss + store": ("async redis hit", "redis.asyncio GET+unpickle"),
 }
 
@@ -694,6 +706,31 @@ def targets(results, groups=None):
         [("ours", "redis hit", "ours"), ("redis-py", "redis hit", "redis-py GET+unpickle")],
         informational=True,
     )
+    # The single-node bars of DESIGN.md, on a Redis Cluster (issue 11): against
+    # one raw GET round trip to the master that serves the key, same run.
+    sc = "cluster hit"
+    o, cg = ns(sc, "ours"), ns(sc, "raw socket GET, owner node")
+    add(
+        sc,
+        "cluster hit <= 1.15x raw socket GET, owner node",
+        ratio(o, cg),
+        lambda v: v <= 1.15,
+        lambda v: f"ours {fmt_ns(o)} ns / raw socket GET {fmt_ns(cg)} ns = {v:.2f}x",
+        [("ours", sc, "ours"), ("raw socket GET, owner node", sc, "raw socket GET, owner node")],
+    )
+    sc = "cluster miss + store"
+    o = ns(sc, "ours")
+    add(
+        sc,
+        "cluster miss + store <= 2.5 round trips",
+        round_trips(results, sc),
+        lambda v: v <= 2.5,
+        lambda v: f"ours {fmt_ns(o)} ns / raw socket GET {fmt_ns(cg)} ns = {v:.2f} round trips",
+        [
+            ("ours", sc, "ours"),
+            ("raw socket GET, owner node", "cluster hit", "raw socket GET, owner node"),
+        ],
+    )
     # Not in DESIGN.md: the sync redis bar applied to the async rows, for information.
     sc = "async redis hit"
     o, ag = ns(sc, "ours"), ns(sc, "redis.asyncio GET+unpickle")
@@ -805,6 +842,11 @@ def parse_args(argv):
         default=shutil.which("redis-server"),
         help="redis-server binary (default: the one on PATH; redis scenarios skip without one)",
     )
+    p.add_argument(
+        "--redis-cli",
+        default=shutil.which("redis-cli"),
+        help="redis-cli binary, which makes the cluster (default: the one on PATH)",
+    )
     args = p.parse_args(argv)
     args.redis_cpu = args.all_cpus = None
     if not args.no_pin and hasattr(os, "sched_getaffinity"):
@@ -840,25 +882,47 @@ def main(argv=None):
             except Exception as exc:
                 redis_reason = first_line(exc)
 
+    cluster, cluster_reason = None, None
+    if any(S.needs_cluster(sc) and S.selected(sc, args.only) for sc in S.SCENARIOS):
+        if not (args.redis_server and args.redis_cli):
+            cluster_reason = "no redis-server or redis-cli on PATH"
+        else:
+            from cluster import ThrowawayCluster
+
+            try:
+                cluster = ThrowawayCluster(
+                    args.redis_server,
+                    args.redis_cli,
+                    pin=lambda pid: pin_process(pid, args.redis_cpu),
+                )
+                log(f"redis cluster at {cluster.url}")
+            except Exception as exc:
+                cluster_reason = first_line(exc)
+    cluster_url = cluster.url if cluster else None
+
     def url(db):
         return server.url(db) if server else None
 
     # distinct redis databases, so ours and the reference never read each other's keys
     workers = {
-        "ours": WorkerProc("ours", sys.executable, url(0), args.timeout),
-        "reference": WorkerProc("reference", ref_python or sys.executable, url(1), args.timeout),
-        "peers": WorkerProc("peers", sys.executable, url(2), args.timeout),
+        "ours": WorkerProc("ours", sys.executable, url(0), args.timeout, cluster_url),
+        "reference": WorkerProc(
+            "reference", ref_python or sys.executable, url(1), args.timeout, cluster_url
+        ),
+        "peers": WorkerProc("peers", sys.executable, url(2), args.timeout, cluster_url),
     }
     if ref_reason:
         workers["reference"].start_error = "reference unavailable: " + ref_reason
     try:
-        results = measure(args, workers, redis_reason)
+        results = measure(args, workers, redis_reason, cluster_reason)
         hellos = {k: w.hello for k, w in workers.items()}
     finally:
         for w in workers.values():
             w.close()
         if server:
             server.stop()
+        if cluster:
+            cluster.stop()
 
     checks = targets(results, set(args.only))
     elapsed = time.monotonic() - t_start

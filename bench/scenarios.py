@@ -10,6 +10,7 @@ Two ways to run it:
 * worker mode (what ``run.py`` uses)::
 
       python scenarios.py --worker --role ours|reference|peers [--redis-url URL]
+                          [--cluster-url URL]
 
   reads one JSON command per line on stdin and answers one JSON line on
   stdout, so the driver can interleave implementations repeat by repeat;
@@ -171,9 +172,22 @@ SCENARIOS = [
         "kind": "hit",
         "impls": ["cachu", "ours, memory hit", "ours, redis hit, near cache off"],
     },
+    # a 3-master + 3-replica Redis Cluster (bench/cluster.py), pinned like redis
+    {
+        "name": "cluster hit",
+        "groups": ("cluster",),
+        "kind": "hit",
+        "impls": ["cachu", "raw socket GET, owner node"],
+    },
+    {
+        "name": "cluster miss + store",
+        "groups": ("cluster",),
+        "kind": "slow_miss",
+        "impls": ["cachu"],
+    },
 ]
 SCENARIO_BY_NAME = {s["name"]: s for s in SCENARIOS}
-GROUPS = ["memory", "async", "file", "redis", "near"]
+GROUPS = ["memory", "async", "file", "redis", "near", "cluster"]
 
 
 def selected(scenario, groups):
@@ -187,6 +201,12 @@ def needs_redis(scenario):
     if isinstance(scenario, str):
         scenario = SCENARIO_BY_NAME[scenario]
     return "redis" in scenario["groups"]
+
+
+def needs_cluster(scenario):
+    if isinstance(scenario, str):
+        scenario = SCENARIO_BY_NAME[scenario]
+    return "cluster" in scenario["groups"]
 
 
 # Loop sizes per kind: (calls in the first calibration batch, fewest calls
@@ -1041,6 +1061,77 @@ class RawRedisSet(MissCase):
         return fn
 
 
+# -- redis cluster -----------------------------------------------------------------
+
+CLUSTER_PACKAGE = "bench_cluster"
+
+
+def _cachu_cluster(case, name):
+    """Ours: a function of a package of its own on the cluster."""
+    import cachu
+
+    if not hasattr(cachu, "_cachu"):
+        raise Unsupported("redis+cluster:// is new in ours")
+    cachu.configure(redis_url=case.env.need_cluster_url(), package=CLUSTER_PACKAGE)
+    body = case.counted(user)
+    body.__name__ = body.__qualname__ = name
+    return cachu.cache(ttl=TTL, backend="redis", package=CLUSTER_PACKAGE)(body)
+
+
+class CachuClusterHit(HitCase):
+    def build(self):
+        return _cachu_cluster(self, "bench_cluster_hit")
+
+
+class CachuClusterMiss(MissCase):
+    kind = "slow_miss"
+
+    def build(self):
+        return _cachu_cluster(self, "bench_cluster_miss")
+
+
+class RawClusterGet(HitCase):
+    """The floor on a cluster: one GET round trip on a plain socket to the
+    master that serves the key (bench/resp_floor.py), no decoding."""
+
+    def setup(self):
+        from cluster import owner_port
+        from resp_floor import RawConnection
+
+        url = self.env.need_cluster_url()
+        seed = int(url.split("://", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
+        self.conns = {}
+        getters = {}
+        self.names = [f"bench:rawcluster:{k}".encode() for k in KEYS]
+        for k, name in zip(KEYS, self.names):
+            port = owner_port(seed, name)
+            if port not in self.conns:
+                self.conns[port] = RawConnection(port)
+            conn = self.conns[port]
+            conn.command(b"SET", name, pickle.dumps(user(k)), b"EX", str(TTL).encode())
+            getters[name] = conn
+        # One getter per node, chosen by name (a dict lookup, as a cluster
+        # client's routing would at least cost).
+        by_conn = {id(c): c.getter() for c in self.conns.values()}
+        route = {name: by_conn[id(c)] for name, c in getters.items()}
+
+        def fn(name):
+            return route[name](name)
+
+        self.fn = fn
+
+    def check(self):
+        if pickle.loads(self.fn(self.names[3])) != user(3):
+            raise AssertionError("wrong result")
+
+    def run(self, n):
+        return time_hits(self.fn, n, self.names)
+
+    def close(self):
+        for conn in self.conns.values():
+            conn.close()
+
+
 CASES = {
     ("memory hit", "cachu"): CachuMemHit,
     ("memory hit", "lru_cache"): LruHit,
@@ -1093,6 +1184,9 @@ CASES = {
     ("near-cache hit", "cachu"): CachuNearHit,
     ("near-cache hit", "ours, memory hit"): CachuPeersMemHit,
     ("near-cache hit", "ours, redis hit, near cache off"): CachuPeersRedisHit,
+    ("cluster hit", "cachu"): CachuClusterHit,
+    ("cluster hit", "raw socket GET, owner node"): RawClusterGet,
+    ("cluster miss + store", "cachu"): CachuClusterMiss,
 }
 
 
@@ -1111,9 +1205,10 @@ def first_line(exc):
 class Env:
     """Per-process state shared by the cases: temp dir, event loop, redis."""
 
-    def __init__(self, role, redis_url=None):
+    def __init__(self, role, redis_url=None, cluster_url=None):
         self.role = role
         self.redis_url = redis_url
+        self.cluster_url = cluster_url
         self._tmpdir = None
         self._loop = None
         self._client = None
@@ -1163,6 +1258,11 @@ class Env:
         if not self.redis_url:
             raise Unsupported("no redis server")
         return self.redis_url
+
+    def need_cluster_url(self):
+        if not self.cluster_url:
+            raise Unsupported("no redis cluster")
+        return self.cluster_url
 
     def configure_redis(self):
         if not self._redis_configured:
@@ -1341,10 +1441,11 @@ def main(argv=None):
     )
     p.add_argument("--worker", action="store_true", help="serve JSON commands on stdin")
     p.add_argument("--redis-url", default=None)
+    p.add_argument("--cluster-url", default=None)
     p.add_argument("--only", default=",".join(GROUPS))
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    env = Env(args.role, args.redis_url)
+    env = Env(args.role, args.redis_url, args.cluster_url)
     if args.worker:
         serve(env)
         return 0
