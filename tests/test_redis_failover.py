@@ -202,7 +202,7 @@ def test_four_processes_compute_once_on_the_cluster(cluster, tmp_path):
         subprocess.Popen(
             [
                 sys.executable,
-                os.path.join(HELPERS, "topology_dogpile_worker.py"),
+                os.path.join(HELPERS, "dogpile_worker.py"),
                 cluster.url,
                 repr(start),
                 str(threads),
@@ -224,6 +224,6 @@ def test_four_processes_compute_once_on_the_cluster(cluster, tmp_path):
     assert all(res == results[0] for res in results)
     peer = cluster.client()
     try:
-        assert int(peer.get("topodogpile:runs")) == 1
+        assert int(peer.get("dogpile:runs")) == 1
     finally:
         peer.close()

@@ -4,8 +4,10 @@ Usage: ``dogpile_worker.py REDIS_URL START THREADS OUT_JSON``
 
 Waits until wall-clock time START, then calls one missing key from THREADS
 threads at once. The cached function sleeps 0.5 s and counts its runs with
-``INCR dogpile:runs`` through redis-py (a key cachu never touches). Writes
-``{"results": [...], "errors": [...], "elapsed": [...]}`` to OUT_JSON.
+``INCR dogpile:runs`` through ``cachu.get_redis_client`` (redis-py's client
+of the URL: one server, a cluster, or a Sentinel's master; a key cachu never
+touches). Writes ``{"results": [...], "errors": [...], "elapsed": [...]}`` to
+OUT_JSON.
 """
 
 import json
@@ -16,7 +18,6 @@ import time
 import traceback
 
 import cachu
-import redis
 
 PKG = "dogpile"
 
@@ -24,7 +25,7 @@ PKG = "dogpile"
 def main():
     url, start, threads, out = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     cachu.configure(redis_url=url, package=PKG, fail_open=False)
-    peer = redis.Redis.from_url(url)
+    peer = cachu.get_redis_client(url)
 
     @cachu.cache(ttl=300, backend="redis", package=PKG)
     def slow_answer(n):
@@ -54,6 +55,7 @@ def main():
         t.start()
     for t in ts:
         t.join()
+    peer.close()
     with open(out, "w") as f:
         json.dump({"results": results, "errors": errors, "elapsed": elapsed}, f)
 
