@@ -15,6 +15,23 @@ from redis_server import tls_material
 from topology_load import KEYS, Load, assert_caching_resumed, counted
 
 
+def assert_async_calls_cache(pkg):
+    """Async calls of a new function compute once, then hit."""
+    runs = []
+
+    @cachu.cache(ttl=300, backend="redis", package=pkg)
+    async def g(x):
+        runs.append(x)
+        return x
+
+    async def twice():
+        first = await asyncio.gather(*(g(x) for x in range(8)))
+        return first, await asyncio.gather(*(g(x) for x in range(8)))
+
+    assert within(60, asyncio.run, twice()) == (list(range(8)), list(range(8)))
+    assert sorted(runs) == list(range(8))
+
+
 @pytest.fixture
 def tls_sentinels(own_sentinels, tmp_path):
     return own_sentinels(tls=tls_material(str(tmp_path)))
@@ -29,20 +46,7 @@ def test_calls_helpers_and_client_through_rediss_sentinel(tls_sentinels, pkg):
         assert f(x) == {"x": x}
     assert sorted(runs) == list(KEYS)
 
-    async_runs = []
-
-    @cachu.cache(ttl=300, backend="redis", package=pkg)
-    async def g(x):
-        async_runs.append(x)
-        return x
-
-    async def twice():
-        first = await asyncio.gather(*(g(x) for x in range(8)))
-        second = await asyncio.gather(*(g(x) for x in range(8)))
-        return first, second
-
-    assert asyncio.run(twice()) == (list(range(8)), list(range(8)))
-    assert sorted(async_runs) == list(range(8))
+    assert_async_calls_cache(pkg)
     assert cachu.get_backend("redis", pkg, ttl=300).count() == len(KEYS) + 8
 
     # The values are on the master, as any TLS client of it sees them.
@@ -93,16 +97,4 @@ def test_failover_through_rediss_sentinel(tls_sentinels, pkg):
         client.close()
 
     # Async calls follow it too: they store on the new master, then hit.
-    async_runs = []
-
-    @cachu.cache(ttl=300, backend="redis", package=pkg)
-    async def g(x):
-        async_runs.append(x)
-        return x
-
-    async def twice():
-        await asyncio.gather(*(g(x) for x in range(8)))
-        return await asyncio.gather(*(g(x) for x in range(8)))
-
-    assert within(60, asyncio.run, twice()) == list(range(8))
-    assert sorted(async_runs) == list(range(8))
+    assert_async_calls_cache(pkg)
