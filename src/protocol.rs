@@ -587,7 +587,14 @@ impl Protocol {
     /// Time left to wait for another caller: the lock timeout, and the cache
     /// deadline, whichever comes first.
     fn spent(&mut self) -> Duration {
-        self.started.get_or_insert_with(Instant::now).elapsed()
+        match self.started {
+            Some(t) => t.elapsed(),
+            // The clock starts now: one clock read, not two (a miss asks).
+            None => {
+                self.started = Some(Instant::now());
+                Duration::ZERO
+            }
+        }
     }
 
     fn wait_left(&mut self) -> Duration {

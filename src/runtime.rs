@@ -11,7 +11,7 @@ use tokio::runtime::{Builder, Handle, Runtime};
 /// A handle to this process's runtime.
 pub fn handle() -> Handle {
     static CURRENT: OnceLock<Mutex<Option<(u32, Handle)>>> = OnceLock::new();
-    let pid = std::process::id();
+    let pid = crate::fork::pid();
     let mut current = CURRENT.get_or_init(|| Mutex::new(None)).lock();
     if let Some((owner, handle)) = &*current {
         if *owner == pid {

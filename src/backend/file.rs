@@ -56,7 +56,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,44 +175,6 @@ mod fork_gate {
     extern "C" fn release() {
         FORKING.store(false, SeqCst);
     }
-}
-
-/// Cached process id: 0 until the fork handler is installed.
-static PID: AtomicU32 = AtomicU32::new(0);
-/// 0: fork handler not installed, 1: being installed, 2: installed.
-static PID_HOOK: AtomicU8 = AtomicU8::new(0);
-
-#[cfg(unix)]
-extern "C" fn refresh_pid() {
-    // getpid is async-signal-safe: fine in the child of fork().
-    PID.store(std::process::id(), Ordering::Relaxed);
-}
-
-/// The id of this process, without a system call per operation: read from a
-/// cache that a `pthread_atfork` child handler refreshes in every child of
-/// `fork()` (Python's `os.fork` and `multiprocessing` go through it). Until
-/// the handler is installed (or where there is none) it asks the system.
-fn current_pid() -> u32 {
-    if PID_HOOK.load(Ordering::Acquire) == 2 {
-        return PID.load(Ordering::Relaxed);
-    }
-    #[cfg(unix)]
-    if PID_HOOK
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok()
-    {
-        refresh_pid();
-        // SAFETY: registers a handler that only stores getpid() in an atomic.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(refresh_pid)) };
-        if rc == 0 {
-            // A child forked before this store stays at 1 and asks the
-            // system; one forked after it ran the handler.
-            PID_HOOK.store(2, Ordering::Release);
-            return PID.load(Ordering::Relaxed);
-        }
-        // No handler (ENOMEM): stay at 1, always ask the system.
-    }
-    std::process::id()
 }
 
 /// Starts the kernel writing `wal`'s dirty pages to disk, without waiting
@@ -538,7 +500,7 @@ impl FileBackend {
             wal_path: with_suffix(&path, "-wal"),
             path,
             pool: Mutex::new(Pool {
-                pid: current_pid(),
+                pid: crate::fork::pid(),
                 generation: 0,
                 forget_before: 0,
                 idle: Vec::new(),
@@ -577,7 +539,7 @@ impl FileBackend {
         if (now - last_check).abs() >= self.recheck_interval {
             return None;
         }
-        let pid = current_pid();
+        let pid = crate::fork::pid();
         let (conn, generation) = {
             let mut pool = self.pool.lock();
             if pool.pid != pid {
@@ -731,7 +693,7 @@ impl FileBackend {
     }
 
     fn checkout(&self, now: f64) -> std::result::Result<Checkout, Failure> {
-        let pid = current_pid();
+        let pid = crate::fork::pid();
         self.recheck_file(now);
         let (pooled, generation, inherited) = {
             let mut pool = self.pool.lock();
@@ -1119,7 +1081,7 @@ impl Backend for FileBackend {
             pool.generation += 1;
             // Leak rather than close connections of another process, or to
             // a file that is no longer at `path`.
-            let forget = pool.pid != current_pid() || pool.file_id != current;
+            let forget = pool.pid != crate::fork::pid() || pool.file_id != current;
             pool.file_id = None;
             (std::mem::take(&mut pool.idle), forget)
         };
@@ -1133,7 +1095,7 @@ impl Drop for FileBackend {
     fn drop(&mut self) {
         let current = file_identity(&self.path);
         let pool = self.pool.get_mut();
-        let forget = pool.pid != current_pid() || pool.file_id != current;
+        let forget = pool.pid != crate::fork::pid() || pool.file_id != current;
         for conn in std::mem::take(&mut pool.idle) {
             dispose(conn, forget);
         }
@@ -1190,14 +1152,6 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<FileBackend>();
         check::<Arc<dyn Backend>>();
-    }
-
-    #[test]
-    fn cached_pid_is_this_process() {
-        assert_eq!(current_pid(), std::process::id());
-        assert_eq!(current_pid(), std::process::id());
-        #[cfg(unix)]
-        assert_eq!(PID_HOOK.load(Ordering::Acquire), 2);
     }
 
     #[test]

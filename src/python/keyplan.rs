@@ -6,14 +6,13 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{
-    PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
-    PyTuple,
-};
+use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 
 use super::errors::CacheKeyCollisionWarning;
+use super::keytext::KeyText;
 
 struct Param {
     name: String,
@@ -80,7 +79,7 @@ impl KeyPlan {
     pub fn write_params<'py>(
         &self,
         py: Python<'py>,
-        out: &mut String,
+        out: &mut KeyText,
         args: &[Bound<'py, PyAny>],
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<()> {
@@ -231,9 +230,9 @@ pub fn kept_pairs(
         {
             continue;
         }
-        let mut rendered = String::new();
+        let mut rendered = KeyText::default();
         write_repr(&mut rendered, &v)?;
-        pairs.push((name, rendered));
+        pairs.push((name, rendered.to_string()));
     }
     pairs.sort();
     Ok(pairs)
@@ -245,7 +244,7 @@ fn drops_name(name: &str, exclude: &[String]) -> bool {
 
 #[inline]
 fn write_pair(
-    out: &mut String,
+    out: &mut KeyText,
     first: &mut bool,
     name: &str,
     value: &Bound<'_, PyAny>,
@@ -262,22 +261,33 @@ fn write_pair(
 /// Why `v` looks like a database connection, if it does: checked as the
 /// reference does (attributes, then the type's name); builtin values never
 /// do.
+#[inline]
 fn connection_reason(v: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-    if v.is_none()
-        || v.is_exact_instance_of::<PyInt>()
-        || v.is_exact_instance_of::<PyString>()
-        || v.is_exact_instance_of::<PyFloat>()
-        || v.is_exact_instance_of::<PyBool>()
-        || v.is_exact_instance_of::<PyBytes>()
-        || v.is_exact_instance_of::<PyTuple>()
-        || v.is_exact_instance_of::<PyList>()
-        || v.is_exact_instance_of::<PyDict>()
-        || v.is_exact_instance_of::<PySet>()
-        || v.is_exact_instance_of::<PyFrozenSet>()
-        || v.is_exact_instance_of::<PyComplex>()
-    {
+    // On every argument of every call: type pointers only, the common
+    // types first.
+    let t = v.get_type_ptr();
+    let builtin = {
+        t == &raw mut ffi::PyLong_Type
+            || t == &raw mut ffi::PyUnicode_Type
+            || v.is_none()
+            || t == &raw mut ffi::PyFloat_Type
+            || t == &raw mut ffi::PyBool_Type
+            || t == &raw mut ffi::PyTuple_Type
+            || t == &raw mut ffi::PyBytes_Type
+            || t == &raw mut ffi::PyList_Type
+            || t == &raw mut ffi::PyDict_Type
+            || t == &raw mut ffi::PySet_Type
+            || t == &raw mut ffi::PyFrozenSet_Type
+            || t == &raw mut ffi::PyComplex_Type
+    };
+    if builtin {
         return Ok(None);
     }
+    connection_reason_of_object(v)
+}
+
+#[cold]
+fn connection_reason_of_object(v: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     let py = v.py();
     for attr in [
         intern!(py, "driver_connection"),
@@ -301,7 +311,7 @@ fn connection_reason(v: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
 
 /// Append `repr(v)`, computing the common cases without calling Python.
 #[inline]
-pub fn write_repr(out: &mut String, v: &Bound<'_, PyAny>) -> PyResult<()> {
+pub fn write_repr(out: &mut KeyText, v: &Bound<'_, PyAny>) -> PyResult<()> {
     if v.is_exact_instance_of::<PyInt>() {
         if let Ok(i) = v.extract::<i64>() {
             out.push_str(itoa::Buffer::new().format(i));
@@ -328,7 +338,7 @@ pub fn write_repr(out: &mut String, v: &Bound<'_, PyAny>) -> PyResult<()> {
 /// Python's `repr` of a printable-ASCII string; false (nothing written) if
 /// the string needs Python's own rules.
 #[inline]
-fn write_plain_str_repr(out: &mut String, s: &str) -> bool {
+fn write_plain_str_repr(out: &mut KeyText, s: &str) -> bool {
     if !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return false;
     }
@@ -353,11 +363,12 @@ fn write_plain_str_repr(out: &mut String, s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::write_plain_str_repr;
+    use crate::python::keytext::KeyText;
 
     fn r(s: &str) -> String {
-        let mut o = String::new();
+        let mut o = KeyText::default();
         assert!(write_plain_str_repr(&mut o, s));
-        o
+        o.to_string()
     }
 
     #[test]
@@ -367,7 +378,7 @@ mod tests {
         assert_eq!(r("say \"hi\""), "'say \"hi\"'");
         assert_eq!(r("both ' and \""), "'both \\' and \"'");
         assert_eq!(r("back\\slash"), "'back\\\\slash'");
-        assert!(!write_plain_str_repr(&mut String::new(), "tab\t"));
-        assert!(!write_plain_str_repr(&mut String::new(), "é"));
+        assert!(!write_plain_str_repr(&mut KeyText::default(), "tab\t"));
+        assert!(!write_plain_str_repr(&mut KeyText::default(), "é"));
     }
 }

@@ -4,6 +4,7 @@ mod aio;
 mod cached;
 mod errors;
 mod keyplan;
+mod keytext;
 mod near;
 mod region;
 mod state;

@@ -53,20 +53,18 @@ impl Stored {
 
     /// Prepare `value` for storing: share, copy or pickle it. Also returns
     /// what it weighs, in bytes, for the store's byte bound: the pickle's
-    /// length, or for values kept as objects the [`estimate`] of them.
+    /// length, or for values kept as objects an estimate (see [`Snapshot`]).
     pub fn prepare(value: &Bound<'_, PyAny>) -> PyResult<(Stored, u64)> {
+        // One walk finds both how to keep the value and what it weighs.
         Ok(match snapshot(value, 0)? {
-            Snapshot::Same => (Stored::Shared(value.clone().unbind()), estimate(value)),
-            Snapshot::Copy(copy, flat) => {
-                let weight = estimate(&copy);
-                (
-                    Stored::Template {
-                        value: copy.unbind(),
-                        flat,
-                    },
-                    weight,
-                )
-            }
+            Snapshot::Same(weight) => (Stored::Shared(value.clone().unbind()), weight),
+            Snapshot::Copy(copy, flat, weight) => (
+                Stored::Template {
+                    value: copy.unbind(),
+                    flat,
+                },
+                weight,
+            ),
             Snapshot::Other => {
                 let data = dumps(value)?;
                 let weight = data.len() as u64;
@@ -87,13 +85,28 @@ impl Stored {
     }
 }
 
-/// What storing a value takes, found in one walk over it.
+/// What storing a value takes, found in one walk over it, with what the
+/// value kept weighs.
+///
+/// What a value kept as objects weighs: CPython's own sizes on a 64-bit
+/// build, close to `sys.getsizeof`, summed over the containers and their
+/// members, computed once when the value is stored (in the same walk that
+/// decides how it is kept):
+/// - `None`, `True`, `False`: 0 (shared singletons);
+/// - `int` 32, `float` 24, `complex` 32;
+/// - `str` 49 + its length, `bytes` 33 + its length;
+/// - `tuple` 40 + 8 per item, `list` 56 + 8 per item, `dict` 64 + 40 per
+///   item, `set` and `frozenset` 200 + 16 per item, plus the items.
+///
+/// Strings shared with other values, or by several members of one value,
+/// count once per place that holds them. Anything else is pickled, and
+/// weighs its pickle's length.
 enum Snapshot<'py> {
     /// Immutable all the way down: share it.
-    Same,
+    Same(u64),
     /// Plain containers of immutables: this private deep copy, and whether
     /// its members are all immutable (then a shallow copy is a deep one).
-    Copy(Bound<'py, PyAny>, bool),
+    Copy(Bound<'py, PyAny>, bool, u64),
     /// Anything else: pickle it.
     Other,
 }
@@ -109,10 +122,39 @@ fn is_scalar(v: &Bound<'_, PyAny>) -> bool {
         || v.is_exact_instance_of::<PyComplex>()
 }
 
+/// The weight of an immutable scalar, `None` for anything else.
+#[inline]
+fn scalar_weight(v: &Bound<'_, PyAny>) -> Option<u64> {
+    if v.is_none() || v.is_exact_instance_of::<PyBool>() {
+        return Some(0);
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        return Some(32);
+    }
+    if v.is_exact_instance_of::<PyFloat>() {
+        return Some(24);
+    }
+    if let Ok(s) = v.cast_exact::<PyString>() {
+        return Some(49 + s.len().unwrap_or(0) as u64);
+    }
+    if let Ok(b) = v.cast_exact::<PyBytes>() {
+        return Some(33 + b.as_bytes().len() as u64);
+    }
+    if v.is_exact_instance_of::<PyComplex>() {
+        return Some(32);
+    }
+    None
+}
+
+/// `per` bytes for each of `n` items.
+fn items(per: u64, n: usize) -> u64 {
+    per * n as u64
+}
+
 fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
     use Snapshot::{Copy, Other, Same};
-    if is_scalar(v) {
-        return Ok(Same);
+    if let Some(weight) = scalar_weight(v) {
+        return Ok(Same(weight));
     }
     if depth >= MAX_DEPTH {
         return Ok(Other);
@@ -122,127 +164,88 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
         // Copy the dict in C, then replace the members that need their own copy.
         let out = d.copy()?;
         let mut flat = true;
+        let mut weight = 64 + items(40, d.len());
         for (k, val) in d.iter() {
-            if !matches!(snapshot(&k, depth + 1)?, Same) {
+            let Same(w) = snapshot(&k, depth + 1)? else {
                 return Ok(Other);
-            }
+            };
+            weight += w;
             match snapshot(&val, depth + 1)? {
-                Same => {}
-                Copy(c, _) => {
+                Same(w) => weight += w,
+                Copy(c, _, w) => {
                     out.set_item(k, c)?;
                     flat = false;
+                    weight += w;
                 }
                 Other => return Ok(Other),
             }
         }
-        return Ok(Copy(out.into_any(), flat));
+        return Ok(Copy(out.into_any(), flat, weight));
     }
     if let Ok(l) = v.cast_exact::<PyList>() {
         let out = l.get_slice(0, l.len());
         let mut flat = true;
+        let mut weight = 56 + items(8, l.len());
         for (i, item) in l.iter().enumerate() {
             match snapshot(&item, depth + 1)? {
-                Same => {}
-                Copy(c, _) => {
+                Same(w) => weight += w,
+                Copy(c, _, w) => {
                     out.set_item(i, c)?;
                     flat = false;
+                    weight += w;
                 }
                 Other => return Ok(Other),
             }
         }
-        return Ok(Copy(out.into_any(), flat));
+        return Ok(Copy(out.into_any(), flat, weight));
     }
     if let Ok(t) = v.cast_exact::<PyTuple>() {
         let mut copies: Option<Vec<Bound<'py, PyAny>>> = None;
+        let mut weight = 40 + items(8, t.len());
         for (i, item) in t.iter().enumerate() {
             match snapshot(&item, depth + 1)? {
-                Same => {
+                Same(w) => {
+                    weight += w;
                     if let Some(c) = copies.as_mut() {
                         c.push(item);
                     }
                 }
-                Copy(c, _) => copies
-                    .get_or_insert_with(|| t.iter().take(i).collect())
-                    .push(c),
+                Copy(c, _, w) => {
+                    weight += w;
+                    copies
+                        .get_or_insert_with(|| t.iter().take(i).collect())
+                        .push(c)
+                }
                 Other => return Ok(Other),
             }
         }
         return Ok(match copies {
-            None => Same,
-            Some(items) => Copy(PyTuple::new(py, items)?.into_any(), false),
+            None => Same(weight),
+            Some(items) => Copy(PyTuple::new(py, items)?.into_any(), false, weight),
         });
     }
     if let Ok(s) = v.cast_exact::<PyFrozenSet>() {
         // Set members are hashable; only immutable members keep it shareable.
+        let mut weight = 200 + items(16, s.len());
         for item in s.iter() {
-            if !matches!(snapshot(&item, depth + 1)?, Same) {
+            let Same(w) = snapshot(&item, depth + 1)? else {
                 return Ok(Other);
-            }
+            };
+            weight += w;
         }
-        return Ok(Same);
+        return Ok(Same(weight));
     }
     if let Ok(s) = v.cast_exact::<PySet>() {
+        let mut weight = 200 + items(16, s.len());
         for item in s.iter() {
-            if !matches!(snapshot(&item, depth + 1)?, Same) {
+            let Same(w) = snapshot(&item, depth + 1)? else {
                 return Ok(Other);
-            }
+            };
+            weight += w;
         }
-        return Ok(Copy(PySet::new(py, s.iter())?.into_any(), true));
+        return Ok(Copy(PySet::new(py, s.iter())?.into_any(), true, weight));
     }
     Ok(Other)
-}
-
-/// What a value kept as objects weighs: CPython's own sizes on a 64-bit
-/// build, close to `sys.getsizeof`, summed over the containers and their
-/// members, computed once when the value is stored:
-/// - `None`, `True`, `False`: 0 (shared singletons);
-/// - `int` 32, `float` 24, `complex` 32;
-/// - `str` 49 + its length, `bytes` 33 + its length;
-/// - `tuple` 40 + 8 per item, `list` 56 + 8 per item, `dict` 64 + 40 per
-///   item, `set` and `frozenset` 200 + 16 per item, plus the items.
-///
-/// Strings shared with other values count once per value that holds them.
-pub fn estimate(v: &Bound<'_, PyAny>) -> u64 {
-    if v.is_none() || v.is_exact_instance_of::<PyBool>() {
-        return 0;
-    }
-    if v.is_exact_instance_of::<PyInt>() {
-        return 32;
-    }
-    if v.is_exact_instance_of::<PyFloat>() {
-        return 24;
-    }
-    if let Ok(s) = v.cast_exact::<PyString>() {
-        return 49 + s.len().unwrap_or(0) as u64;
-    }
-    if let Ok(b) = v.cast_exact::<PyBytes>() {
-        return 33 + b.as_bytes().len() as u64;
-    }
-    if v.is_exact_instance_of::<PyComplex>() {
-        return 32;
-    }
-    let items = |per: u64, n: usize| per * n as u64;
-    if let Ok(d) = v.cast_exact::<PyDict>() {
-        return 64
-            + items(40, d.len())
-            + d.iter()
-                .map(|(k, val)| estimate(&k) + estimate(&val))
-                .sum::<u64>();
-    }
-    if let Ok(l) = v.cast_exact::<PyList>() {
-        return 56 + items(8, l.len()) + l.iter().map(|x| estimate(&x)).sum::<u64>();
-    }
-    if let Ok(t) = v.cast_exact::<PyTuple>() {
-        return 40 + items(8, t.len()) + t.iter().map(|x| estimate(&x)).sum::<u64>();
-    }
-    if let Ok(s) = v.cast_exact::<PyFrozenSet>() {
-        return 200 + items(16, s.len()) + s.iter().map(|x| estimate(&x)).sum::<u64>();
-    }
-    if let Ok(s) = v.cast_exact::<PySet>() {
-        return 200 + items(16, s.len()) + s.iter().map(|x| estimate(&x)).sum::<u64>();
-    }
-    // Only the types above are kept as objects; anything else is pickled.
-    0
 }
 
 /// Copy of a flat template (a dict, list or set of immutables): the

@@ -103,7 +103,7 @@ static WATCHED: Mutex<Option<Arc<Watched>>> = Mutex::new(None);
 
 fn watched() -> Arc<Watched> {
     let mut current = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
+    let pid = crate::fork::pid();
     if let Some(w) = current.as_ref().filter(|w| w.pid == pid) {
         return w.clone();
     }

@@ -22,7 +22,7 @@ impl RedisBackend {
     /// checked with a `PING` when it was idle longer than
     /// `health_check_interval`.
     async fn connection(&self) -> Result<AsyncConn> {
-        let pid = std::process::id();
+        let pid = crate::fork::pid();
         let found = {
             let mut slot = self.aio.lock();
             match slot.take() {

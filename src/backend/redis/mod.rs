@@ -206,7 +206,7 @@ impl LockToken {
         let state = RandomState::new();
         let mut h = state.build_hasher();
         h.write_u64(n);
-        h.write_u32(std::process::id());
+        h.write_u32(crate::fork::pid());
         h.write_u128(nanos);
         let a = h.finish();
         let mut h = state.build_hasher();
@@ -314,7 +314,7 @@ impl RedisBackend {
             target,
             options,
             pool: Mutex::new(Pool {
-                pid: std::process::id(),
+                pid: crate::fork::pid(),
                 idle: Vec::new(),
             }),
             scripts: Scripts {
@@ -650,7 +650,7 @@ impl RedisBackend {
     /// idle for longer than `health_check_interval` (one found dead is
     /// dropped, and so are its siblings).
     fn take_idle(&self) -> Option<Conn> {
-        let pid = std::process::id();
+        let pid = crate::fork::pid();
         let (mut conn, last_used) = {
             let mut pool = self.pool.try_lock_for(POOL_LOCK_WAIT)?;
             pool.adopt(pid);
@@ -668,7 +668,7 @@ impl RedisBackend {
         if !conn.is_open() {
             return;
         }
-        let pid = std::process::id();
+        let pid = crate::fork::pid();
         if let Some(mut pool) = self.pool.try_lock_for(POOL_LOCK_WAIT) {
             pool.adopt(pid);
             if pool.idle.len() < self.options.max_idle_connections {
@@ -680,7 +680,7 @@ impl RedisBackend {
     }
 
     fn discard_idle(&self) {
-        let pid = std::process::id();
+        let pid = crate::fork::pid();
         let idle = match self.pool.try_lock_for(POOL_LOCK_WAIT) {
             Some(mut pool) => {
                 pool.adopt(pid);
@@ -886,7 +886,7 @@ impl Backend for RedisBackend {
 impl Drop for RedisBackend {
     fn drop(&mut self) {
         // Connections inherited across a fork are forgotten, not closed.
-        self.pool.get_mut().adopt(std::process::id());
+        self.pool.get_mut().adopt(crate::fork::pid());
     }
 }
 

@@ -65,7 +65,7 @@ impl SentinelMaster {
         let first = make()?;
         Ok(Self {
             make,
-            sentinels: tokio::sync::Mutex::new(Some((std::process::id(), first))),
+            sentinels: tokio::sync::Mutex::new(Some((crate::fork::pid(), first))),
             master: Mutex::new(None),
             lookup_timeout,
         })
@@ -90,7 +90,7 @@ impl SentinelMaster {
         if let Some(client) = self.master.lock().clone() {
             return Ok(client);
         }
-        let pid = std::process::id();
+        let pid = crate::fork::pid();
         if sentinels.as_ref().is_none_or(|(owner, _)| *owner != pid) {
             if let Some(inherited) = sentinels.take() {
                 std::mem::forget(inherited);

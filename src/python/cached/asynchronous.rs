@@ -22,6 +22,7 @@ use crate::protocol::{Event, Mode, Protocol, Step};
 use crate::python::aio;
 use crate::python::errors::CacheLockTimeout;
 use crate::python::near::Pass;
+use crate::python::keytext::KeyText;
 use crate::python::region::Store;
 use crate::python::state;
 use crate::runtime;
@@ -101,7 +102,8 @@ impl AsyncCall {
         }
         let py = slf.py();
         let r = this.resolved(py)?;
-        let key = this.build_key(py, &r, args.as_slice(), kwargs)?;
+        let mut key = KeyText::default();
+        this.write_key(py, &r, &mut key, args.as_slice(), kwargs)?;
         if !overwrite && this.plain_hits {
             // A memory hit, or a file hit read without waiting, is one engine
             // call, as for sync calls.
@@ -128,7 +130,7 @@ impl AsyncCall {
             Mode::Call
         };
         let protocol = Protocol::new(this.options(&r, mode));
-        let call = Self::new(slf, r, key, args, kwargs, protocol)?;
+        let call = Self::new(slf, r, key.to_string(), args, kwargs, protocol)?;
         Ok((false, Some(call.into_any().unbind())))
     }
 

@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::keyplan::KeyPlan;
+use super::keytext::KeyText;
 use super::region::{PyBackend, Region, Store};
 use super::state;
 use crate::key::{self, HashedKey};
@@ -149,17 +150,16 @@ impl CachedFunction {
     }
 
     #[inline]
-    fn build_key(
+    fn write_key(
         &self,
         py: Python<'_>,
         r: &Resolved,
+        k: &mut KeyText,
         args: &[Bound<'_, PyAny>],
         kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<String> {
-        let mut k = String::with_capacity(r.head.len() + 48);
+    ) -> PyResult<()> {
         k.push_str(&r.head);
-        self.plan.write_params(py, &mut k, args, kwargs)?;
-        Ok(k)
+        self.plan.write_params(py, k, args, kwargs)
     }
 
     /// The TTL when it is a number: fresh values are told from stale ones
@@ -293,7 +293,8 @@ impl CachedFunction {
             return Ok(run()?.unbind());
         }
         let r = this.resolved(py)?;
-        let text = this.build_key(py, &r, positional, kwargs)?;
+        let mut text = KeyText::default();
+        this.write_key(py, &r, &mut text, positional, kwargs)?;
         let key = HashedKey::new(&text);
         if !overwrite && this.plain_hits {
             // The hot path: a memory hit needs no protocol (without
@@ -488,7 +489,8 @@ impl CachedFunction {
             }
         }
         let r = self.resolved(py)?;
-        let key = self.build_key(py, &r, &[], kwargs.as_ref())?;
+        let mut key = KeyText::default();
+        self.write_key(py, &r, &mut key, &[], kwargs.as_ref())?;
         match r.region.lookup(py, HashedKey::new(&key))? {
             Some((v, _)) => Ok(v),
             None => match default {
@@ -509,7 +511,8 @@ impl CachedFunction {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let r = self.resolved(py)?;
-        let key = self.build_key(py, &r, &[], kwargs)?;
+        let mut key = KeyText::default();
+        self.write_key(py, &r, &mut key, &[], kwargs)?;
         let key_args = self.key_args_for(py, &[], kwargs)?;
         let mut ttl = self.ttl_for(value, key_args.as_ref())?;
         if ttl > 0.0 {
@@ -523,7 +526,8 @@ impl CachedFunction {
     #[pyo3(signature = (**kwargs))]
     fn invalidate(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let r = self.resolved(py)?;
-        let key = self.build_key(py, &r, &[], kwargs)?;
+        let mut key = KeyText::default();
+        self.write_key(py, &r, &mut key, &[], kwargs)?;
         r.region.delete(py, HashedKey::new(&key)).map(|_| ())
     }
 
@@ -549,7 +553,9 @@ impl CachedFunction {
     #[pyo3(signature = (**kwargs))]
     fn _key(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<String> {
         let r = self.resolved(py)?;
-        self.build_key(py, &r, &[], kwargs)
+        let mut key = KeyText::default();
+        self.write_key(py, &r, &mut key, &[], kwargs)?;
+        Ok(key.to_string())
     }
 
     /// The backend instance this function's entries live in.
