@@ -26,6 +26,16 @@ impl Stats {
         self.hits.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// [`Stats::hit`] without a locked instruction (a tenth of a memory
+    /// hit's time), for callers already serialized by an outer lock: the
+    /// Python layer bumps counters only while it holds the GIL. A bump made
+    /// at the same moment without that lock could be lost; none is.
+    #[inline]
+    pub fn hit_serialized(&self) {
+        let n = self.hits.load(Ordering::Relaxed);
+        self.hits.store(n + 1, Ordering::Relaxed);
+    }
+
     #[inline]
     pub fn miss(&self) {
         self.misses.fetch_add(1, Ordering::Relaxed);

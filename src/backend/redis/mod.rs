@@ -192,28 +192,49 @@ impl Default for RedisOptions {
 pub struct LockToken(String);
 
 impl LockToken {
-    /// A fresh random token (32 hex digits).
+    /// A fresh token (32 hex digits): a random number drawn once per
+    /// process (again in a forked child), then a counter. Tokens only need
+    /// to be distinct across threads, processes and forks; drawing a random
+    /// number per lock cost more than the rest of a Redis hit's own work.
     pub fn random() -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // The generation the seed was drawn in, plus one (0: never drawn).
+        static SEED_OF: AtomicU64 = AtomicU64::new(0);
+        static SEED: AtomicU64 = AtomicU64::new(0);
+        let generation = crate::fork::generation() + 1;
+        let seed = if SEED_OF.load(Ordering::Acquire) == generation {
+            SEED.load(Ordering::Relaxed)
+        } else {
+            let seed = Self::draw_seed();
+            // Racing threads each draw one; any of them will do, since the
+            // counter keeps their tokens apart.
+            SEED.store(seed, Ordering::Relaxed);
+            SEED_OF.store(generation, Ordering::Release);
+            seed
+        };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut text = String::with_capacity(32);
+        for word in [seed, n] {
+            for shift in (0..16).rev() {
+                let digit = ((word >> (shift * 4)) & 0xf) as u8;
+                text.push(char::from(b"0123456789abcdef"[usize::from(digit)]));
+            }
+        }
+        Self(text)
+    }
+
+    #[cold]
+    fn draw_seed() -> u64 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        // `RandomState` is keyed from the OS's randomness once per thread
-        // and changes with every call; the counter, pid and clock make
-        // tokens distinct across threads, processes and forks.
-        let state = RandomState::new();
-        let mut h = state.build_hasher();
-        h.write_u64(n);
+        // `RandomState` is keyed from the OS's randomness; the pid and the
+        // clock set children of one fork apart.
+        let mut h = RandomState::new().build_hasher();
         h.write_u32(crate::fork::pid());
         h.write_u128(nanos);
-        let a = h.finish();
-        let mut h = state.build_hasher();
-        h.write_u64(a);
-        h.write_u64(n.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15);
-        let b = h.finish();
-        Self(format!("{a:016x}{b:016x}"))
+        h.finish()
     }
 
     /// The token as stored in Redis.
@@ -1046,6 +1067,27 @@ mod tests {
         let b = LockToken::random();
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), 32);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_forked_child_draws_its_own_tokens() {
+        let parent = LockToken::random();
+        // SAFETY: the child only makes a token, compares and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let child = LockToken::random();
+                // Same counter position is possible; the seed half must differ.
+                let ok = child.as_str()[..16] != parent.as_str()[..16];
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            pid => {
+                let mut status = 0;
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+                assert_eq!(LockToken::random().as_str()[..16], parent.as_str()[..16]);
+            }
+        }
     }
 
     #[test]

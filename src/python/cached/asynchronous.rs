@@ -120,7 +120,7 @@ impl AsyncCall {
                 _ => None,
             };
             if let Some((v, _)) = found {
-                this.stats.hit();
+                this.stats.hit_serialized();
                 return Ok((true, Some(v)));
             }
         }
