@@ -85,9 +85,9 @@ mod tests {
                 let code = if ok { 0 } else { 1 };
                 unsafe { libc::_exit(code) }
             }
-            pid => {
+            child => {
                 let mut status = 0;
-                unsafe { libc::waitpid(pid, &mut status, 0) };
+                unsafe { libc::waitpid(child, &mut status, 0) };
                 assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
                 assert_eq!(generation(), before, "the parent keeps its generation");
                 assert_eq!(pid(), std::process::id());
