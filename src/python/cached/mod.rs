@@ -325,8 +325,8 @@ impl CachedFunction {
                 }
             } else if let Some(near) = &r.region.near {
                 // A Redis region's near entry is served as a memory hit is.
-                if let Some((v, _)) = near.lookup(py, key) {
-                    this.stats.hit();
+                if let Some((v, _)) = near.lookup(py, HashedKey::new(&text)) {
+                    this.stats.hit_serialized();
                     return Ok(v);
                 }
             }
