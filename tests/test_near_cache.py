@@ -217,6 +217,11 @@ def test_own_writes_are_seen_at_once(near, r):
     src.value[4] = "after invalidate"
     assert f(4)["v"] == "after invalidate"
     warm(f, backend, 4)
+    # A recomputation asked for, then a plain call: the new value at once.
+    src.value[4] = "overwritten"
+    assert f(4, _overwrite_cache=True)["v"] == "overwritten"
+    assert f(4)["v"] == "overwritten"
+    warm(f, backend, 4)
     src.value[4] = "after clear"
     cachu.cache_clear(backend="redis", ttl=300)
     assert f(4)["v"] == "after clear"
@@ -357,6 +362,8 @@ def test_validate_and_tags_still_apply(near, r, server, pkg):
     g_src.value[1] = "revalidated"
     assert g(1)["v"] == "revalidated"
     verdict["ok"] = True
+    # The recomputed value is what the next call sees, at once.
+    assert g(1)["v"] == "revalidated"
     poll(lambda: (g(1), backend.near_size >= 1)[1], "g's entry to be held near again")
     g_src.value[1] = "after tag clear"
     cachu.cache_clear(tag="t")

@@ -468,9 +468,14 @@ impl AsyncCall {
                 Io::Await(out) => cf.awaited(py, r, out, &mut st.held)?,
                 Io::Discard(out) => {
                     st.held.unreadable = None;
+                    r.region.wrote_key(self.hashed());
                     cf.settled(py, r, out, Event::Discarded)?
                 }
-                Io::Store(out) => cf.settled(py, r, out, Event::Stored)?,
+                Io::Store(out) => {
+                    // The next call must see this value, not a near copy.
+                    r.region.wrote_key(self.hashed());
+                    cf.settled(py, r, out, Event::Stored)?
+                }
             };
             st.step = st.protocol.next(event);
             self.settle_locked(py, st)

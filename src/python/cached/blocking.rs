@@ -116,6 +116,7 @@ impl CachedFunction {
                     let redis = redis_of(r);
                     let hit = held.unreadable.take().expect("a value to discard");
                     let out = py.detach(|| redis.delete_if_unchanged(key.text, &hit));
+                    r.region.wrote_key(key);
                     this.settled(py, r, out, Event::Discarded)?
                 }
                 Step::Keep => held.keep(),
@@ -152,6 +153,8 @@ impl CachedFunction {
                                 (_, Some(t)) => py.detach(|| redis.unlock(key.text, &t)),
                                 (_, None) => Ok(()),
                             };
+                            // The next call must see this value, not a near copy.
+                            r.region.wrote_key(key);
                             this.settled(py, r, out, Event::Stored)?
                         }
                         _ => this.store_local(py, r, key, value, extra, held.key_args.as_ref())?,
