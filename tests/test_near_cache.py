@@ -423,3 +423,68 @@ def test_bounded_by_n(server, r, pkg):
             f(x)
     assert 1 <= backend.near_size <= 5
     assert backend.near_state[0] == 5
+
+
+# -- Redis Cluster (tracking on every master) and Sentinel ----------------------
+
+
+@pytest.fixture
+def topo(request, topology):
+    return request.getfixturevalue(topology)
+
+
+def topo_peer(topo, topology):
+    return topo.client() if topology == "cluster" else topo.current_master().client()
+
+
+@pytest.mark.parametrize("topology", ["cluster", "sentinels"])
+def test_near_on_cluster_and_sentinel(topo, topology, pkg):
+    cachu.configure(backend="redis", redis_url=topo.url, redis_near_cache=100, fail_open=False)
+    src = Source()
+    f = cached(src)
+    backend = cachu.get_backend("redis", pkg, ttl=300)
+    xs = range(12)  # keys on every master of the cluster
+    poll(
+        lambda: ([f(x) for x in xs], backend.near_size >= len(xs))[1],
+        "every key to be held near",
+    )
+    assert src.runs == len(xs)
+    peer = topo_peer(topo, topology)
+    try:
+        for x in xs:
+            peer.set(f._key(x=x), stored({"x": x, "v": "changed"}), ex=300)
+        for x in xs:
+            poll(lambda x=x: f(x)["v"] == "changed", f"the change of key {x}")
+        assert src.runs == len(xs)
+    finally:
+        peer.close()
+
+
+def test_cluster_failover_flushes_and_tracks_the_new_master(own_cluster, pkg):
+    cluster = own_cluster()
+    cachu.configure(backend="redis", redis_url=cluster.url, redis_near_cache=100)
+    src = Source()
+    f = cached(src)
+    backend = cachu.get_backend("redis", pkg, ttl=300)
+    warm(f, backend, 1)
+    key = f._key(x=1)
+    before = state(backend)["flushes"]
+    dead = cluster.node_of(key)
+    cluster.kill(dead)
+    poll(lambda: state(backend)["flushes"] > before, "the near cache to be flushed")
+    cluster.wait_promoted(dead)
+
+    def served():
+        try:
+            f(1)
+            return backend.near_size >= 1
+        except cachu.BackendUnavailableError:
+            return False
+
+    poll(served, "the key to be held near again", bound=60)
+    peer = cluster.client()
+    try:
+        peer.set(key, stored({"x": 1, "v": "on the new master"}), ex=300)
+        poll(lambda: f(1)["v"] == "on the new master", "the change on the new master")
+    finally:
+        peer.close()

@@ -29,18 +29,9 @@ pub struct Pass {
 
 impl Near {
     /// A near cache of `capacity` entries of `redis`'s keys under `prefix`;
-    /// `None` when `capacity` is 0 or the backend is a cluster (tracking
-    /// per node is not done yet).
+    /// `None` when `capacity` is 0.
     pub fn new(redis: &RedisBackend, capacity: u64, prefix: &str) -> Option<Self> {
         if capacity == 0 {
-            return None;
-        }
-        if redis.is_cluster() {
-            log::warn!(
-                "redis_near_cache is not supported on a Redis Cluster yet: \
-                 {} reads go to the cluster every time",
-                redis.target()
-            );
             return None;
         }
         Some(Self {

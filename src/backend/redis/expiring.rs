@@ -74,6 +74,7 @@ impl RedisBackend {
     pub fn tracking_source(&self) -> TrackingSource {
         TrackingSource {
             topology: self.topology.clone(),
+            cluster_seeds: self.cluster_seeds.clone(),
             timeout: self.timeout(),
         }
     }

@@ -302,6 +302,9 @@ struct Scripts {
 pub struct RedisBackend {
     /// Shared with the near cache's tracking task.
     topology: Arc<Topology>,
+    /// On a cluster, a client per seed node: the near cache's tracking
+    /// reaches every master through them.
+    cluster_seeds: Vec<redis::Client>,
     /// Where the server is, without credentials, for error messages.
     target: String,
     options: RedisOptions,
@@ -332,6 +335,7 @@ impl RedisBackend {
         let (topology, target) = url::parse(url, &options)?;
         Ok(Self {
             topology: Arc::new(topology),
+            cluster_seeds: url::cluster_seeds(url)?,
             target,
             options,
             pool: Mutex::new(Pool {

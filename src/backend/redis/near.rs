@@ -39,7 +39,10 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
-use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, RedisError,
+    Value,
+};
 
 use super::topology::Topology;
 use crate::backend::memory::{Bounds, MemoryStore};
@@ -369,11 +372,13 @@ impl<V: Send + Sync + 'static> NearCache<V> {
     }
 }
 
-/// What the tracking task connects to: the backend's topology, and its
-/// bound on every connect and round trip.
+/// What the tracking task connects to: the backend's topology (and, on a
+/// cluster, a client per seed node), and its bound on every connect and
+/// round trip.
 #[derive(Clone)]
 pub struct TrackingSource {
     pub(super) topology: Arc<Topology>,
+    pub(super) cluster_seeds: Vec<Client>,
     pub(super) timeout: Option<Duration>,
 }
 
@@ -395,54 +400,159 @@ impl<V: Send + Sync + 'static> AsyncPushSender for Pushes<V> {
     }
 }
 
-/// The RESP3 client of the server the topology's reads go to now.
-async fn tracking_client(topology: &Topology) -> redis::RedisResult<Option<Client>> {
-    let client = match topology {
-        Topology::Single(client) => client.clone(),
-        Topology::Sentinel(master) => master.client_async().await?,
-        // Tracking per node is not done yet: no near cache on a cluster.
-        Topology::Cluster(_) => return Ok(None),
-    };
+/// `client`, speaking RESP3 (pushes arrive on the connection).
+fn resp3(client: &Client) -> redis::RedisResult<Client> {
     let info = client.get_connection_info().clone();
     let settings = info
         .redis_settings()
         .clone()
         .set_protocol(ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings)).map(Some)
+    Client::open(info.set_redis_settings(settings))
 }
 
-/// Connect session `session` and have the server confirm tracking on it.
+/// `template` (a cluster seed's client: credentials, TLS) aimed at
+/// `host:port`.
+fn node_client(template: &Client, host: &str, port: u16) -> redis::RedisResult<Client> {
+    let info = template.get_connection_info().clone();
+    let addr = match info.addr().clone() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure,
+            tls_params,
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    Client::open(info.set_addr(addr))
+}
+
+/// The masters serving slots, from a `CLUSTER NODES` reply, sorted.
+fn masters_of(nodes: &str) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        // A master serving slots counts even if suspected down (`fail?`):
+        // while it may still take writes it must be tracked (if it cannot
+        // be reached, no session comes up and nothing is kept).
+        let serves = fields.len() > 8;
+        if !flags.split(',').any(|f| f == "master") || !serves {
+            continue;
+        }
+        // `ip:port@cport[,hostname]`
+        let addr = addr.split(['@', ',']).next().unwrap_or_default();
+        if let Some((host, port)) = addr.rsplit_once(':') {
+            match port.parse::<u16>() {
+                Ok(port) if port > 0 => out.push((host.trim_matches(['[', ']']).to_owned(), port)),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The masters of the cluster as `conn`'s node sees them.
+async fn ask_masters(conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec<(String, u16)>> {
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(conn).await?;
+    Ok(masters_of(&nodes))
+}
+
+/// The servers to track, now: the one server, the Sentinel's master, or
+/// every master of the cluster (asked of the first seed that answers).
+async fn servers(source: &TrackingSource) -> redis::RedisResult<Vec<Client>> {
+    match &*source.topology {
+        Topology::Single(client) => Ok(vec![client.clone()]),
+        Topology::Sentinel(master) => Ok(vec![master.client_async().await?]),
+        Topology::Cluster(_) => {
+            let mut last = None;
+            for seed in &source.cluster_seeds {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(source.timeout)
+                    .set_response_timeout(source.timeout);
+                let asked = async {
+                    let mut conn = seed
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?;
+                    ask_masters(&mut conn).await
+                };
+                match asked.await {
+                    Ok(masters) if !masters.is_empty() => {
+                        return masters
+                            .iter()
+                            .map(|(host, port)| node_client(seed, host, *port))
+                            .collect();
+                    }
+                    Ok(_) => {}
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                RedisError::from((redis::ErrorKind::Io, "no cluster seed named its masters"))
+            }))
+        }
+    }
+}
+
+/// Connect session `session` to every server and have each confirm
+/// tracking (a cluster's masters each track their own keys).
 async fn open_session<V: Send + Sync + 'static>(
     near: &Weak<NearCache<V>>,
     source: &TrackingSource,
     prefix: &str,
     session: u64,
-) -> redis::RedisResult<Option<MultiplexedConnection>> {
-    let Some(client) = tracking_client(&source.topology).await? else {
-        return Ok(None);
-    };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(source.timeout)
-        .set_response_timeout(source.timeout)
-        .set_push_sender(Pushes {
-            near: near.clone(),
-            session,
-        });
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let mut cmd = redis::cmd("CLIENT");
-    cmd.arg("TRACKING").arg("ON").arg("BCAST");
-    if !prefix.is_empty() {
-        cmd.arg("PREFIX").arg(prefix);
+) -> redis::RedisResult<Vec<MultiplexedConnection>> {
+    let mut conns = Vec::new();
+    for server in servers(source).await? {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(source.timeout)
+            .set_response_timeout(source.timeout)
+            .set_push_sender(Pushes {
+                near: near.clone(),
+                session,
+            });
+        let mut conn = resp3(&server)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("TRACKING").arg("ON").arg("BCAST");
+        if !prefix.is_empty() {
+            cmd.arg("PREFIX").arg(prefix);
+        }
+        let _: () = cmd.query_async(&mut conn).await?;
+        conns.push(conn);
     }
-    let _: () = cmd.query_async(&mut conn).await?;
-    Ok(Some(conn))
+    Ok(conns)
+}
+
+/// One health check of a session: every connection answers a `PING`, and
+/// on a cluster the masters are still the ones tracked.
+async fn healthy(
+    source: &TrackingSource,
+    conns: &mut [MultiplexedConnection],
+    masters: &[(String, u16)],
+) -> bool {
+    for conn in conns.iter_mut() {
+        let pong: redis::RedisResult<Value> = redis::cmd("PING").query_async(conn).await;
+        if pong.is_err() {
+            return false;
+        }
+    }
+    if let (Topology::Cluster(_), Some(conn)) = (&*source.topology, conns.first_mut()) {
+        return ask_masters(conn).await.is_ok_and(|now| now == masters);
+    }
+    true
 }
 
 /// The tracking task of one near cache in one process: keep a confirmed
-/// tracking connection, flushing the cache whenever one is lost, until the
-/// near cache is gone or the process forked.
+/// tracking session, flushing the cache whenever one is lost, until the
+/// near cache is stopped or gone or the process forked.
 async fn track<V: Send + Sync + 'static>(
     near: Weak<NearCache<V>>,
     source: TrackingSource,
@@ -457,16 +567,24 @@ async fn track<V: Send + Sync + 'static>(
             ),
             _ => return,
         };
-        let opened = open_session(&near, &source, &prefix, session).await;
-        if let Err(e) = &opened {
-            // Reads go on without the near cache; they report the outage.
-            log::debug!("near cache: tracking connection failed: {e}");
-            source.topology.failed(e);
+        let opened = async {
+            let mut conns = open_session(&near, &source, &prefix, session).await?;
+            let masters = match (&*source.topology, conns.first_mut()) {
+                (Topology::Cluster(_), Some(conn)) => ask_masters(conn).await?,
+                _ => Vec::new(),
+            };
+            redis::RedisResult::Ok((conns, masters))
         }
-        let mut conn = match opened {
-            Ok(Some(conn)) => conn,
-            Ok(None) => return,
-            Err(_) => {
+        .await;
+        let (mut conns, masters) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Reads go on without the near cache; they report the outage.
+                log::debug!("near cache: tracking connection failed: {e}");
+                source.topology.failed(&e);
+                if let Some(n) = near.upgrade() {
+                    drop(n.down(session));
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_MAX);
                 continue;
@@ -481,11 +599,10 @@ async fn track<V: Send + Sync + 'static>(
             _ => return,
         }
         pause = RETRY_FIRST;
-        // Health: a PING answered within the timeout, every second. A
-        // dropped connection reports itself at once (a Disconnection push).
+        // Health: every second. A dropped connection reports itself at
+        // once (a Disconnection push), which also wakes this loop.
         loop {
             let Some(n) = near.upgrade() else { return };
-            // Woken at once when a Disconnection push ended the session.
             let _ = tokio::time::timeout(HEALTH_EVERY, n.lost.notified()).await;
             if !n.runs(task) {
                 return;
@@ -494,8 +611,7 @@ async fn track<V: Send + Sync + 'static>(
                 break;
             }
             drop(n);
-            let pong: redis::RedisResult<Value> = redis::cmd("PING").query_async(&mut conn).await;
-            if pong.is_err() {
+            if !healthy(&source, &mut conns, &masters).await {
                 if let Some(n) = near.upgrade() {
                     drop(n.down(session));
                 }
@@ -644,5 +760,25 @@ mod tests {
             },
         );
         assert!(!near.tracking());
+    }
+
+    #[test]
+    fn masters_serving_slots() {
+        let nodes = "\
+a1 127.0.0.1:30002@40002 master - 0 1 2 connected 5461-10922
+b2 127.0.0.1:30005@40005 slave a1 0 1 5 connected
+c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+d4 127.0.0.1:30003@40003 master,fail? - 0 1 3 connected 10923-16383
+e5 127.0.0.1:30004@40004 master,fail - 0 1 4 disconnected
+f6 :0@0 master,noaddr - 0 1 6 disconnected 1-2
+";
+        assert_eq!(
+            masters_of(nodes),
+            vec![
+                ("127.0.0.1".to_owned(), 30001),
+                ("127.0.0.1".to_owned(), 30002),
+                ("127.0.0.1".to_owned(), 30003),
+            ]
+        );
     }
 }

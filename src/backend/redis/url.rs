@@ -324,6 +324,28 @@ fn cluster(
     Ok((Topology::Cluster(client), target))
 }
 
+/// For a cluster URL (checked by [`parse`] already), a client for each seed
+/// node, with the cluster's credentials and TLS settings: the near cache's
+/// tracking connects to every master from these (see `near`). Empty for
+/// any other URL.
+pub(super) fn cluster_seeds(url: &str) -> Result<Vec<Client>> {
+    let shown = redact(url);
+    let bad = |why: &str| Error::BadConfig(format!("invalid redis_url {shown:?}: {why}"));
+    let Some((base @ ("redis" | "rediss"), rest)) = url
+        .split_once("://")
+        .and_then(|(scheme, rest)| Some((scheme.strip_suffix("+cluster")?, rest)))
+    else {
+        return Ok(Vec::new());
+    };
+    let parts = split_hosts(rest, &bad)?;
+    let auth = with_userinfo(parts.userinfo);
+    parts
+        .hosts
+        .iter()
+        .map(|host| node(&format!("{base}://{auth}{host}/0{}", parts.query), &bad)?.client(&bad))
+        .collect()
+}
+
 /// `redis+sentinel://` and `rediss+sentinel://`.
 fn sentinel(
     base: &str,
