@@ -488,3 +488,59 @@ def test_cluster_failover_flushes_and_tracks_the_new_master(own_cluster, pkg):
         poll(lambda: f(1)["v"] == "on the new master", "the change on the new master")
     finally:
         peer.close()
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_backend_crud_is_near_aware(near, r, face):
+    """The backend object's get/set/delete (and their awaitable forms): reads
+    are served near, its own writes are seen at once, others' writes soon."""
+    _f, _src, backend = near
+    key = "5m:crud|k=1"
+    from cachu.backends import NO_VALUE
+
+    if face == "sync":
+
+        def call(name, *args):
+            return getattr(backend, name)(*args)
+
+    else:
+
+        def call(name, *args):
+            return asyncio.run(getattr(backend, "a" + name)(*args))
+
+    call("set", key, {"v": 1}, 300)
+    poll(lambda: (call("get", key), backend.near_size >= 1)[1], "the entry to be held near")
+    before = commands(r)
+    assert [call("get", key) for _ in range(10)] == [{"v": 1}] * 10
+    assert commands(r) == before, "near reads must not reach Redis"
+    call("set", key, {"v": 2}, 300)
+    assert call("get", key) == {"v": 2}
+    poll(lambda: (call("get", key), backend.near_size >= 1)[1], "the entry to be held near")
+    r.set(key, stored({"v": "peer"}), ex=300)
+    poll(lambda: call("get", key) == {"v": "peer"}, "the peer's value")
+    call("delete", key)
+    assert call("get", key) is NO_VALUE
+
+
+CLEARER = textwrap.dedent(
+    """
+    import sys, cachu
+    cachu.configure(backend="redis", redis_url=sys.argv[1])
+    print(cachu.cache_clear(backend="redis", ttl=300, global_clear=True))
+    """
+)
+
+
+def test_a_clear_in_another_process_is_seen(near, r, tmp_path):
+    f, src, backend = near
+    warm(f, backend, 11)
+    script = tmp_path / "clearer.py"
+    script.write_text(CLEARER)
+    out = subprocess.run(
+        [sys.executable, str(script), r_url(r)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) >= 1
+    src.value[11] = "after the other process cleared"
+    poll(lambda: f(11)["v"] == "after the other process cleared", "a recomputation")
+    assert src.runs == 2
