@@ -344,7 +344,9 @@ def measure(args, workers, redis_reason, cluster_reason=None):
             continue
         name = sc["name"]
         rows = []
-        for label in ("ours", "reference"):
+        # Scenarios of ours alone (ours with and without an extension) list
+        # no 'cachu' implementation, and get no ours/reference rows.
+        for label in ("ours", "reference") if "cachu" in sc["impls"] else ():
             rows.append({"scenario": name, "impl": label, "lib": "cachu", "worker": label})
         for impl in sc["impls"]:
             if impl != "cachu":
