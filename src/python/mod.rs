@@ -3,6 +3,7 @@
 mod aio;
 mod cached;
 mod errors;
+mod gil_slot;
 mod keyplan;
 mod keytext;
 mod near;

@@ -101,9 +101,10 @@ impl AsyncCall {
             return Ok((false, None));
         }
         let py = slf.py();
-        let r = this.resolved(py)?;
+        let resolution = this.resolution(py)?;
+        let r = &resolution.get().0;
         let mut key = KeyText::default();
-        this.write_key(py, &r, &mut key, args.as_slice(), kwargs)?;
+        this.write_key(py, r, &mut key, args.as_slice(), kwargs)?;
         if !overwrite && this.plain_hits {
             // A memory hit, or a file hit read without waiting, is one engine
             // call, as for sync calls.
@@ -129,8 +130,8 @@ impl AsyncCall {
         } else {
             Mode::Call
         };
-        let protocol = Protocol::new(this.options(&r, mode));
-        let call = Self::new(slf, r, key.to_string(), args, kwargs, protocol)?;
+        let protocol = Protocol::new(this.options(r, mode));
+        let call = Self::new(slf, r.clone(), key.to_string(), args, kwargs, protocol)?;
         Ok((false, Some(call.into_any().unbind())))
     }
 

@@ -16,13 +16,13 @@ pub use vectorcall::enable_vectorcall;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use super::gil_slot::GilSlot;
 use super::keyplan::KeyPlan;
 use super::keytext::KeyText;
 use super::region::{PyBackend, Region, Store};
@@ -81,6 +81,11 @@ struct Resolved {
     cache_deadline: Option<Duration>,
 }
 
+/// A [`Resolved`] as a Python object, so that a call can hold it by a
+/// reference count the GIL protects instead of an atomic one.
+#[pyclass(frozen)]
+struct Resolution(Arc<Resolved>);
+
 #[pyclass(module = "cachu", name = "CachedFunction", dict, weakref, frozen)]
 pub struct CachedFunction {
     /// Where CPython finds this object's vectorcall entry point (the type's
@@ -108,7 +113,7 @@ pub struct CachedFunction {
     /// `() -> (key_prefix, Backend, lock_timeout, on_lock_timeout,
     /// cache_deadline)`, called by the shim's rules.
     resolver: Py<PyAny>,
-    resolved: RwLock<Option<Arc<Resolved>>>,
+    resolved: GilSlot<Resolution>,
     stats: Arc<Stats>,
     /// Background refreshes running in this process.
     refreshes: Claims,
@@ -117,12 +122,24 @@ pub struct CachedFunction {
 impl CachedFunction {
     #[inline]
     fn resolved(&self, py: Python<'_>) -> PyResult<Arc<Resolved>> {
+        Ok(self.resolution(py)?.get().0.clone())
+    }
+
+    /// What the configuration says for this function now, worked out again
+    /// when it changed.
+    #[inline]
+    fn resolution(&self, py: Python<'_>) -> PyResult<Py<Resolution>> {
         let generation = state::generation();
-        if let Some(r) = &*self.resolved.read() {
-            if r.generation == generation {
-                return Ok(r.clone());
+        if let Some(r) = self.resolved.load(py) {
+            if r.get().0.generation == generation {
+                return Ok(r);
             }
         }
+        self.resolve(py, generation)
+    }
+
+    #[cold]
+    fn resolve(&self, py: Python<'_>, generation: u64) -> PyResult<Py<Resolution>> {
         let (key_prefix, backend, lock_timeout, on_lock_timeout, cache_deadline): (
             String,
             Bound<'_, PyBackend>,
@@ -145,12 +162,8 @@ impl CachedFunction {
             },
             cache_deadline: cache_deadline.map(|d| Duration::from_secs_f64(d.max(0.0))),
         });
-        // Never wait for the lock: a caller of this thread may hold a read
-        // guard (a call from inside a key's `repr`), and waiting with the
-        // GIL held would stop every reader. Unstored, it is worked out again.
-        if let Some(mut slot) = self.resolved.try_write() {
-            *slot = Some(r.clone());
-        }
+        let r = Py::new(py, Resolution(r))?;
+        self.resolved.store(py, r.clone_ref(py));
         Ok(r)
     }
 
@@ -298,22 +311,8 @@ impl CachedFunction {
             return Ok(run()?.unbind());
         }
         let mut text = KeyText::default();
-        // The hot path borrows the resolution under the read lock rather than
-        // cloning its `Arc` (two locked instructions fewer per hit).
-        // `read_recursive`: a nested call from the key's `repr` must not wait
-        // for a writer; writers never wait (see `resolved`).
-        let current = this.resolved.read_recursive();
-        let (current, fresh) = match current.as_ref() {
-            Some(r) if r.generation == state::generation() => (Some(current), None),
-            _ => {
-                drop(current);
-                (None, Some(this.resolved(py)?))
-            }
-        };
-        let r = match (&current, &fresh) {
-            (Some(current), _) => current.as_ref().expect("checked above"),
-            (None, fresh) => fresh.as_ref().expect("resolved above"),
-        };
+        let resolution = this.resolution(py)?;
+        let r = &resolution.get().0;
         this.write_key(py, r, &mut text, positional, kwargs)?;
         if !overwrite && this.plain_hits {
             // A memory hit needs no protocol (without `validate` or stale
@@ -332,7 +331,7 @@ impl CachedFunction {
             }
         }
         let r = r.clone();
-        drop(current);
+        drop(resolution);
         let key = HashedKey::new(&text);
         Self::call_through_protocol(slf, &r, key, &run, overwrite, positional, kwargs)
     }
@@ -442,7 +441,7 @@ impl CachedFunction {
             stale_while_revalidate,
             stale_if_error,
             resolver,
-            resolved: RwLock::new(None),
+            resolved: GilSlot::empty(),
             stats: Stats::registered(),
             refreshes: Claims::default(),
         })
