@@ -6,7 +6,6 @@ right results under the right keys."""
 import threading
 
 import cachu
-
 from helpers import run_threads, within
 
 
