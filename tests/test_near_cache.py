@@ -544,3 +544,31 @@ def test_a_clear_in_another_process_is_seen(near, r, tmp_path):
     src.value[11] = "after the other process cleared"
     poll(lambda: f(11)["v"] == "after the other process cleared", "a recomputation")
     assert src.runs == 2
+
+
+def test_sentinel_failover_flushes_and_tracks_the_new_master(own_sentinels, pkg):
+    sentinels = own_sentinels()
+    cachu.configure(backend="redis", redis_url=sentinels.url, redis_near_cache=100)
+    src = Source()
+    f = cached(src)
+    backend = cachu.get_backend("redis", pkg, ttl=300)
+    warm(f, backend, 1)
+    before = state(backend)["flushes"]
+    dead = sentinels.kill_master()
+    poll(lambda: state(backend)["flushes"] > before, "the near cache to be flushed")
+    new = sentinels.wait_promoted(dead)
+
+    def held():
+        try:
+            f(1)
+            return backend.near_size >= 1
+        except cachu.BackendUnavailableError:
+            return False
+
+    poll(held, "the key to be held near again", bound=60)
+    peer = new.client()
+    try:
+        peer.set(f._key(x=1), stored({"x": 1, "v": "on the new master"}), ex=300)
+        poll(lambda: f(1)["v"] == "on the new master", "the change on the new master")
+    finally:
+        peer.close()
