@@ -572,3 +572,25 @@ def test_sentinel_failover_flushes_and_tracks_the_new_master(own_sentinels, pkg)
         poll(lambda: f(1)["v"] == "on the new master", "the change on the new master")
     finally:
         peer.close()
+
+
+def test_the_environment_variable_turns_it_on(server, tmp_path, clean_env):
+    script = tmp_path / "env.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, cachu
+            cachu.configure(backend="redis", redis_url=sys.argv[1])
+            print(cachu.get_backend("redis", ttl=300).near_state[0])
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, str(script), server.url],
+        env={**clean_env, "CACHU_REDIS_NEAR_CACHE": "123"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "123"
