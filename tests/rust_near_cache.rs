@@ -1,0 +1,132 @@
+//! The near cache from Rust (no Python): values kept in front of a real
+//! `redis-server`, dropped when another client writes their key or when the
+//! tracking connection is lost.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cachu::backend::redis::near::NearCache;
+use cachu::backend::redis::{RedisBackend, RedisOptions};
+use cachu::backend::Backend;
+use cachu::clock::now;
+use cachu::key::HashedKey;
+
+/// A throwaway `redis-server` on 127.0.0.1; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found on PATH: run tests/ensure_redis");
+        let server = Server {
+            child,
+            port,
+            _dir: dir,
+        };
+        within("redis-server to start", || {
+            server
+                .raw()
+                .ok()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
+                .is_some()
+        });
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn raw(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait (bounded) until `done` holds.
+fn within(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn kept_values_go_when_another_client_writes_or_tracking_is_lost() {
+    let mut server = Server::start();
+    let backend = RedisBackend::new(&server.url(), RedisOptions::default()).unwrap();
+    let source = backend.tracking_source();
+    let near: Arc<NearCache<Vec<u8>>> = Arc::new(NearCache::new(16, "5m:"));
+    let key = HashedKey::new("5m:k");
+    backend.set(key.text, b"v1", 300.0).unwrap();
+
+    // A read kept near once tracking is up (the first ticket starts it).
+    let read_and_keep = || {
+        let read_at = now();
+        let ticket = near.ticket(key, &source);
+        let (hit, left) = backend.get_expiring(key.text).unwrap().expect("a value");
+        if let Some(ticket) = ticket {
+            drop(near.insert(key, ticket, hit.value, 2, hit.created_at, read_at, left));
+        }
+    };
+    let held = || near.get_with(key, |v, _| v.clone()).0;
+    within("the value to be kept near", || {
+        read_and_keep();
+        held().is_some()
+    });
+    assert_eq!(held().as_deref(), Some(&b"v1"[..]));
+    assert!(left_is_the_servers(&backend, key.text));
+
+    // Another client writes the key: the near copy goes.
+    let mut raw = server.raw().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(key.text)
+        .arg(b"12345678v2")
+        .query(&mut raw)
+        .unwrap();
+    within("the invalidation", || held().is_none());
+
+    // The server dies: tracking is lost and nothing is kept or served.
+    within("the value to be kept near again", || {
+        read_and_keep();
+        held().is_some()
+    });
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    within("tracking to be lost", || !near.tracking());
+    assert!(near.is_empty());
+}
+
+/// `get_expiring` reads the key's TTL with its value, in the same round
+/// trip: the near copy expires with the key.
+fn left_is_the_servers(backend: &RedisBackend, key: &str) -> bool {
+    let (_, left) = backend.get_expiring(key).unwrap().unwrap();
+    left > 290.0 && left <= 300.0
+}
