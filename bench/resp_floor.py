@@ -73,6 +73,47 @@ class RawConnection:
 
         return get
 
+    def runner(self, command_for):
+        """``run(name) -> bytes``: one round trip of ``command_for(name)``
+        (encoded once per name), returning the raw reply once it is whole.
+        For a script call as the floor of a hit made by a script."""
+        send, recv = self.sock.send, self.sock.recv
+        commands: dict[bytes, bytes] = {}
+
+        def run(name: bytes):
+            cmd = commands.get(name)
+            if cmd is None:
+                cmd = commands[name] = encode(*command_for(name))
+            send(cmd)
+            data = recv(65536)
+            while _reply_end(data, 0) < 0:
+                data += recv(65536)
+            return data
+
+        return run
+
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
+
+
+def _reply_end(data: bytes, pos: int) -> int:
+    """Where the RESP reply starting at ``pos`` ends, or -1 if not yet whole."""
+    end = data.find(b"\r\n", pos)
+    if end < 0:
+        return -1
+    kind, head = data[pos : pos + 1], data[pos + 1 : end]
+    if kind == b"$":
+        n = int(head)
+        if n < 0:
+            return end + 2
+        stop = end + 2 + n + 2
+        return stop if len(data) >= stop else -1
+    if kind == b"*":
+        pos = end + 2
+        for _ in range(max(0, int(head))):
+            pos = _reply_end(data, pos)
+            if pos < 0:
+                return -1
+        return pos
+    return end + 2

@@ -141,7 +141,13 @@ SCENARIOS = [
         "name": "redis hit",
         "groups": ("redis",),
         "kind": "hit",
-        "impls": ["cachu", "ours, signed", "raw socket GET", "redis-py GET+unpickle"],
+        "impls": [
+            "cachu",
+            "ours, signed",
+            "raw socket GET",
+            "raw socket get-or-lock script",
+            "redis-py GET+unpickle",
+        ],
     },
     {
         "name": "redis miss + store",
@@ -1043,6 +1049,39 @@ class RawSocketGet(HitCase):
         self.conn.close()
 
 
+def _engine_script(name):
+    """The text of one of the engine's Lua scripts, read from its source (so
+    the bench's floor runs exactly the script a hit of ours runs)."""
+    src = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "src", "backend", "redis", "mod.rs"
+    )
+    with open(src) as f:
+        text = f.read()
+    start = text.index(f'const {name}: &str = r"') + len(f'const {name}: &str = r"')
+    return text[start : text.index('";', start)].encode()
+
+
+class RawSocketScript(RawSocketGet):
+    """One round trip of the engine's own get-or-lock script (EVALSHA) on a hit,
+    on a plain socket: the floor of a hit that is also dogpile-safe on a miss."""
+
+    def setup(self):
+        super().setup()
+        sha = self.conn.command(b"SCRIPT", b"LOAD", _engine_script("GET_OR_LOCK_LUA"))
+        run = self.conn.runner(
+            lambda name: (b"EVALSHA", sha, b"2", name, b"lock:" + name, b"t" * 32, b"5")
+        )
+
+        def fn(name):
+            # The value is the array's second item; its bulk header ends the
+            # second line of the reply.
+            reply = run(name)
+            start = reply.index(b"\r\n", reply.index(b"\r\n", reply.index(b"\r\n") + 2) + 2) + 2
+            return reply[start:-2]
+
+        self.fn = fn
+
+
 class RawRedisSet(MissCase):
     """One redis-py SET (with expiry) of a freshly pickled dict."""
 
@@ -1164,6 +1203,7 @@ CASES = {
     ("redis hit", "cachu"): CachuRedisHit,
     ("redis hit", "ours, signed"): CachuRedisSignedHit,
     ("redis hit", "raw socket GET"): RawSocketGet,
+    ("redis hit", "raw socket get-or-lock script"): RawSocketScript,
     ("redis hit", "redis-py GET+unpickle"): RawRedisGet,
     ("redis miss + store", "cachu"): CachuRedisMiss,
     ("redis miss + store", "redis-py SET+pickle"): RawRedisSet,
