@@ -64,8 +64,8 @@ impl RedisBackend {
     /// Run `op` on the shared connection. A round trip that failed at once
     /// on a broken connection is retried on a new connection, up to
     /// `retry_count` times; a timeout is not retried. A failed connection is
-    /// dropped (the next call makes a new one), except a cluster connection
-    /// after a timeout (see `Conn::outlives`).
+    /// dropped (the next call makes a new one), a cluster connection after a
+    /// timeout too (see `topology`: the crate's may have stalled).
     pub(super) async fn run_async<T, F>(&self, op: impl Fn(AsyncConn) -> F) -> Result<T>
     where
         F: Future<Output = RedisResult<T>>,
@@ -73,12 +73,10 @@ impl RedisBackend {
         let mut retries_left = self.options.retry_count;
         loop {
             let conn = self.connection().await?;
-            match op(conn.clone()).await {
+            match op(conn).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    if !conn.outlives(&e) {
-                        self.aio.lock().take();
-                    }
+                    self.aio.lock().take();
                     self.topology.failed(&e);
                     if retries_left == 0 || !is_dead_connection(&e) {
                         return Err(self.unavailable(&e));

@@ -16,6 +16,12 @@
 //! retry; on the async face the crate's overall response timeout (the
 //! socket timeout) bounds the whole request, and each attempt may take
 //! longer than that, so that no timed-out attempt is ever sent again.
+//!
+//! A sync cluster connection outlives a timeout of one node; an async one
+//! does not (see `aio::run_async`): the crate's async cluster connection can
+//! stall for good in a slot refresh after a node died (its reconnect task,
+//! not polled during the refresh, holds the write lock the refresh waits
+//! for), and a timeout is how that shows; a new connection is made instead.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -175,7 +181,20 @@ impl Topology {
                         .set_connection_timeout(t)
                         .set_response_timeout(t.saturating_mul(ATTEMPT_SLACK));
                 }
-                let conn = client.get_async_connection_with_config(config).await?;
+                let connect = client.get_async_connection_with_config(config);
+                let conn = match timeout {
+                    // Connecting asks a node for the slot map, then connects
+                    // to every node: bounded as a whole, as a call is.
+                    Some(t) => tokio::time::timeout(t.saturating_mul(ATTEMPT_SLACK), connect)
+                        .await
+                        .map_err(|_| {
+                            RedisError::from(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "connecting to the cluster timed out",
+                            ))
+                        })??,
+                    None => connect.await?,
+                };
                 Ok(AsyncConn::Cluster(conn))
             }
         }
@@ -411,13 +430,6 @@ impl ConnectionLike for Conn {
 pub(super) enum AsyncConn {
     Node(MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl AsyncConn {
-    /// As [`Conn::outlives`].
-    pub(super) fn outlives(&self, e: &RedisError) -> bool {
-        matches!(self, Self::Cluster(_)) && is_timeout(e)
-    }
 }
 
 impl redis::aio::ConnectionLike for AsyncConn {
