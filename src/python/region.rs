@@ -347,21 +347,15 @@ impl Region {
     }
 }
 
-/// The background sweeper looks after idle memory regions. It sweeps
-/// without the GIL and takes it once per slice to release that slice's
-/// values (a few thousand at most), rather than leaving them all to PyO3's
-/// deferred pool, which the next caller into Python would pay for in one go.
+/// Idle memory regions are swept by the reads and writes of any memory
+/// region (see `sweep::tick`), made by callers holding the GIL: a slice's
+/// values (a few thousand at most) are released at once, in that call.
 impl Sweep for Region {
-    fn sweep_due(&self) -> Option<Duration> {
+    fn sweep_step(&self, now: f64) -> Option<f64> {
         let Store::Memory(m) = &self.store else {
             return None;
         };
-        let release = |values: Vec<Stored>| {
-            // Not attached (shutting down): the closure, values and all, is
-            // dropped unrun, and PyO3 defers the releases.
-            let _ = Python::try_attach(move |_py| drop(values));
-        };
-        m.sweep_due_at(now(), release).map(Duration::from_secs_f64)
+        m.sweep_step(now, drop)
     }
 }
 
@@ -554,7 +548,6 @@ impl PyBackend {
         // the GIL, after the store's locks are released.
         let evicted = py.detach(|| m.set_bounds(bounds, interval));
         drop(evicted);
-        sweep::nudge();
         Ok(())
     }
 

@@ -12,7 +12,8 @@
 //! [`policy`]: its state sits behind one lock that writers of a bounded
 //! store take (before any shard lock), while a hit takes only its shard's
 //! lock and bumps a counter in the entry. Expired entries are swept in
-//! slices (see [`sweep`]).
+//! slices (see [`sweep`]): by the store's writes, and, for stores handed to
+//! [`sweep::watch`], by any read or write of any store of the process.
 //!
 //! ```
 //! use cachu::backend::memory::{Bounds, MemoryStore};
@@ -32,8 +33,6 @@ mod sketch;
 pub mod sweep;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::time::Duration;
-
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 
@@ -233,21 +232,25 @@ impl<V> MemoryStore<V> {
         f: impl FnOnce(&V, f64) -> R,
     ) -> (Option<R>, Option<V>) {
         let hash = key.hash;
-        let mut shard = self.locate(hash).lock();
-        match shard.table.find_entry(hash, |s| &*s.key == key.text) {
-            Ok(entry) => {
-                if entry.get().live(now) {
-                    let slot = entry.into_mut();
-                    slot.touch(self.epoch.load(Relaxed));
-                    (Some(f(&slot.value, slot.created_at)), None)
-                } else {
-                    let (slot, _) = entry.remove();
-                    self.forget(&slot);
-                    (None, Some(slot.value))
+        let found = {
+            let mut shard = self.locate(hash).lock();
+            match shard.table.find_entry(hash, |s| &*s.key == key.text) {
+                Ok(entry) => {
+                    if entry.get().live(now) {
+                        let slot = entry.into_mut();
+                        slot.touch(self.epoch.load(Relaxed));
+                        (Some(f(&slot.value, slot.created_at)), None)
+                    } else {
+                        let (slot, _) = entry.remove();
+                        self.forget(&slot);
+                        (None, Some(slot.value))
+                    }
                 }
+                Err(_) => (None, None),
             }
-            Err(_) => (None, None),
-        }
+        };
+        sweep::tick(now);
+        found
     }
 
     /// Store `value`, weighing `weight` bytes, under `key`; returns the
@@ -286,6 +289,7 @@ impl<V> MemoryStore<V> {
         }
         // `created_at` is the writer's "now".
         self.sweep_on_write(created_at, &mut dropped);
+        sweep::tick(created_at);
         dropped
     }
 
@@ -541,6 +545,7 @@ impl<V> MemoryStore<V> {
         let mut dropped = Vec::new();
         let t = now();
         self.sweep.set_interval(sweep_interval, t);
+        sweep::nudge();
         let mut guard = self.policy.lock();
         if !bounds.is_bounded() {
             *guard = None;
@@ -655,31 +660,28 @@ impl<V> MemoryStore<V> {
         }
     }
 
-    /// Sweep whatever is due at `now` (up to one full pass, a slice at a
-    /// time), handing each slice's values to `release` once its lock is
-    /// gone; returns the seconds until more is due, or `None` if sweeping is
-    /// off.
-    pub fn sweep_due_at(&self, now: f64, mut release: impl FnMut(Vec<V>)) -> Option<f64> {
-        for _ in 0..SHARDS * PARTS {
-            let Some(i) = self.sweep.next_slice(now) else {
-                break;
-            };
-            let mut dropped = Vec::new();
-            self.sweep_slice(i, false, now, &mut dropped);
-            if !dropped.is_empty() {
-                release(dropped);
-            }
-        }
+    /// Sweep one slice if a pass is due or under way at `now`, handing the
+    /// slice's values to `release` once the shard's lock is gone; returns
+    /// the seconds until more is due, or `None` if sweeping is off.
+    pub fn sweep_step(&self, now: f64, release: impl FnOnce(Vec<V>)) -> Option<f64> {
         let interval = self.sweep.interval();
         if !interval.is_finite() {
             return None;
         }
-        // With interval 0 writes sweep; idle sweeps then come once a second.
-        Some(
-            self.sweep
-                .wait(now)
-                .max(if interval == 0.0 { 1.0 } else { 0.0 }),
-        )
+        if let Some(i) = self.sweep.next_slice(now) {
+            let mut dropped = Vec::new();
+            self.sweep_slice(i, false, now, &mut dropped);
+            release(dropped);
+        }
+        Some(if self.sweep.in_pass() {
+            0.0
+        } else if interval == 0.0 {
+            // Writes sweep such a store whole; idle passes come once a
+            // second, not back to back.
+            1.0
+        } else {
+            self.sweep.wait(now)
+        })
     }
 
     /// The live keys matching `pattern` (all when `None`).
@@ -720,8 +722,8 @@ impl<V> MemoryStore<V> {
 }
 
 impl<V: Send> Sweep for MemoryStore<V> {
-    fn sweep_due(&self) -> Option<Duration> {
-        self.sweep_due_at(now(), drop).map(Duration::from_secs_f64)
+    fn sweep_step(&self, now: f64) -> Option<f64> {
+        self.sweep_step(now, drop)
     }
 }
 

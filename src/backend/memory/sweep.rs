@@ -1,16 +1,23 @@
-//! When expired entries are swept, and the one background thread that
-//! sweeps stores nobody writes to.
+//! When expired entries are swept, without a thread of our own.
 //!
-//! A sweep pass visits the store a slice at a time (a part of one shard:
-//! its lock is held for one scan of the shard, and the slice removes a
-//! bounded share of its expired entries). Writers carry passes forward, one
-//! slice per write; the background thread finishes the passes of stores
-//! that stopped receiving writes, so that memory is given back even when a
-//! process goes quiet.
+//! A sweep pass visits a store a slice at a time (a part of one shard: its
+//! lock is held for one scan of the shard, and the slice removes a bounded
+//! share of its expired entries). Writers carry their store's passes
+//! forward, one slice per write. Stores nobody writes to are swept by the
+//! calls made to the stores of the process: every read or write of a
+//! watched store checks one process-wide due time (a relaxed load), and the
+//! call that finds it past sweeps one slice of the most overdue watched
+//! store. So memory is given back while the process makes any cache call at
+//! all, and a process that makes none sweeps nothing until it does.
+//!
+//! No thread: a thread of ours would make every process using a memory
+//! store multi-threaded, which `fork()` then warns about (Python 3.12+) and
+//! which a forked child would not inherit anyway.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::sync::Weak;
+
+use parking_lot::Mutex;
 
 /// The pacing of sweep passes over `slices` slices.
 pub struct SweepClock {
@@ -44,9 +51,14 @@ impl SweepClock {
             .store((now + interval).to_bits(), Ordering::Relaxed);
     }
 
+    /// Whether a pass has slices left to hand out.
+    pub fn in_pass(&self) -> bool {
+        self.cursor.load(Ordering::Relaxed) < self.slices
+    }
+
     /// Seconds until the next pass may start (0 while one is in progress).
     pub fn wait(&self, now: f64) -> f64 {
-        if self.cursor.load(Ordering::Relaxed) < self.slices {
+        if self.in_pass() {
             return 0.0;
         }
         (f64::from_bits(self.due.load(Ordering::Relaxed)) - now).max(0.0)
@@ -77,85 +89,98 @@ impl SweepClock {
     }
 }
 
-/// Something the background thread sweeps.
+/// Something the calls of the process sweep while it is idle.
 pub trait Sweep: Send + Sync {
-    /// Sweep whatever is due now, a slice at a time; return how long until
-    /// more is due (`None`: never).
-    fn sweep_due(&self) -> Option<Duration>;
+    /// Sweep at most one slice, if a pass is due or under way at `now`;
+    /// return the seconds until more is due (`None`: never).
+    fn sweep_step(&self, now: f64) -> Option<f64>;
 }
-
-/// The longest the background thread sleeps, so that a store whose interval
-/// shrank at run time is looked at again soon.
-const MAX_NAP: Duration = Duration::from_secs(1);
-const MIN_NAP: Duration = Duration::from_millis(5);
 
 struct Watched {
-    /// The process whose thread serves this registry: a forked child gets a
-    /// registry and a thread of its own (the parent's thread is not there,
-    /// and it may have held the registry's lock at the fork).
-    pid: u32,
-    targets: Mutex<Vec<Weak<dyn Sweep>>>,
-    wake: Condvar,
+    target: Weak<dyn Sweep>,
+    /// When `target` next has something to sweep, as it last said (Unix
+    /// seconds). Early is harmless (its step then finds nothing and says
+    /// when); `nudge` makes it early when an interval shrinks.
+    due: f64,
 }
 
-/// Taken only by `watch` and `nudge`, never by the sweeper thread.
-static WATCHED: Mutex<Option<Arc<Watched>>> = Mutex::new(None);
+/// The stores swept by the process's calls. Its lock is held for a scan of
+/// this list, never while a store is swept (sweeping drops values, which
+/// may run foreign code that makes a store and watches it).
+static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
 
-fn watched() -> Arc<Watched> {
-    let mut current = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = crate::fork::pid();
-    if let Some(w) = current.as_ref().filter(|w| w.pid == pid) {
-        return w.clone();
-    }
-    let w = Arc::new(Watched {
-        pid,
-        targets: Mutex::new(Vec::new()),
-        wake: Condvar::new(),
-    });
-    let for_thread = w.clone();
-    // A process without this thread (it could not be spawned) still sweeps
-    // on writes; the thread only adds sweeping while idle.
-    let _ = std::thread::Builder::new()
-        .name("cachu-sweeper".into())
-        .spawn(move || run(&for_thread));
-    *current = Some(w.clone());
-    w
-}
+/// The earliest `due` of `WATCHED` (f64 bits): the one thing a call reads.
+static NEXT_DUE: AtomicU64 = AtomicU64::new(0);
 
-fn run(w: &Watched) {
-    loop {
-        let live: Vec<Arc<dyn Sweep>> = {
-            let mut targets = w.targets.lock().unwrap_or_else(|e| e.into_inner());
-            targets.retain(|t| t.strong_count() > 0);
-            targets.iter().filter_map(Weak::upgrade).collect()
-        };
-        let mut nap = MAX_NAP;
-        for t in &live {
-            if let Some(wait) = t.sweep_due() {
-                nap = nap.min(wait);
-            }
-        }
-        // Release the stores before sleeping, so that dropping one is not
-        // delayed by this thread.
-        drop(live);
-        let targets = w.targets.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = w.wake.wait_timeout(targets, nap.max(MIN_NAP));
-    }
-}
+/// Back off this long from a store another caller is sweeping: if that
+/// caller never reports (it was in another thread when the process forked),
+/// the store is looked at again after this.
+const CLAIM: f64 = 1.0;
 
-/// Have the background thread sweep `target` for as long as it lives.
+/// Have the calls of the process sweep `target` for as long as it lives.
 pub fn watch(target: Weak<dyn Sweep>) {
-    let w = watched();
-    w.targets
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(target);
-    w.wake.notify_all();
+    let mut watched = WATCHED.lock();
+    watched.push(Watched { target, due: 0.0 });
+    NEXT_DUE.store(0f64.to_bits(), Ordering::Relaxed);
 }
 
-/// Wake the background thread (a store's interval changed).
+/// Look at every watched store on the next call (an interval changed).
 pub fn nudge() {
-    watched().wake.notify_all();
+    let mut watched = WATCHED.lock();
+    for w in watched.iter_mut() {
+        w.due = 0.0;
+    }
+    NEXT_DUE.store(0f64.to_bits(), Ordering::Relaxed);
+}
+
+/// Called by every read and write of a watched store, with the caller's
+/// clock: sweeps one slice of the most overdue watched store, if one is
+/// due. The common case is one relaxed load and a compare.
+#[inline]
+pub fn tick(now: f64) {
+    if now >= f64::from_bits(NEXT_DUE.load(Ordering::Relaxed)) {
+        tick_due(now);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn tick_due(now: f64) {
+    let target = {
+        // Another caller is scanning: it sweeps, this one carries on.
+        let Some(mut watched) = WATCHED.try_lock() else {
+            return;
+        };
+        watched.retain(|w| w.target.strong_count() > 0);
+        let most_overdue = watched
+            .iter_mut()
+            .filter(|w| w.due <= now)
+            .min_by(|a, b| a.due.total_cmp(&b.due));
+        let target = most_overdue.and_then(|w| {
+            w.due = now + CLAIM;
+            w.target.upgrade().map(|t| (t, w.target.clone()))
+        });
+        publish(&watched);
+        target
+    };
+    let Some((store, weak)) = target else {
+        return;
+    };
+    let next = store.sweep_step(now).map_or(f64::INFINITY, |wait| now + wait);
+    // Values this store still holds are dropped by whoever drops it last,
+    // outside the lock.
+    let mut watched = WATCHED.lock();
+    if let Some(w) = watched.iter_mut().find(|w| w.target.ptr_eq(&weak)) {
+        w.due = next;
+    }
+    publish(&watched);
+    drop(watched);
+    drop(store);
+}
+
+fn publish(watched: &[Watched]) {
+    let earliest = watched.iter().map(|w| w.due).fold(f64::INFINITY, f64::min);
+    NEXT_DUE.store(earliest.to_bits(), Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -134,22 +134,51 @@ fn interval_zero_sweeps_on_every_write_and_infinity_never() {
     assert_eq!(stored(&m), 1);
     let m: MemoryStore<Vec<u8>> = MemoryStore::with_bounds(Bounds::default(), f64::INFINITY);
     fill_dead(&m, t, 100);
-    assert_eq!(m.sweep_due_at(t + 1e9, drop), None);
+    assert_eq!(m.sweep_step(t + 1e9, drop), None);
     assert_eq!(stored(&m), 100);
 }
 
 #[test]
-fn idle_stores_are_swept_by_the_background_thread() {
-    let m = Arc::new(MemoryStore::<Vec<u8>>::with_bounds(Bounds::default(), 0.05));
-    sweep::watch(Arc::downgrade(&m) as std::sync::Weak<dyn Sweep>);
-    fill_dead(&m, now(), 500);
-    // No write after this; the sweeper thread must empty the store.
+fn idle_stores_are_swept_by_the_reads_of_other_stores() {
+    let idle = Arc::new(MemoryStore::<Vec<u8>>::with_bounds(Bounds::default(), 0.05));
+    sweep::watch(Arc::downgrade(&idle) as std::sync::Weak<dyn Sweep>);
+    let t = now();
+    fill_dead(&idle, t, 500);
+    // Never watched, never due: only reads of it from here on.
+    let busy: MemoryStore<Vec<u8>> = MemoryStore::with_bounds(Bounds::default(), f64::INFINITY);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while stored(&m) > 0 {
+    let mut reads = 0;
+    while stored(&idle) > 0 {
         assert!(std::time::Instant::now() < deadline, "never swept");
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        busy.get_with(HashedKey::new("k"), now(), |_, _| ());
+        reads += 1;
     }
-    assert_eq!(m.expired_swept(), 500);
+    assert_eq!(idle.expired_swept(), 500);
+    // One slice per call at most: a pass takes that many calls.
+    assert!(reads >= SHARDS * PARTS, "{reads} reads");
+}
+
+#[test]
+fn a_watched_store_is_not_swept_before_its_interval() {
+    let idle = Arc::new(MemoryStore::<Vec<u8>>::with_bounds(Bounds::default(), 3600.0));
+    sweep::watch(Arc::downgrade(&idle) as std::sync::Weak<dyn Sweep>);
+    let t = now();
+    fill_dead(&idle, t, 100);
+    let busy: MemoryStore<Vec<u8>> = MemoryStore::new();
+    for _ in 0..2 * SHARDS * PARTS {
+        busy.get_with(HashedKey::new("k"), t + 1.0, |_, _| ());
+    }
+    assert_eq!((stored(&idle), idle.expired_swept()), (100, 0));
+    // A shorter interval set at run time applies at once.
+    // (Other tests' watched stores may take some of the calls.)
+    drop(idle.set_bounds(Bounds::default(), 0.0));
+    for _ in 0..100 * SHARDS * PARTS {
+        if idle.expired_swept() == 100 {
+            break;
+        }
+        busy.get_with(HashedKey::new("k"), now() + 1.0, |_, _| ());
+    }
+    assert_eq!(idle.expired_swept(), 100);
 }
 
 #[test]
