@@ -32,9 +32,9 @@ mod policy;
 mod sketch;
 pub mod sweep;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 pub use policy::Bounds;
 use policy::{Policy, Rec};

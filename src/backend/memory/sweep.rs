@@ -166,7 +166,9 @@ fn tick_due(now: f64) {
     let Some((store, weak)) = target else {
         return;
     };
-    let next = store.sweep_step(now).map_or(f64::INFINITY, |wait| now + wait);
+    let next = store
+        .sweep_step(now)
+        .map_or(f64::INFINITY, |wait| now + wait);
     // Values this store still holds are dropped by whoever drops it last,
     // outside the lock.
     let mut watched = WATCHED.lock();

@@ -160,7 +160,10 @@ fn idle_stores_are_swept_by_the_reads_of_other_stores() {
 
 #[test]
 fn a_watched_store_is_not_swept_before_its_interval() {
-    let idle = Arc::new(MemoryStore::<Vec<u8>>::with_bounds(Bounds::default(), 3600.0));
+    let idle = Arc::new(MemoryStore::<Vec<u8>>::with_bounds(
+        Bounds::default(),
+        3600.0,
+    ));
     sweep::watch(Arc::downgrade(&idle) as std::sync::Weak<dyn Sweep>);
     let t = now();
     fill_dead(&idle, t, 100);
