@@ -16,6 +16,10 @@ Traces (seed 1):
   accesses (a batch job walking a table through the cache);
 - loop: keys 0..2,999 over and over (1.5x the capacity).
 
+SIEVE and S3-FIFO, the other policies issue 10 names, are simulated here in
+Python (same traces, same capacity, entry counts only) to choose between them
+and ours by measurement; see ``sieve`` and ``s3_fifo``.
+
 The RSS table runs each library in a fresh process and stores a million
 entries ``f"k{i}" -> {"id": i, "name": f"user{i}"}`` in an unbounded cache.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import collections
 import heapq
 import itertools
 import json
@@ -155,8 +160,120 @@ def cachebox_lru(capacity: int):
     return access
 
 
+# -- simulated policies (to pick ours by measurement) ----------------------
+
+
+def sieve(capacity: int):
+    """SIEVE (Zhang et al., NSDI'24): one FIFO queue, a visited bit per
+    entry, and a hand that walks from the oldest entry towards the newest,
+    clearing visited bits, and evicts the first unvisited entry it meets
+    (staying where it stopped); new entries enter at the newest end."""
+    visited: dict[str, bool] = {}
+    newer: dict[str, str | None] = {}  # towards the newest end
+    older: dict[str, str | None] = {}
+    ends: dict[str, str | None] = {"newest": None, "oldest": None, "hand": None}
+
+    def unlink(key: str) -> None:
+        o, n = older.pop(key), newer.pop(key)
+        if o is None:
+            ends["oldest"] = n
+        else:
+            newer[o] = n
+        if n is None:
+            ends["newest"] = o
+        else:
+            older[n] = o
+        del visited[key]
+
+    def access(key: str) -> bool:
+        if key in visited:
+            visited[key] = True
+            return True
+        if len(visited) >= capacity:
+            h = ends["hand"] or ends["oldest"]
+            assert h is not None
+            while visited[h]:
+                visited[h] = False
+                h = newer[h] or ends["oldest"]
+                assert h is not None
+            ends["hand"] = newer[h]
+            unlink(h)
+        visited[key] = False
+        older[key], newer[key] = ends["newest"], None
+        if ends["newest"] is not None:
+            newer[ends["newest"]] = key
+        ends["newest"] = key
+        if ends["oldest"] is None:
+            ends["oldest"] = key
+        return False
+
+    return access
+
+
+def s3_fifo(capacity: int):
+    """S3-FIFO (Yang et al., SOSP'23): a small FIFO (10% of the entries)
+    that new keys enter, a main FIFO (90%), and a ghost FIFO of keys evicted
+    from the small one (as many as main holds). A hit bumps a 2-bit count.
+    The small queue's oldest entry moves to main if it was hit, else leaves
+    (its key goes to the ghost queue); main's oldest entry goes round again
+    with its count less one while the count is not 0. A key found in the
+    ghost queue enters main directly."""
+    small_cap = max(1, capacity // 10)
+    main_cap = capacity - small_cap
+    freq: dict[str, int] = {}
+    small: collections.deque[str] = collections.deque()
+    main: collections.deque[str] = collections.deque()
+    ghost: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def evict_main() -> None:
+        while main:
+            k = main.popleft()
+            if freq[k] > 0:
+                freq[k] -= 1
+                main.append(k)
+            else:
+                del freq[k]
+                return
+
+    def evict_small() -> None:
+        while small:
+            k = small.popleft()
+            if freq[k] > 0:
+                freq[k] = 0
+                main.append(k)
+                if len(main) > main_cap:
+                    evict_main()
+            else:
+                del freq[k]
+                ghost[k] = None
+                if len(ghost) > main_cap:
+                    ghost.popitem(last=False)
+                return
+
+    def access(key: str) -> bool:
+        if key in freq:
+            freq[key] = min(freq[key] + 1, 3)
+            return True
+        while len(freq) >= capacity:
+            if len(small) >= small_cap:
+                evict_small()
+            else:
+                evict_main()
+        freq[key] = 0
+        if key in ghost:
+            del ghost[key]
+            main.append(key)
+        else:
+            small.append(key)
+        return False
+
+    return access
+
+
 CACHES = {
     "ours (W-TinyLFU)": ours,
+    "SIEVE (simulated)": sieve,
+    "S3-FIFO (simulated)": s3_fifo,
     "moka-py tiny_lfu": moka("tiny_lfu"),
     "moka-py lru": moka("lru"),
     "cachebox LRUCache": cachebox_lru,
