@@ -231,26 +231,25 @@ impl<V> MemoryStore<V> {
         now: f64,
         f: impl FnOnce(&V, f64) -> R,
     ) -> (Option<R>, Option<V>) {
-        let hash = key.hash;
-        let found = {
-            let mut shard = self.locate(hash).lock();
-            match shard.table.find_entry(hash, |s| &*s.key == key.text) {
-                Ok(entry) => {
-                    if entry.get().live(now) {
-                        let slot = entry.into_mut();
-                        slot.touch(self.epoch.load(Relaxed));
-                        (Some(f(&slot.value, slot.created_at)), None)
-                    } else {
-                        let (slot, _) = entry.remove();
-                        self.forget(&slot);
-                        (None, Some(slot.value))
-                    }
-                }
-                Err(_) => (None, None),
-            }
-        };
+        // Before the lookup: nothing is held yet, and nothing needs keeping
+        // across a sweep.
         sweep::tick(now);
-        found
+        let hash = key.hash;
+        let mut shard = self.locate(hash).lock();
+        match shard.table.find_entry(hash, |s| &*s.key == key.text) {
+            Ok(entry) => {
+                if entry.get().live(now) {
+                    let slot = entry.into_mut();
+                    slot.touch(self.epoch.load(Relaxed));
+                    (Some(f(&slot.value, slot.created_at)), None)
+                } else {
+                    let (slot, _) = entry.remove();
+                    self.forget(&slot);
+                    (None, Some(slot.value))
+                }
+            }
+            Err(_) => (None, None),
+        }
     }
 
     /// Store `value`, weighing `weight` bytes, under `key`; returns the
