@@ -346,7 +346,9 @@ def measure(args, workers, redis_reason, cluster_reason=None):
         rows = []
         # Scenarios of ours alone (ours with and without an extension) list
         # no 'cachu' implementation, and get no ours/reference rows.
-        for label in ("ours", "reference") if "cachu" in sc["impls"] else ():
+        # An extension 0.2.7 lacks ("reference": False) gets no reference row.
+        labels = ("ours", "reference") if sc.get("reference", True) else ("ours",)
+        for label in labels if "cachu" in sc["impls"] else ():
             rows.append({"scenario": name, "impl": label, "lib": "cachu", "worker": label})
         for impl in sc["impls"]:
             if impl != "cachu":

@@ -176,6 +176,7 @@ SCENARIOS = [
         "name": "near-cache hit",
         "groups": ("near", "redis"),
         "kind": "hit",
+        "reference": False,
         "impls": ["cachu", "ours, memory hit", "ours, redis hit, near cache off"],
     },
     # a 3-master + 3-replica Redis Cluster (bench/cluster.py), pinned like redis
