@@ -16,6 +16,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Weak;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -107,6 +108,12 @@ struct Watched {
 /// The stores swept by the process's calls. Its lock is held for a scan of
 /// this list, never while a store is swept (sweeping drops values, which
 /// may run foreign code that makes a store and watches it).
+///
+/// Fork: a child inherits this lock held only if another thread was inside
+/// one of those scans at the fork. Python callers all hold the GIL while
+/// they tick, as does the thread calling `os.fork()`, so that cannot happen
+/// there; elsewhere the child's calls skip idle sweeps (`try_lock`) and
+/// `watch` gives up after [`LOCK_WAIT`] rather than hang.
 static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
 
 /// The earliest `due` of `WATCHED` (f64 bits): the one thing a call reads.
@@ -117,16 +124,25 @@ static NEXT_DUE: AtomicU64 = AtomicU64::new(0);
 /// the store is looked at again after this.
 const CLAIM: f64 = 1.0;
 
+/// The longest `watch` and `nudge` wait for the list (it is held for
+/// microseconds; longer means the holder is gone, see [`WATCHED`]).
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
 /// Have the calls of the process sweep `target` for as long as it lives.
+/// (If the list cannot be had, `target` is swept by its writes only.)
 pub fn watch(target: Weak<dyn Sweep>) {
-    let mut watched = WATCHED.lock();
+    let Some(mut watched) = WATCHED.try_lock_for(LOCK_WAIT) else {
+        return;
+    };
     watched.push(Watched { target, due: 0.0 });
     NEXT_DUE.store(0f64.to_bits(), Ordering::Relaxed);
 }
 
 /// Look at every watched store on the next call (an interval changed).
 pub fn nudge() {
-    let mut watched = WATCHED.lock();
+    let Some(mut watched) = WATCHED.try_lock_for(LOCK_WAIT) else {
+        return;
+    };
     for w in watched.iter_mut() {
         w.due = 0.0;
     }
