@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use nohash_hasher::IntMap;
 use parking_lot::{Condvar, Mutex};
 
+use crate::fork::PerProcess;
 use crate::key::HashedKey;
 
 const SHARDS: usize = 16;
@@ -28,12 +29,18 @@ struct Shard {
     released: Condvar,
 }
 
+type Shards = Box<[Shard]>;
+
+fn new_shards() -> Shards {
+    (0..SHARDS).map(|_| Shard::default()).collect()
+}
+
 /// A set of named locks, created on demand and forgotten when released.
 pub struct KeyLocks {
-    shards: Box<[Shard]>,
-    /// The `fork::generation` the holders belong to: a forked child forgets
-    /// them (their threads do not exist there).
-    generation: AtomicU64,
+    /// A forked child starts with none held (their holders do not exist
+    /// there) and never touches the parent's shards, whose mutex a parent
+    /// thread may have held at the fork.
+    shards: PerProcess<Shards>,
 }
 
 impl Default for KeyLocks {
@@ -44,7 +51,10 @@ impl Default for KeyLocks {
 
 /// Proof of holding one key; releases it on drop.
 pub struct KeyGuard<'a> {
-    locks: &'a KeyLocks,
+    shard: &'a Shard,
+    /// The fork generation it was taken in: a guard carried across a fork
+    /// (held by the forking thread) is not given back in the child.
+    generation: u64,
     id: u64,
 }
 
@@ -59,104 +69,90 @@ fn thread_token() -> u64 {
 impl KeyLocks {
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            generation: AtomicU64::new(crate::fork::generation()),
+            shards: PerProcess::new(new_shards),
         }
     }
 
     #[inline]
-    fn locate(&self, key: HashedKey<'_>) -> (u64, &Shard) {
-        let now = crate::fork::generation();
-        let seen = self.generation.load(Ordering::Relaxed);
-        if now != seen
-            && self
-                .generation
-                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.forget_inherited();
-        }
-        (key.hash, &self.shards[(key.hash >> 58) as usize % SHARDS])
+    fn locate(&self, key: HashedKey<'_>) -> (&Shard, u64) {
+        let (shards, generation) = self.shards.get_with_generation();
+        (&shards[(key.hash >> 58) as usize % SHARDS], generation)
     }
 
     /// Take `key` if it is free (or already ours), without waiting.
     pub fn try_acquire(&self, key: HashedKey<'_>) -> Option<KeyGuard<'_>> {
-        let (id, shard) = self.locate(key);
+        let (shard, generation) = self.locate(key);
         let mut held = shard.held.lock();
-        self.take(&mut held, id).then(|| self.guard(id))
+        // `then`, not `then_some`: a guard made and dropped would release.
+        take(&mut held, key.hash).then(|| KeyGuard {
+            shard,
+            generation,
+            id: key.hash,
+        })
     }
 
     /// Take `key`, waiting at most `timeout` for its holder to release it.
     /// `None` means the wait timed out; the caller proceeds without the lock.
     pub fn acquire(&self, key: HashedKey<'_>, timeout: Duration) -> Option<KeyGuard<'_>> {
         let deadline = Instant::now() + timeout;
-        let (id, shard) = self.locate(key);
+        let (shard, generation) = self.locate(key);
         let mut held = shard.held.lock();
-        loop {
-            if self.take(&mut held, id) {
-                return Some(self.guard(id));
+        let got = loop {
+            if take(&mut held, key.hash) {
+                break true;
             }
             if shard.released.wait_until(&mut held, deadline).timed_out() {
-                return self.take(&mut held, id).then(|| self.guard(id));
+                break take(&mut held, key.hash);
             }
-        }
-    }
-
-    /// In a forked child: every lock was held by a thread of the parent.
-    #[cold]
-    fn forget_inherited(&self) {
-        for shard in self.shards.iter() {
-            shard.held.lock().clear();
-        }
+        };
+        got.then(|| KeyGuard {
+            shard,
+            generation,
+            id: key.hash,
+        })
     }
 
     /// Whether some thread holds `key` now.
     pub fn is_held(&self, key: HashedKey<'_>) -> bool {
-        let (id, shard) = self.locate(key);
-        shard.held.lock().contains_key(&id)
+        self.locate(key).0.held.lock().contains_key(&key.hash)
     }
+}
 
-    fn take(&self, held: &mut IntMap<u64, Held>, id: u64) -> bool {
-        let me = thread_token();
-        match held.get_mut(&id) {
-            None => {
-                held.insert(
-                    id,
-                    Held {
-                        owner: me,
-                        depth: 1,
-                    },
-                );
-                true
-            }
-            Some(h) if h.owner == me => {
-                h.depth += 1;
-                true
-            }
-            Some(_) => false,
+fn take(held: &mut IntMap<u64, Held>, id: u64) -> bool {
+    let me = thread_token();
+    match held.get_mut(&id) {
+        None => {
+            held.insert(
+                id,
+                Held {
+                    owner: me,
+                    depth: 1,
+                },
+            );
+            true
         }
-    }
-
-    fn guard(&self, id: u64) -> KeyGuard<'_> {
-        KeyGuard { locks: self, id }
-    }
-
-    fn release(&self, id: u64) {
-        let shard = &self.shards[(id >> 58) as usize % SHARDS];
-        let mut held = shard.held.lock();
-        if let Some(h) = held.get_mut(&id) {
-            h.depth -= 1;
-            if h.depth == 0 {
-                held.remove(&id);
-                shard.released.notify_all();
-            }
+        Some(h) if h.owner == me => {
+            h.depth += 1;
+            true
         }
+        Some(_) => false,
     }
 }
 
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
-        self.locks.release(self.id);
+        if crate::fork::generation() != self.generation {
+            // Taken by the parent: its shard is not this process's.
+            return;
+        }
+        let mut held = self.shard.held.lock();
+        if let Some(h) = held.get_mut(&self.id) {
+            h.depth -= 1;
+            if h.depth == 0 {
+                held.remove(&self.id);
+                self.shard.released.notify_all();
+            }
+        }
     }
 }
 

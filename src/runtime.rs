@@ -5,19 +5,18 @@
 
 use std::sync::OnceLock;
 
-use parking_lot::Mutex;
 use tokio::runtime::{Builder, Handle, Runtime};
+
+use crate::fork::PerProcess;
 
 /// A handle to this process's runtime.
 pub fn handle() -> Handle {
-    static CURRENT: OnceLock<Mutex<Option<(u32, Handle)>>> = OnceLock::new();
-    let pid = crate::fork::pid();
-    let mut current = CURRENT.get_or_init(|| Mutex::new(None)).lock();
-    if let Some((owner, handle)) = &*current {
-        if *owner == pid {
-            return handle.clone();
-        }
-    }
+    static CURRENT: PerProcess<OnceLock<Handle>> = PerProcess::new(OnceLock::new);
+    CURRENT.get().get_or_init(start).clone()
+}
+
+fn start() -> Handle {
+    // Never shut down: its tasks may outlive any caller.
     let runtime: &'static Runtime = Box::leak(Box::new(
         Builder::new_multi_thread()
             .worker_threads(1)
@@ -26,9 +25,7 @@ pub fn handle() -> Handle {
             .build()
             .expect("starting the cachu I/O runtime"),
     ));
-    let handle = runtime.handle().clone();
-    *current = Some((pid, handle.clone()));
-    handle
+    runtime.handle().clone()
 }
 
 #[cfg(test)]

@@ -8,11 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 
 use crate::runtime;
-
-static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Set at interpreter exit: finished work no longer reaches Python. A
 /// runtime thread that tried to take the GIL while the interpreter is
@@ -45,9 +42,13 @@ where
 {
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let future = event_loop.call_method0("create_future")?;
-    let resolve = RESOLVE
-        .import(py, "cachu._offloop", "resolve_future")?
-        .clone()
+    // Looked up per call, not cached in a `PyOnceLock`: a cache's first
+    // filling lets go of the GIL, and a fork meanwhile would leave the child
+    // waiting for it for ever (`cachu._offloop` imports this module, so it
+    // cannot be filled at import). One dict lookup beside a round trip.
+    let resolve = py
+        .import("cachu._offloop")?
+        .getattr("resolve_future")?
         .unbind();
     let (event_loop, target) = (event_loop.unbind(), future.clone().unbind());
     runtime::handle().spawn(async move {

@@ -101,6 +101,11 @@ mod _cachu {
         let _ = pyo3_log::try_init();
         super::cached::enable_vectorcall(&m.py().get_type::<CachedFunction>())?;
         super::errors::add_to_module(m)?;
+        // Every lazily made Python object is made here, before any thread
+        // can fork in the middle of making it (see `value::warm`).
+        super::value::warm(m.py())?;
+        // Likewise the engine's fork handler (installed on first use).
+        crate::fork::generation();
         m.add(
             "NO_VALUE",
             super::region::no_value(m.py()).clone_ref(m.py()),

@@ -307,6 +307,16 @@ fn deep_copy<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// Fill the caches above while the module is imported. Filled lazily by a
+/// worker thread instead, a cache's initialisation (which lets go of the
+/// GIL) could be under way when another thread forks: the child would wait
+/// for it for ever.
+pub fn warm(py: Python<'_>) -> PyResult<()> {
+    DUMPS.import(py, "pickle", "dumps")?;
+    LOADS.import(py, "pickle", "loads")?;
+    Ok(())
+}
+
 /// `pickle.dumps(value)` with the default protocol, as the reference stores.
 pub fn dumps(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let py = value.py();

@@ -22,22 +22,14 @@ impl RedisBackend {
     /// checked with a `PING` when it was idle longer than
     /// `health_check_interval`.
     async fn connection(&self) -> Result<AsyncConn> {
-        let pid = crate::fork::pid();
+        // A forked child starts without one (the parent's lived in the
+        // parent's runtime; it is forgotten, see `PerProcess`).
         let found = {
-            let mut slot = self.aio.lock();
-            match slot.take() {
-                Some((owner, conn, last_used)) if owner == pid => {
-                    *slot = Some((owner, conn.clone(), Instant::now()));
-                    Some((conn, last_used))
-                }
-                // Inherited across fork: its driver task lived in the
-                // parent's runtime; forget it.
-                Some((_, conn, _)) => {
-                    std::mem::forget(conn);
-                    None
-                }
-                None => None,
-            }
+            let mut slot = self.aio.get().lock();
+            slot.as_mut().map(|(conn, last_used)| {
+                let seen = std::mem::replace(last_used, Instant::now());
+                (conn.clone(), seen)
+            })
         };
         if let Some((mut conn, last_used)) = found {
             if last_used.elapsed() < self.options.health_check_interval {
@@ -47,7 +39,7 @@ impl RedisBackend {
             if pong.is_ok() {
                 return Ok(conn);
             }
-            self.aio.lock().take();
+            self.aio.get().lock().take();
         }
         let conn = self
             .topology
@@ -57,7 +49,7 @@ impl RedisBackend {
                 self.topology.failed(&e);
                 self.unavailable(&e)
             })?;
-        *self.aio.lock() = Some((pid, conn.clone(), Instant::now()));
+        *self.aio.get().lock() = Some((conn.clone(), Instant::now()));
         Ok(conn)
     }
 
@@ -76,7 +68,7 @@ impl RedisBackend {
             match op(conn).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    self.aio.lock().take();
+                    self.aio.get().lock().take();
                     self.topology.failed(&e);
                     if retries_left == 0 || !is_dead_connection(&e) {
                         return Err(self.unavailable(&e));

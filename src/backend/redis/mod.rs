@@ -29,9 +29,10 @@
 //! empties the pool and is retried on a fresh connection, up to
 //! [`RedisOptions::retry_count`] times; a timeout is never retried. Every
 //! connect, read and write is bounded by [`RedisOptions::socket_timeout`].
-//! After a `fork` the child never touches the connections it inherited: they
-//! are forgotten (not closed, which would disturb the parent's session) and
-//! the child connects afresh.
+//! After a `fork` the child never touches the connections it inherited (nor
+//! the pool's lock, which a parent thread may have held): they are forgotten
+//! (not closed, which would disturb the parent's session) and the child
+//! connects afresh ([`PerProcess`]).
 //!
 //! `keys`, `count` and `clear` walk the keyspace with `SCAN MATCH pattern
 //! COUNT 1000` and delete with `UNLINK` (`DEL` on servers before 4.0) in
@@ -69,6 +70,7 @@ use topology::{AsyncConn, Conn, Topology};
 use super::{Backend, Hit};
 use crate::clock::now;
 use crate::error::{Error, Result};
+use crate::fork::PerProcess;
 use crate::sign::{Signer, Signing, TRAILER_LEN};
 
 /// Bytes of `created_at` in front of every stored payload.
@@ -80,10 +82,6 @@ const DELETE_BATCH: usize = 500;
 /// The longest TTL sent to Redis (about a thousand years); longer or
 /// infinite TTLs are clamped to it, as Redis rejects expiry overflows.
 const MAX_TTL_SECS: u64 = 1000 * 365 * 86_400;
-/// How long an operation waits for the pool's lock before it gives up on the
-/// pool and uses a connection of its own (only a lock inherited locked
-/// across a `fork` is ever held that long).
-const POOL_LOCK_WAIT: Duration = Duration::from_millis(20);
 /// First and longest pause between two polls of [`RedisBackend::wait_for`].
 const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(20);
@@ -264,24 +262,11 @@ pub fn lock_key(key: &str) -> String {
     out
 }
 
-struct Pool {
-    /// The process the idle connections belong to.
-    pid: u32,
-    /// Idle connections, with when each was last used.
-    idle: Vec<(Conn, Instant)>,
-}
+/// Idle connections of this process, with when each was last used.
+type Pool = Mutex<Vec<(Conn, Instant)>>;
 
-impl Pool {
-    /// Forget (never close) connections inherited from a parent process.
-    fn adopt(&mut self, pid: u32) {
-        if self.pid != pid {
-            for conn in self.idle.drain(..) {
-                std::mem::forget(conn);
-            }
-            self.pid = pid;
-        }
-    }
-}
+/// The multiplexed connection of the async face, and when it was last used.
+type AsyncSlot = Mutex<Option<(AsyncConn, Instant)>>;
 
 enum Poll {
     Done(Option<Hit<Vec<u8>>>),
@@ -308,13 +293,11 @@ pub struct RedisBackend {
     /// Where the server is, without credentials, for error messages.
     target: String,
     options: RedisOptions,
-    pool: Mutex<Pool>,
+    pool: PerProcess<Pool>,
     scripts: Scripts,
     /// The server does not know `UNLINK` (before 4.0): delete with `DEL`.
     no_unlink: AtomicBool,
-    /// The multiplexed connection of the async face, its process, and when
-    /// it was last used.
-    aio: Mutex<Option<(u32, AsyncConn, Instant)>>,
+    aio: PerProcess<AsyncSlot>,
     signing: Signing,
 }
 
@@ -338,10 +321,7 @@ impl RedisBackend {
             cluster_seeds: url::cluster_seeds(url)?,
             target,
             options,
-            pool: Mutex::new(Pool {
-                pid: crate::fork::pid(),
-                idle: Vec::new(),
-            }),
+            pool: PerProcess::default(),
             scripts: Scripts {
                 get_or_lock: Script::new(GET_OR_LOCK_LUA),
                 store_and_unlock: Script::new(STORE_AND_UNLOCK_LUA),
@@ -350,7 +330,7 @@ impl RedisBackend {
                 expiring: expiring::Scripts::new(),
             },
             no_unlink: AtomicBool::new(false),
-            aio: Mutex::new(None),
+            aio: PerProcess::default(),
             signing: Signing::default(),
         })
     }
@@ -675,12 +655,7 @@ impl RedisBackend {
     /// idle for longer than `health_check_interval` (one found dead is
     /// dropped, and so are its siblings).
     fn take_idle(&self) -> Option<Conn> {
-        let pid = crate::fork::pid();
-        let (mut conn, last_used) = {
-            let mut pool = self.pool.try_lock_for(POOL_LOCK_WAIT)?;
-            pool.adopt(pid);
-            pool.idle.pop()?
-        };
+        let (mut conn, last_used) = self.pool.get().lock().pop()?;
         if last_used.elapsed() < self.options.health_check_interval || conn.check_connection() {
             return Some(conn);
         }
@@ -693,26 +668,17 @@ impl RedisBackend {
         if !conn.is_open() {
             return;
         }
-        let pid = crate::fork::pid();
-        if let Some(mut pool) = self.pool.try_lock_for(POOL_LOCK_WAIT) {
-            pool.adopt(pid);
-            if pool.idle.len() < self.options.max_idle_connections {
-                pool.idle.push((conn, Instant::now()));
-                return;
-            }
+        let mut pool = self.pool.get().lock();
+        if pool.len() < self.options.max_idle_connections {
+            pool.push((conn, Instant::now()));
+            return;
         }
+        drop(pool);
         drop(conn);
     }
 
     fn discard_idle(&self) {
-        let pid = crate::fork::pid();
-        let idle = match self.pool.try_lock_for(POOL_LOCK_WAIT) {
-            Some(mut pool) => {
-                pool.adopt(pid);
-                std::mem::take(&mut pool.idle)
-            }
-            None => return,
-        };
+        let idle = std::mem::take(&mut *self.pool.get().lock());
         // Closed outside the lock.
         drop(idle);
     }
@@ -905,13 +871,6 @@ impl Backend for RedisBackend {
 
     fn close(&self) {
         self.discard_idle();
-    }
-}
-
-impl Drop for RedisBackend {
-    fn drop(&mut self) {
-        // Connections inherited across a fork are forgotten, not closed.
-        self.pool.get_mut().adopt(crate::fork::pid());
     }
 }
 
