@@ -22,8 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cachu import _cachu
-from cachu._offloop import off_loop
-from cachu._offloop import run as _run
+from cachu._offloop import off_loop, settle
 
 _Step = _cachu.AsyncStep
 _log = logging.getLogger("cachu")
@@ -169,16 +168,14 @@ def async_wrapper(fn: Callable[..., Any], core: _cachu.CachedFunction) -> Callab
             return await fn(*args, **kwargs)
         return await _drive(found, fn, args, kwargs)
 
-    backend_blocks = lambda: core._backend().blocking  # noqa: E731
-
     async def get(*args: Any, **kwargs: Any) -> Any:
-        return await _run(backend_blocks(), core.get, *args, **kwargs)
+        return await settle(core._aget(*args, **kwargs))
 
     async def set(value: Any, **kwargs: Any) -> None:
-        await _run(backend_blocks(), core.set, value, **kwargs)
+        await settle(core._aset(value, **kwargs))
 
     async def invalidate(**kwargs: Any) -> None:
-        await _run(backend_blocks(), core.invalidate, **kwargs)
+        await settle(core._ainvalidate(**kwargs))
 
     async def refresh(**kwargs: Any) -> Any:
         await invalidate(**kwargs)

@@ -20,11 +20,18 @@ async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
 
 
-async def run(blocking: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args)``: inline when it cannot block, else off the loop."""
-    if blocking:
-        return await off_loop(fn, *args, **kwargs)
-    return fn(*args, **kwargs)
+async def settle(answer: tuple[bool, Any]) -> Any:
+    """The result of an engine operation's awaitable face: ``(True,
+    result)`` when it is done already, else ``(False, awaitable)``."""
+    done, value = answer
+    return value if done else await value
+
+
+async def then_call(fut: asyncio.Future[Callable[[], tuple[bool, Any]]]) -> Any:
+    """Await an engine round trip whose reply finishes on the loop's thread
+    (decoding a value runs user code: not on the engine's thread), and what
+    that may still await."""
+    return await settle((await fut)())
 
 
 def resolve_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cachu import _cachu, _regions
-from cachu._offloop import off_loop, run
+from cachu._offloop import settle
 from cachu.config import caller_package, check_backend, get_config
 from cachu.types import CacheInfo
 
@@ -62,11 +62,26 @@ def cache_clear(
     entries were removed, and resets every function's hit/miss counters."""
     if package is None:
         package = caller_package()
+    removed = 0
+    for region, inst, pattern in _clearing(tag, backend, ttl, package, global_clear):
+        try:
+            removed += inst.clear(pattern)
+        except _cachu.CacheError as e:
+            _cold_failure(region, backend, e)
+    _cachu.reset_stats()
+    return removed
+
+
+def _clearing(
+    tag: str | None, backend: str | None, ttl: int | None, package: str, global_clear: bool
+) -> list[tuple[tuple[str, int, bool], Any, str | None]]:
+    """What a clear does: ``((backend, ttl, cold), instance, glob pattern)``
+    for each region it visits (cold: no call made its instance before)."""
     if backend is not None:
         check_backend(backend)
     pattern = _cachu.tag_pattern(tag) if tag else None
     wanted = None if ttl is None else _regions.region_ttl(ttl)
-    removed = 0
+    out = []
     for name, region_ttl, inst, cold in _targets(package, backend, wanted, tag):
         if name == "redis":
             # All regions (and packages) share one Redis database: clear only
@@ -82,18 +97,18 @@ def cache_clear(
             # Memory and file regions hold one package's keys; 0.2.7 clears
             # them whatever the key prefix.
             region_pattern = pattern
-        try:
-            removed += inst.clear(region_pattern)
-        except _cachu.CacheError as e:
-            if not cold or backend is not None:
-                raise
-            # A region visited only because a decorator declared it: its
-            # failure must not abort clearing the regions that were asked for.
-            _log.warning(
-                "cache_clear: could not clear the %s region ttl=%s: %s", name, region_ttl, e
-            )
-    _cachu.reset_stats()
-    return removed
+        out.append(((name, region_ttl, cold), inst, region_pattern))
+    return out
+
+
+def _cold_failure(region: tuple[str, int, bool], backend: str | None, e: Exception) -> None:
+    """A region failed to clear: re-raise, unless it was visited only
+    because a decorator declared it (its failure must not abort clearing
+    the regions that were asked for): then log it."""
+    name, region_ttl, cold = region
+    if not cold or backend is not None:
+        raise e
+    _log.warning("cache_clear: could not clear the %s region ttl=%s: %s", name, region_ttl, e)
 
 
 def _targets(
@@ -128,27 +143,21 @@ def cache_info(fn: Callable[..., Any]) -> CacheInfo:
     return CacheInfo(hits=hits, misses=misses, currsize=currsize)
 
 
-def _blocks(c: _cachu.CachedFunction) -> bool:
-    return c._backend().blocking
-
-
 async def async_cache_get(fn: Callable[..., Any], default: Any = _MISSING, **kwargs: Any) -> Any:
     """Awaitable :func:`cache_get`."""
     c = cached_function(fn)
     args = () if default is _MISSING else (default,)
-    return await run(_blocks(c), c.get, *args, **kwargs)
+    return await settle(c._aget(*args, **kwargs))
 
 
 async def async_cache_set(fn: Callable[..., Any], value: Any, **kwargs: Any) -> None:
     """Awaitable :func:`cache_set`."""
-    c = cached_function(fn)
-    await run(_blocks(c), c.set, value, **kwargs)
+    await settle(cached_function(fn)._aset(value, **kwargs))
 
 
 async def async_cache_delete(fn: Callable[..., Any], **kwargs: Any) -> None:
     """Awaitable :func:`cache_delete`."""
-    c = cached_function(fn)
-    await run(_blocks(c), c.invalidate, **kwargs)
+    await settle(cached_function(fn)._ainvalidate(**kwargs))
 
 
 def async_cache_clear(
@@ -158,18 +167,30 @@ def async_cache_clear(
     package: str | None = None,
     global_clear: bool = False,
 ) -> Awaitable[int]:
-    """Awaitable :func:`cache_clear` (runs off the event loop). The caller's
-    package is found when this is called, not when the awaitable first runs,
-    so ``asyncio.run(async_cache_clear(...))`` clears the caller's entries."""
+    """Awaitable :func:`cache_clear`. The caller's package is found when this
+    is called, not when the awaitable first runs, so
+    ``asyncio.run(async_cache_clear(...))`` clears the caller's entries."""
     if package is None:
         package = caller_package()
-    return off_loop(cache_clear, tag, backend, ttl, package, global_clear)
+    return _aclear(tag, backend, ttl, package, global_clear)
+
+
+async def _aclear(
+    tag: str | None, backend: str | None, ttl: int | None, package: str, global_clear: bool
+) -> int:
+    removed = 0
+    for region, inst, pattern in _clearing(tag, backend, ttl, package, global_clear):
+        try:
+            removed += await inst.aclear(pattern)
+        except _cachu.CacheError as e:
+            _cold_failure(region, backend, e)
+    _cachu.reset_stats()
+    return removed
 
 
 async def async_cache_info(fn: Callable[..., Any]) -> CacheInfo:
     """Awaitable :func:`cache_info`."""
-    c = cached_function(fn)
-    hits, misses, currsize = await run(_blocks(c), c._info)
+    hits, misses, currsize = await settle(cached_function(fn)._ainfo())
     return CacheInfo(hits=hits, misses=misses, currsize=currsize)
 
 

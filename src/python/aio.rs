@@ -71,3 +71,39 @@ where
     });
     Ok(future)
 }
+
+/// Work done on the loop's thread once a runtime future is over (decoding a
+/// value runs user code: it belongs on the caller's thread, not the
+/// runtime's): its result, or `(False, awaitable)` for more work.
+type Then = Box<dyn FnOnce(Python<'_>) -> PyResult<(bool, Py<PyAny>)> + Send>;
+
+/// The reply of [`spawn_then`]'s runtime work: called once, on the loop.
+#[pyclass(module = "cachu", name = "_Then", frozen)]
+pub struct ThenCall(parking_lot::Mutex<Option<Then>>);
+
+#[pymethods]
+impl ThenCall {
+    fn __call__(&self, py: Python<'_>) -> PyResult<(bool, Py<PyAny>)> {
+        let then = self.0.lock().take().expect("called once");
+        then(py)
+    }
+}
+
+/// Run `work` on the runtime, then `then` its output on the loop's thread.
+/// Returns the awaitable of `then`'s result (`then` answers `(True,
+/// result)`, or `(False, awaitable)` to go on).
+pub fn spawn_then<'py, T, W, F>(py: Python<'py>, work: W, then: F) -> PyResult<Bound<'py, PyAny>>
+where
+    T: Send + 'static,
+    W: Future<Output = T> + Send + 'static,
+    F: FnOnce(Python<'_>, T) -> PyResult<(bool, Py<PyAny>)> + Send + 'static,
+{
+    let future = spawn(py, work, move |py, output| {
+        let then: Then = Box::new(move |py| then(py, output));
+        Ok(Py::new(py, ThenCall(parking_lot::Mutex::new(Some(then))))?.into_any())
+    })?;
+    // Looked up per call, as `resolve_future` is (see `spawn`).
+    py.import("cachu._offloop")?
+        .getattr("then_call")?
+        .call1((future,))
+}

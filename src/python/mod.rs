@@ -8,6 +8,7 @@ mod keyplan;
 mod keytext;
 mod near;
 mod region;
+mod region_async;
 mod state;
 mod value;
 

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyTuple};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::errors::{to_py, BackendUnavailableError};
 use super::near::Near;
+use super::region_async::{done, in_pool, Answer, Where};
 use super::value::{dumps, loads, Stored};
 use crate::backend::file::FileBackend;
 use crate::backend::memory::sweep::{self, Sweep};
@@ -101,7 +102,7 @@ impl Region {
     }
 
     #[inline]
-    fn wrote(&self) {
+    pub(super) fn wrote(&self) {
         self.writes.fetch_add(1, Ordering::Release);
     }
 
@@ -142,16 +143,10 @@ impl Region {
             Ok(hit) => hit,
             Err(e) => return Some(Err(to_py(e))),
         };
-        let Some(hit) = hit else {
-            return Some(Ok(None));
-        };
-        Some(match loads(py, &hit.value) {
-            Ok(v) => Ok(Some((v.unbind(), hit.created_at))),
-            Err(e) => {
-                self.discard(py, key, e);
-                Ok(None)
-            }
-        })
+        Some(self.unpickle(py, key.text, hit).or_else(|Unreadable| {
+            let _ = self.delete(py, key);
+            Ok(None)
+        }))
     }
 
     /// Whether a decorated call may use the backend now: false during an
@@ -187,14 +182,28 @@ impl Region {
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
                 let hit = py.detach(|| b.get(key.text)).map_err(to_py)?;
-                let Some(hit) = hit else { return Ok(None) };
-                match loads(py, &hit.value) {
-                    Ok(v) => Ok(Some((v.unbind(), hit.created_at))),
-                    Err(e) => {
-                        self.discard(py, key, e);
-                        Ok(None)
-                    }
-                }
+                self.unpickle(py, key.text, hit).or_else(|Unreadable| {
+                    let _ = self.delete(py, key);
+                    Ok(None)
+                })
+            }
+        }
+    }
+
+    /// A byte store's hit, unpickled; `Unreadable` (logged) for an entry
+    /// that does not unpickle, which the caller removes.
+    pub fn unpickle(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        hit: Option<crate::backend::Hit<Vec<u8>>>,
+    ) -> Result<Found, Unreadable> {
+        let Some(hit) = hit else { return Ok(None) };
+        match loads(py, &hit.value) {
+            Ok(v) => Ok(Some((v.unbind(), hit.created_at))),
+            Err(e) => {
+                log_unreadable(key, &e);
+                Err(Unreadable)
             }
         }
     }
@@ -239,12 +248,7 @@ impl Region {
     }
 
     fn discard(&self, py: Python<'_>, key: HashedKey<'_>, why: PyErr) {
-        // The key's arguments may be personal data: only at debug.
-        log::warn!(
-            "dropping a cache entry of {} that could not be read: {why}",
-            key_function(key.text)
-        );
-        log::debug!("the unreadable cache entry was {:?}", key.text);
+        log_unreadable(key.text, &why);
         let _ = self.delete(py, key);
     }
 
@@ -345,6 +349,18 @@ impl Region {
             py.detach(|| b.close());
         }
     }
+}
+
+/// An entry that could not be read (and is to be removed).
+pub struct Unreadable;
+
+fn log_unreadable(key: &str, why: &PyErr) {
+    // The key's arguments may be personal data: only at debug.
+    log::warn!(
+        "dropping a cache entry of {} that could not be read: {why}",
+        key_function(key)
+    );
+    log::debug!("the unreadable cache entry was {key:?}");
 }
 
 /// Idle memory regions are swept by the reads and writes of any memory
@@ -663,6 +679,152 @@ impl PyBackend {
     /// Release connections; the backend reopens them if used again.
     fn close(&self, py: Python<'_>) {
         self.region.close(py)
+    }
+
+    // The awaitable face (`aget`, `aset`, ... in `cachu.backends`): each
+    // answers `(True, result)` or `(False, awaitable)`; see `region_async`.
+
+    fn _aget(slf: &Bound<'_, Self>, key: String) -> PyResult<Answer> {
+        let py = slf.py();
+        slf.get().region.alookup(
+            py,
+            key.clone(),
+            || in_pool(&slf.getattr("get")?, &PyTuple::new(py, [key])?, None),
+            |py, found| {
+                Ok(match found {
+                    Some((v, _)) => v,
+                    None => no_value(py).clone_ref(py).into_any(),
+                })
+            },
+        )
+    }
+
+    fn _aget_with_metadata(slf: &Bound<'_, Self>, key: String) -> PyResult<Answer> {
+        let py = slf.py();
+        slf.get().region.alookup(
+            py,
+            key.clone(),
+            || {
+                let method = slf.getattr("get_with_metadata")?;
+                in_pool(&method, &PyTuple::new(py, [key])?, None)
+            },
+            |py, found| {
+                let pair = match found {
+                    Some((v, created)) => (v, Some(created)),
+                    None => (no_value(py).clone_ref(py).into_any(), None),
+                };
+                Ok(pair.into_pyobject(py)?.into_any().unbind())
+            },
+        )
+    }
+
+    fn _aset(
+        slf: &Bound<'_, Self>,
+        key: String,
+        value: &Bound<'_, PyAny>,
+        ttl: f64,
+    ) -> PyResult<Answer> {
+        let py = slf.py();
+        let region = &slf.get().region;
+        match region.store.runs() {
+            Where::Inline => {
+                region.store(py, HashedKey::new(&key), value, ttl)?;
+                Ok(done(py.None()))
+            }
+            Where::Pool => {
+                let key = key.into_pyobject(py)?.into_any();
+                let ttl = ttl.into_pyobject(py)?.into_any();
+                let args = PyTuple::new(py, [key, value.clone(), ttl])?;
+                in_pool(&slf.getattr("set")?, &args, None)
+            }
+            Where::Native(_) => region.aset_native(py, key, dumps(value)?, ttl),
+        }
+    }
+
+    fn _adelete(slf: &Bound<'_, Self>, key: String) -> PyResult<Answer> {
+        let py = slf.py();
+        let region = &slf.get().region;
+        match region.store.runs() {
+            Where::Inline => {
+                region.delete(py, HashedKey::new(&key))?;
+                Ok(done(py.None()))
+            }
+            Where::Pool => in_pool(&slf.getattr("delete")?, &PyTuple::new(py, [key])?, None),
+            // The backend object's delete answers None, as the sync one does.
+            Where::Native(_) => region.adelete_native(py, key, false),
+        }
+    }
+
+    #[pyo3(signature = (pattern=None))]
+    fn _aclear(slf: &Bound<'_, Self>, pattern: Option<String>) -> PyResult<Answer> {
+        let py = slf.py();
+        let region = &slf.get().region;
+        match region.store.runs() {
+            Where::Inline => Ok(done(
+                region
+                    .clear(py, pattern.as_deref())?
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+            )),
+            Where::Pool => in_pool(&slf.getattr("clear")?, &PyTuple::new(py, [pattern])?, None),
+            Where::Native(_) => region.aclear_native(py, pattern),
+        }
+    }
+
+    /// A list of the live keys matching `pattern` (the sync face's `keys`
+    /// gives an iterator).
+    #[pyo3(signature = (pattern=None))]
+    fn _akeys(slf: &Bound<'_, Self>, pattern: Option<String>) -> PyResult<Answer> {
+        let py = slf.py();
+        let region = &slf.get().region;
+        match region.store.runs() {
+            Where::Inline => Ok(done(
+                PyList::new(py, region.keys(py, pattern.as_deref())?)?
+                    .into_any()
+                    .unbind(),
+            )),
+            Where::Pool => {
+                let keys = slf.getattr("_key_list")?;
+                in_pool(&keys, &PyTuple::new(py, [pattern])?, None)
+            }
+            Where::Native(_) => region.akeys_native(py, pattern),
+        }
+    }
+
+    #[pyo3(signature = (pattern=None))]
+    fn _acount(slf: &Bound<'_, Self>, pattern: Option<String>) -> PyResult<Answer> {
+        let py = slf.py();
+        let region = &slf.get().region;
+        match region.store.runs() {
+            Where::Inline => Ok(done(
+                region
+                    .count(py, pattern.as_deref())?
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+            )),
+            Where::Pool => in_pool(&slf.getattr("count")?, &PyTuple::new(py, [pattern])?, None),
+            Where::Native(_) => region.acount_native(py, pattern),
+        }
+    }
+
+    /// Closing waits only for SQLite (Redis drops its idle sockets).
+    fn _aclose(slf: &Bound<'_, Self>) -> PyResult<Answer> {
+        let py = slf.py();
+        match slf.get().region.store.runs() {
+            Where::Pool => in_pool(&slf.getattr("close")?, &PyTuple::empty(py), None),
+            _ => {
+                slf.get().region.close(py);
+                Ok(done(py.None()))
+            }
+        }
+    }
+
+    /// The live keys matching `pattern`, as a list.
+    #[pyo3(signature = (pattern=None))]
+    fn _key_list(&self, py: Python<'_>, pattern: Option<&str>) -> PyResult<Vec<String>> {
+        self.region.keys(py, pattern)
     }
 
     fn __repr__(&self) -> String {

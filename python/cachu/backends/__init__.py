@@ -7,38 +7,39 @@ from typing import Any
 
 from cachu import _cachu
 from cachu._cachu import NO_VALUE
-from cachu._offloop import run
+from cachu._offloop import settle
 
 
 class Backend(_cachu.Backend):
     """A cache backend instance: ``get``/``set``/``delete``/``clear``/``keys``/
     ``count``/``close`` over mangled keys, and the same as awaitables under
-    ``aget``, ``aset``, ... (run off the event loop when they wait on I/O)."""
+    ``aget``, ``aset``, ... (Redis round trips are awaited natively; SQLite
+    work that may wait runs in the loop's thread pool; the rest inline)."""
 
     async def aget(self, key: str) -> Any:
-        return await run(self.blocking, self.get, key)
+        return await settle(self._aget(key))
 
     async def aget_with_metadata(self, key: str) -> tuple[Any, float | None]:
-        return await run(self.blocking, self.get_with_metadata, key)
+        return await settle(self._aget_with_metadata(key))  # type: ignore[no-any-return]
 
     async def aset(self, key: str, value: Any, ttl: float) -> None:
-        await run(self.blocking, self.set, key, value, ttl)
+        await settle(self._aset(key, value, ttl))
 
     async def adelete(self, key: str) -> None:
-        await run(self.blocking, self.delete, key)
+        await settle(self._adelete(key))
 
     async def aclear(self, pattern: str | None = None) -> int:
-        return await run(self.blocking, self.clear, pattern)
+        return await settle(self._aclear(pattern))  # type: ignore[no-any-return]
 
     async def akeys(self, pattern: str | None = None) -> AsyncIterator[str]:
-        for key in await run(self.blocking, lambda: list(self.keys(pattern))):
+        for key in await settle(self._akeys(pattern)):
             yield key
 
     async def acount(self, pattern: str | None = None) -> int:
-        return await run(self.blocking, self.count, pattern)
+        return await settle(self._acount(pattern))  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
-        await run(self.blocking, self.close)
+        await settle(self._aclose())
 
 
 class AsyncBackend:

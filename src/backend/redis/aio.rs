@@ -3,6 +3,7 @@
 //! connection on a cluster), for tokio. Replies are read by the same
 //! functions, so both faces agree byte for byte.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,8 @@ use redis::{RedisResult, Value};
 
 use super::topology::AsyncConn;
 use super::{
-    is_dead_connection, is_wrong_type, ttl_secs, GetOrLock, LockToken, Poll, RedisBackend,
-    POLL_FIRST, POLL_MAX,
+    is_dead_connection, key_strings, scan_cmd, ttl_secs, GetOrLock, Got, LockToken, Poll,
+    RedisBackend, DELETE_BATCH, POLL_FIRST, POLL_MAX,
 };
 use crate::backend::Hit;
 use crate::clock::now;
@@ -79,27 +80,31 @@ impl RedisBackend {
         }
     }
 
-    /// Async [`RedisBackend::get`]: one `GET`.
+    /// Async [`Backend::get`](crate::backend::Backend::get): one `GET`
+    /// (and a compare-and-delete of a value cachu did not write), read by
+    /// the same code as the sync face.
     pub async fn get_async(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
-        let raw: Option<Vec<u8>> = self
+        let got = self
             .run_async(|mut c| async move {
-                match redis::cmd("GET").arg(key).query_async(&mut c).await {
-                    // Not a string: no cachu value, a miss (removed if still so).
-                    Err(e) if is_wrong_type(&e) => {
-                        let _: Value = self
-                            .scripts
-                            .compare_delete
-                            .key(key)
-                            .arg(&b""[..])
-                            .invoke_async(&mut c)
-                            .await?;
-                        Ok(None)
-                    }
-                    other => other,
-                }
+                self.read_get(key, redis::cmd("GET").arg(key).query_async(&mut c).await)
             })
             .await?;
-        Ok(raw.and_then(|raw| self.decode_for(key, raw)))
+        let raw = match got {
+            Got::Read(found) => return Ok(found),
+            Got::Foreign(raw) => raw,
+        };
+        let raw = &raw;
+        let _: Value = self
+            .run_async(|mut c| async move {
+                self.scripts
+                    .compare_delete
+                    .key(key)
+                    .arg(&raw[..])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(None)
     }
 
     /// Async [`RedisBackend::get_or_lock`]: one script call.
@@ -198,12 +203,83 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Async `delete`.
-    pub async fn delete_async(&self, key: &str) -> Result<()> {
-        let _: Value = self
+    /// Async `delete`: whether a value was there.
+    pub async fn delete_async(&self, key: &str) -> Result<bool> {
+        let n: u64 = self
             .run_async(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
             .await?;
-        Ok(())
+        Ok(n > 0)
+    }
+
+    /// Async `clear`: `SCAN` every master, `UNLINK` in batches; how many
+    /// keys were removed.
+    pub async fn clear_async(&self, pattern: Option<&str>) -> Result<u64> {
+        let pattern = pattern.unwrap_or("*");
+        self.run_async(|mut c| async move {
+            let mut removed = 0;
+            for master in c.masters().await? {
+                let mut cursor = 0;
+                loop {
+                    let reply = c.query_on(scan_cmd(cursor, pattern), &master).await?;
+                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
+                    for batch in keys.chunks(DELETE_BATCH) {
+                        removed += self.unlink_async(&mut c, batch).await?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Async `keys`: the distinct keys matching `pattern`, in `SCAN` order.
+    pub async fn keys_async(&self, pattern: Option<&str>) -> Result<Vec<String>> {
+        Ok(key_strings(self.scan_keys_async(pattern).await?))
+    }
+
+    /// Async `count`.
+    pub async fn count_async(&self, pattern: Option<&str>) -> Result<u64> {
+        Ok(self.scan_keys_async(pattern).await?.len() as u64)
+    }
+
+    async fn scan_keys_async(&self, pattern: Option<&str>) -> Result<Vec<Vec<u8>>> {
+        let pattern = pattern.unwrap_or("*");
+        self.run_async(|mut c| async move {
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for master in c.masters().await? {
+                let mut cursor = 0;
+                loop {
+                    let reply = c.query_on(scan_cmd(cursor, pattern), &master).await?;
+                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
+                    out.extend(keys.into_iter().filter(|k| seen.insert(k.clone())));
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Async [`RedisBackend::unlink`].
+    async fn unlink_async(&self, conn: &mut AsyncConn, keys: &[Vec<u8>]) -> RedisResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        if let Some(unlink) = self.unlink_cmd(keys) {
+            match unlink.query_async::<u64>(conn).await {
+                Err(e) if self.unlink_unknown(&e) => {}
+                other => return other,
+            }
+        }
+        redis::cmd("DEL").arg(keys).query_async(conn).await
     }
 
     /// Async [`RedisBackend::delete_if_unchanged`].

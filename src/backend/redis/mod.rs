@@ -273,6 +273,15 @@ enum Poll {
     Wait,
 }
 
+/// What a `GET` found.
+enum Got {
+    /// A cachu value (none if missing, or if it does not verify).
+    Read(Option<Hit<Vec<u8>>>),
+    /// A value cachu did not write (too short for the header; empty for one
+    /// that is not a string): a miss, removed unless replaced meanwhile.
+    Foreign(Vec<u8>),
+}
+
 struct Scripts {
     get_or_lock: Script,
     store_and_unlock: Script,
@@ -732,13 +741,8 @@ impl RedisBackend {
         conn.for_each_master(|query| {
             let mut cursor: u64 = 0;
             loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(query(&scan)?)?;
+                let (next, keys): (u64, Vec<Vec<u8>>) =
+                    redis::from_redis_value(query(&scan_cmd(cursor, pattern))?)?;
                 batches.push(keys);
                 if next == 0 {
                     return Ok(());
@@ -757,13 +761,43 @@ impl RedisBackend {
         if keys.is_empty() {
             return Ok(0);
         }
-        if !self.no_unlink.load(Ordering::Relaxed) {
-            match redis::cmd("UNLINK").arg(keys).query::<u64>(conn) {
-                Err(e) if is_unknown_command(&e) => self.no_unlink.store(true, Ordering::Relaxed),
+        if let Some(unlink) = self.unlink_cmd(keys) {
+            match unlink.query::<u64>(conn) {
+                Err(e) if self.unlink_unknown(&e) => {}
                 other => return other,
             }
         }
         redis::cmd("DEL").arg(keys).query::<u64>(conn)
+    }
+
+    /// `UNLINK keys`, unless the server is known not to have it (then `DEL`).
+    fn unlink_cmd(&self, keys: &[Vec<u8>]) -> Option<redis::Cmd> {
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(keys);
+        (!self.no_unlink.load(Ordering::Relaxed)).then_some(cmd)
+    }
+
+    /// Whether `e` says the server has no `UNLINK` (remembered: use `DEL`).
+    fn unlink_unknown(&self, e: &RedisError) -> bool {
+        let unknown = is_unknown_command(e);
+        if unknown {
+            self.no_unlink.store(true, Ordering::Relaxed);
+        }
+        unknown
+    }
+
+    /// What the reply to `GET key` holds (`WRONGTYPE` counts as a value
+    /// cachu did not write).
+    fn read_get(&self, key: &str, reply: RedisResult<Option<Vec<u8>>>) -> RedisResult<Got> {
+        let raw = match reply {
+            Err(e) if is_wrong_type(&e) => return Ok(Got::Foreign(Vec::new())),
+            other => other?,
+        };
+        Ok(match raw {
+            None => Got::Read(None),
+            Some(raw) if raw.len() >= HEADER => Got::Read(self.decode_for(key, raw)),
+            Some(raw) => Got::Foreign(raw),
+        })
     }
 
     /// The distinct keys matching `pattern`, in `SCAN` order.
@@ -787,20 +821,11 @@ impl RedisBackend {
 
 impl Backend for RedisBackend {
     fn get(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
-        let raw = self.run(
-            |c| match redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(c) {
-                // Not a string: no cachu value; removed below, as a short one is.
-                Err(e) if is_wrong_type(&e) => Ok(Some(Vec::new())),
-                other => other,
-            },
-        )?;
-        let Some(raw) = raw else {
-            return Ok(None);
+        let got = self.run(|c| self.read_get(key, redis::cmd("GET").arg(key).query(c)))?;
+        let raw = match got {
+            Got::Read(found) => return Ok(found),
+            Got::Foreign(raw) => raw,
         };
-        if raw.len() >= HEADER {
-            return Ok(self.decode_for(key, raw));
-        }
-        // Not written by cachu: a miss, and removed unless replaced meanwhile.
         self.run(|c| {
             self.scripts
                 .compare_delete
@@ -855,14 +880,7 @@ impl Backend for RedisBackend {
     }
 
     fn keys(&self, pattern: Option<&str>) -> Result<Vec<String>> {
-        Ok(self
-            .scan_keys(pattern)?
-            .into_iter()
-            .map(|k| match String::from_utf8(k) {
-                Ok(s) => s,
-                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            })
-            .collect())
+        Ok(key_strings(self.scan_keys(pattern)?))
     }
 
     fn count(&self, pattern: Option<&str>) -> Result<u64> {
@@ -920,6 +938,28 @@ fn find_ignore_case(haystack: &str, needle: &str) -> Option<usize> {
         .as_bytes()
         .windows(needle.len())
         .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Keys as text (a key that is not UTF-8, which cachu never writes, with
+/// replacement characters).
+fn key_strings(keys: Vec<Vec<u8>>) -> Vec<String> {
+    keys.into_iter()
+        .map(|k| match String::from_utf8(k) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+        .collect()
+}
+
+/// One `SCAN` step from `cursor`.
+fn scan_cmd(cursor: u64, pattern: &str) -> redis::Cmd {
+    let mut scan = redis::cmd("SCAN");
+    scan.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_COUNT);
+    scan
 }
 
 /// Whole seconds for `SETEX`: a fractional TTL rounds up, to at least 1;

@@ -341,32 +341,39 @@ impl Conn {
             Self::Cluster(conn) => {
                 // The crate knows the masters: a PING to all of them answers
                 // with a map keyed by each master's address.
-                let reply = conn.route_command(
-                    &redis::cmd("PING"),
-                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
-                )?;
-                let mut masters = Vec::new();
-                if let Value::Map(pairs) = reply {
-                    for (addr, _) in pairs {
-                        let addr: String = redis::from_redis_value(addr)?;
-                        if let Some((host, port)) = addr.rsplit_once(':') {
-                            if let Ok(port) = port.parse::<u16>() {
-                                masters.push((host.to_owned(), port));
-                            }
-                        }
-                    }
-                }
-                for (host, port) in masters {
-                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                        host: host.clone(),
-                        port,
-                    });
+                let reply = conn.route_command(&redis::cmd("PING"), all_masters())?;
+                for route in master_routes(reply)? {
                     each(&mut |cmd| conn.route_command(cmd, route.clone()))?;
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// Routing to every master of a cluster.
+fn all_masters() -> RoutingInfo {
+    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None))
+}
+
+/// A route to each master, from the reply of a `PING` sent to all of them
+/// (the crate answers with a map keyed by each master's address).
+fn master_routes(reply: Value) -> RedisResult<Vec<RoutingInfo>> {
+    let mut routes = Vec::new();
+    if let Value::Map(pairs) = reply {
+        for (addr, _) in pairs {
+            let addr: String = redis::from_redis_value(addr)?;
+            if let Some((host, port)) = addr.rsplit_once(':') {
+                if let Ok(port) = port.parse::<u16>() {
+                    routes.push(RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.to_owned(),
+                        port,
+                    }));
+                }
+            }
+        }
+    }
+    Ok(routes)
 }
 
 impl ConnectionLike for Conn {
@@ -430,6 +437,34 @@ impl ConnectionLike for Conn {
 pub(super) enum AsyncConn {
     Node(MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl AsyncConn {
+    /// Where `SCAN` must go: the one server (`None`), or each master of the
+    /// cluster (by address).
+    pub(super) async fn masters(&mut self) -> RedisResult<Vec<Option<RoutingInfo>>> {
+        match self {
+            Self::Node(_) => Ok(vec![None]),
+            Self::Cluster(conn) => {
+                let reply = conn
+                    .route_command(redis::cmd("PING"), all_masters())
+                    .await?;
+                Ok(master_routes(reply)?.into_iter().map(Some).collect())
+            }
+        }
+    }
+
+    /// `cmd` on one of [`AsyncConn::masters`].
+    pub(super) async fn query_on(
+        &mut self,
+        cmd: Cmd,
+        master: &Option<RoutingInfo>,
+    ) -> RedisResult<Value> {
+        match (self, master) {
+            (Self::Cluster(conn), Some(route)) => conn.route_command(cmd, route.clone()).await,
+            (this, _) => cmd.query_async(this).await,
+        }
+    }
 }
 
 impl redis::aio::ConnectionLike for AsyncConn {

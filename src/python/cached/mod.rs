@@ -22,11 +22,15 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use super::aio;
+use super::errors::to_py;
 use super::gil_slot::GilSlot;
 use super::keyplan::KeyPlan;
 use super::keytext::KeyText;
-use super::region::{PyBackend, Region, Store};
+use super::region::{Found, PyBackend, Region, Store};
+use super::region_async::{done, in_pool, Answer, Where};
 use super::state;
+use super::value::dumps;
 use crate::key::{self, HashedKey};
 use crate::protocol::OnLockTimeout;
 use crate::stats::Stats;
@@ -119,7 +123,68 @@ pub struct CachedFunction {
     refreshes: Claims,
 }
 
+/// `get`'s answer: the value found, else `default`, else `KeyError`.
+fn found_or_default(
+    found: Found,
+    key: &str,
+    default: Option<Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    match (found, default) {
+        (Some((v, _)), _) => Ok(v),
+        (None, Some(d)) => Ok(d.unbind()),
+        (None, None) => Err(PyKeyError::new_err(format!(
+            "No cached value for key {key}"
+        ))),
+    }
+}
+
 impl CachedFunction {
+    /// `get(default?, **kwargs)`'s region, key and default.
+    fn lookup_args<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(Arc<Resolved>, String, Option<Bound<'py, PyAny>>)> {
+        let kwargs = kwargs.map(|k| k.copy()).transpose()?;
+        let mut default = match args.len() {
+            0 => None,
+            1 => Some(args.get_item(0)?),
+            n => {
+                return Err(PyTypeError::new_err(format!(
+                    "get() takes at most 1 positional argument (the default), {n} given"
+                )))
+            }
+        };
+        if let Some(kw) = &kwargs {
+            if let Some(d) = kw.get_item("default")? {
+                default = Some(d);
+                kw.del_item("default")?;
+            }
+        }
+        let r = self.resolved(py)?;
+        let key = self.key_string(py, &r, kwargs.as_ref())?;
+        Ok((r, key, default))
+    }
+
+    /// `set(value, **kwargs)`'s region, key and TTL (kept for the stale
+    /// windows too, as a computed result is).
+    fn set_args(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<(Arc<Resolved>, String, f64)> {
+        let r = self.resolved(py)?;
+        let key = self.key_string(py, &r, kwargs)?;
+        let key_args = self.key_args_for(py, &[], kwargs)?;
+        let mut ttl = self.ttl_for(value, key_args.as_ref())?;
+        if ttl > 0.0 {
+            ttl += self.options(&r, crate::protocol::Mode::Call).keep_extra();
+        }
+        Ok((r, key, ttl))
+    }
+
     #[inline]
     fn resolved(&self, py: Python<'_>) -> PyResult<Arc<Resolved>> {
         Ok(self.resolution(py)?.get().0.clone())
@@ -178,6 +243,19 @@ impl CachedFunction {
     ) -> PyResult<()> {
         k.push_str(&r.head);
         self.plan.write_params(py, k, args, kwargs)
+    }
+
+    /// The key for these keyword arguments, owned (the helpers' awaitable
+    /// faces move it into their work).
+    fn key_string(
+        &self,
+        py: Python<'_>,
+        r: &Resolved,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
+        let mut key = KeyText::default();
+        self.write_key(py, r, &mut key, &[], kwargs)?;
+        Ok(key.as_str().to_owned())
     }
 
     /// The TTL when it is a number: fresh values are told from stale ones
@@ -493,34 +571,9 @@ impl CachedFunction {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let kwargs = kwargs.map(|k| k.copy()).transpose()?;
-        let mut default = match args.len() {
-            0 => None,
-            1 => Some(args.get_item(0)?),
-            n => {
-                return Err(PyTypeError::new_err(format!(
-                    "get() takes at most 1 positional argument (the default), {n} given"
-                )))
-            }
-        };
-        if let Some(kw) = &kwargs {
-            if let Some(d) = kw.get_item("default")? {
-                default = Some(d);
-                kw.del_item("default")?;
-            }
-        }
-        let r = self.resolved(py)?;
-        let mut key = KeyText::default();
-        self.write_key(py, &r, &mut key, &[], kwargs.as_ref())?;
-        match r.region.lookup(py, HashedKey::new(&key))? {
-            Some((v, _)) => Ok(v),
-            None => match default {
-                Some(d) => Ok(d.unbind()),
-                None => Err(PyKeyError::new_err(format!(
-                    "No cached value for key {key}"
-                ))),
-            },
-        }
+        let (r, key, default) = self.lookup_args(py, args, kwargs)?;
+        let found = r.region.lookup(py, HashedKey::new(&key))?;
+        found_or_default(found, &key, default)
     }
 
     /// Store `value` as the result for these keyword arguments.
@@ -531,15 +584,7 @@ impl CachedFunction {
         value: &Bound<'_, PyAny>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        let r = self.resolved(py)?;
-        let mut key = KeyText::default();
-        self.write_key(py, &r, &mut key, &[], kwargs)?;
-        let key_args = self.key_args_for(py, &[], kwargs)?;
-        let mut ttl = self.ttl_for(value, key_args.as_ref())?;
-        if ttl > 0.0 {
-            // Kept for the stale windows too, as a computed result is.
-            ttl += self.options(&r, crate::protocol::Mode::Call).keep_extra();
-        }
+        let (r, key, ttl) = self.set_args(py, value, kwargs)?;
         r.region.store(py, HashedKey::new(&key), value, ttl)
     }
 
@@ -550,6 +595,96 @@ impl CachedFunction {
         let mut key = KeyText::default();
         self.write_key(py, &r, &mut key, &[], kwargs)?;
         r.region.delete(py, HashedKey::new(&key)).map(|_| ())
+    }
+
+    /// Awaitable `get`: `(True, value)` or `(False, awaitable)`.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn _aget(
+        slf: &Bound<'_, Self>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Answer> {
+        let py = slf.py();
+        let (r, key, default) = slf.get().lookup_args(py, args, kwargs)?;
+        let default = default.map(Bound::unbind);
+        r.region.alookup(
+            py,
+            key.clone(),
+            || in_pool(&slf.getattr("get")?, args, kwargs),
+            move |py, found| found_or_default(found, &key, default.map(|d| d.into_bound(py))),
+        )
+    }
+
+    /// Awaitable `set`: `(True, None)` or `(False, awaitable)`.
+    #[pyo3(signature = (value, **kwargs))]
+    fn _aset(
+        slf: &Bound<'_, Self>,
+        value: &Bound<'_, PyAny>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Answer> {
+        let py = slf.py();
+        let (r, key, ttl) = slf.get().set_args(py, value, kwargs)?;
+        match r.region.store.runs() {
+            Where::Inline => {
+                r.region.store(py, HashedKey::new(&key), value, ttl)?;
+                Ok(done(py.None()))
+            }
+            Where::Pool => in_pool(&slf.getattr("set")?, &PyTuple::new(py, [value])?, kwargs),
+            Where::Native(_) => {
+                if ttl.is_nan() || ttl <= 0.0 {
+                    // Nothing stored, and what was there removed, as `set` does.
+                    return r.region.adelete_native(py, key, false);
+                }
+                r.region.aset_native(py, key, dumps(value)?, ttl)
+            }
+        }
+    }
+
+    /// Awaitable `invalidate`: `(True, None)` or `(False, awaitable)`.
+    #[pyo3(signature = (**kwargs))]
+    fn _ainvalidate(slf: &Bound<'_, Self>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Answer> {
+        let py = slf.py();
+        let this = slf.get();
+        let r = this.resolved(py)?;
+        let key = this.key_string(py, &r, kwargs)?;
+        match r.region.store.runs() {
+            Where::Inline => {
+                r.region.delete(py, HashedKey::new(&key))?;
+                Ok(done(py.None()))
+            }
+            Where::Pool => in_pool(&slf.getattr("invalidate")?, &PyTuple::empty(py), kwargs),
+            Where::Native(_) => r.region.adelete_native(py, key, false),
+        }
+    }
+
+    /// Awaitable `_info`: `(True, (hits, misses, currsize))` or `(False,
+    /// awaitable)`.
+    fn _ainfo(slf: &Bound<'_, Self>) -> PyResult<Answer> {
+        let py = slf.py();
+        let this = slf.get();
+        let r = this.resolved(py)?;
+        match r.region.store.runs() {
+            Where::Inline => Ok(done(this._info(py)?.into_pyobject(py)?.into_any().unbind())),
+            Where::Pool => in_pool(&slf.getattr("_info")?, &PyTuple::empty(py), None),
+            Where::Native(_) => {
+                let stats = this.stats.clone();
+                let pattern = key::function_pattern(&r.key_prefix, &this.name);
+                let region = r.region.clone();
+                let work = async move {
+                    let Store::Redis(redis) = &region.store else {
+                        unreachable!("a native count on a region that is not Redis")
+                    };
+                    redis.count_async(Some(&pattern)).await
+                };
+                let fut = aio::spawn(py, work, move |py, out| {
+                    // The counters as they are once the count is in.
+                    let (hits, misses) = stats.get();
+                    let count = out.map_err(to_py)?;
+                    Ok((hits, misses, count).into_pyobject(py)?.into_any().unbind())
+                })?;
+                Ok((false, fut.unbind()))
+            }
+        }
     }
 
     /// Invalidate, then call with these keyword arguments (and cache anew).
