@@ -965,3 +965,106 @@ fn async_face_matches_the_sync_one() {
     assert_eq!(b.get(key).unwrap().unwrap().value, b"v");
     assert!(b.try_lock(key).unwrap().is_some());
 }
+
+/// What is stored under a key before a face reads it.
+#[derive(Debug, Clone, Copy)]
+enum Stored {
+    Nothing,
+    Good,
+    Short,
+    Empty,
+    List,
+    Foreign,
+}
+
+fn put(raw: &mut redis::Connection, b: &RedisBackend, key: &str, what: Stored) {
+    redis::cmd("DEL").arg(key).query::<()>(raw).unwrap();
+    match what {
+        Stored::Nothing => {}
+        Stored::Good => b.set(key, b"payload", 60.0).unwrap(),
+        Stored::Short => redis::cmd("SET").arg(key).arg("abc").query(raw).unwrap(),
+        Stored::Empty => redis::cmd("SET").arg(key).arg("").query(raw).unwrap(),
+        Stored::List => redis::cmd("RPUSH").arg(key).arg("x").query(raw).unwrap(),
+        Stored::Foreign => {
+            let mut v = 7.5f64.to_ne_bytes().to_vec();
+            v.extend_from_slice(b"theirs");
+            redis::cmd("SET").arg(key).arg(v).query(raw).unwrap()
+        }
+    }
+}
+
+/// The type of what is left under `key` (`none` when nothing is).
+fn left(raw: &mut redis::Connection, key: &str) -> String {
+    redis::cmd("TYPE").arg(key).query(raw).unwrap()
+}
+
+#[test]
+fn both_faces_give_the_same_results_on_the_same_inputs() {
+    let server = Server::start();
+    let b = Arc::new(server.backend());
+    let mut raw = server.raw();
+    let rt = cachu::runtime::handle();
+    let key = "5m:faces|x=1";
+    let all = [
+        Stored::Nothing,
+        Stored::Good,
+        Stored::Short,
+        Stored::Empty,
+        Stored::List,
+        Stored::Foreign,
+    ];
+    for what in all {
+        put(&mut raw, &b, key, what);
+        let sync = (b.get(key).unwrap().map(|h| h.value), left(&mut raw, key));
+        put(&mut raw, &b, key, what);
+        let b2 = Arc::clone(&b);
+        let found = rt.block_on(async move { b2.get_async(key).await.unwrap() });
+        let r#async = (found.map(|h| h.value), left(&mut raw, key));
+        assert_eq!(sync, r#async, "get of {what:?}");
+
+        put(&mut raw, &b, key, what);
+        let sync = (b.delete(key).unwrap(), left(&mut raw, key));
+        put(&mut raw, &b, key, what);
+        let b2 = Arc::clone(&b);
+        let deleted = rt.block_on(async move { b2.delete_async(key).await.unwrap() });
+        assert_eq!(sync, (deleted, left(&mut raw, key)), "delete of {what:?}");
+    }
+    // A value cachu did not write is a miss and removed, on both faces.
+    put(&mut raw, &b, key, Stored::Short);
+    let b2 = Arc::clone(&b);
+    assert!(rt
+        .block_on(async move { b2.get_async(key).await.unwrap() })
+        .is_none());
+    assert_eq!(left(&mut raw, key), "none");
+
+    // keys, count and clear over the same keys (a lock key included).
+    let fill = |raw: &mut redis::Connection| {
+        for i in 0..1200 {
+            b.set(&format!("5m:many|i={i}"), b"v", 60.0).unwrap();
+        }
+        redis::cmd("SET")
+            .arg("lock:5m:many|i=0")
+            .arg("t")
+            .query::<()>(raw)
+            .unwrap();
+    };
+    fill(&mut raw);
+    let mut sync_keys = b.keys(Some("5m:many|i=1*")).unwrap();
+    let sync_count = b.count(None).unwrap();
+    let sync_cleared = b.clear(Some("*many*")).unwrap();
+    fill(&mut raw);
+    let b2 = Arc::clone(&b);
+    let (mut keys, count, cleared) = rt.block_on(async move {
+        (
+            b2.keys_async(Some("5m:many|i=1*")).await.unwrap(),
+            b2.count_async(None).await.unwrap(),
+            b2.clear_async(Some("*many*")).await.unwrap(),
+        )
+    });
+    sync_keys.sort();
+    keys.sort();
+    assert_eq!(sync_keys, keys);
+    assert_eq!((sync_count, sync_cleared), (count, cleared));
+    assert_eq!((count, cleared), (1201, 1201));
+    assert_eq!(b.count(None).unwrap(), 0);
+}

@@ -96,6 +96,7 @@ class PartialClear:
         args = key[at + len(self.base_head) :]
         return all(_holds_argument(args, name, value) for name, value in pairs)
 
+
 def _holds_argument(args: str, name: str, value: str) -> bool:
     """Whether a key's arguments (``a=1 b='x'``, sorted by name) give
     ``name`` the value ``value`` (a repr). The argument is the first

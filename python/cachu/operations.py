@@ -73,7 +73,11 @@ def cache_clear(
 
 
 def _clearing(
-    tag: str | None, backend: str | None, ttl: int | None, package: str, global_clear: bool
+    tag: str | None,
+    backend: str | None,
+    ttl: int | None,
+    package: str | None,
+    global_clear: bool,
 ) -> list[tuple[tuple[str, int, bool], Any, str | None]]:
     """What a clear does: ``((backend, ttl, cold), instance, glob pattern)``
     for each region it visits (cold: no call made its instance before)."""
@@ -176,7 +180,7 @@ def async_cache_clear(
 
 
 async def _aclear(
-    tag: str | None, backend: str | None, ttl: int | None, package: str, global_clear: bool
+    tag: str | None, backend: str | None, ttl: int | None, package: str | None, global_clear: bool
 ) -> int:
     removed = 0
     for region, inst, pattern in _clearing(tag, backend, ttl, package, global_clear):
