@@ -10,6 +10,8 @@ hold it on a ``threading.Event`` without blocking the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 
 import cachu
@@ -51,6 +53,25 @@ class SyncFace:
             assert not t.is_alive(), "a call did not return"
         return out
 
+    def decorate(self, work, **options):
+        """``@cache(**options)`` on ``work`` itself (any signature)."""
+        return cachu.cache(**options)(work)
+
+    def wait(self, outcome):
+        """What a call of either face gave: here, already its result."""
+        return outcome
+
+    def crud(self, name, *args, **kwargs):
+        """``cachu.<name>(...)``, e.g. ``crud('cache_get', fn, x=1)``."""
+        return getattr(cachu, name)(*args, **kwargs)
+
+    def backend(self, name, ttl):
+        """The backend object of this package's region (sync face)."""
+        return cachu.get_backend(name, ttl=ttl)
+
+    def keys(self, backend_object, pattern=None):
+        return sorted(backend_object.keys(pattern))
+
     def close(self):
         pass
 
@@ -81,6 +102,35 @@ class AsyncFace:
 
     def run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
+
+    def decorate(self, work, **options):
+        """``@cache(**options)`` on a coroutine function with ``work``'s name
+        and signature, which runs ``work`` in a worker thread."""
+
+        @functools.wraps(work)
+        async def twin(*args, **kwargs):
+            return await asyncio.to_thread(work, *args, **kwargs)
+
+        return cachu.cache(**options)(twin)
+
+    def wait(self, outcome):
+        """What a call of either face gave: here, a coroutine to run on the
+        loop (anything else is returned as it is)."""
+        return self.run(outcome) if inspect.isawaitable(outcome) else outcome
+
+    def crud(self, name, *args, **kwargs):
+        """``await cachu.async_<name>(...)``, e.g. ``crud('cache_get', fn, x=1)``."""
+        return self.run(getattr(cachu, f"async_{name}")(*args, **kwargs))
+
+    def backend(self, name, ttl):
+        """The backend object of this package's region (async face)."""
+        return self.run(cachu.get_async_backend(name, ttl=ttl))
+
+    def keys(self, backend_object, pattern=None):
+        async def listed():
+            return sorted([k async for k in backend_object.keys(pattern)])
+
+        return self.run(listed())
 
     def close(self):
         async def drain():

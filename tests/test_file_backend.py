@@ -467,26 +467,6 @@ def test_backend_set_stores_plain_pickle(fdir):
 # ---------------------------------------------------------------- decorator & CRUD
 
 
-def test_decorator_round_trip(fdir):
-    calls = []
-
-    @cachu.cache(ttl=300, backend="file")
-    def get_user(user_id, verbose=False):
-        calls.append(user_id)
-        return {"id": user_id, "items": list(range(user_id))}
-
-    assert get_user(3) == {"id": 3, "items": [0, 1, 2]}
-    assert get_user(3) == {"id": 3, "items": [0, 1, 2]}
-    assert get_user(user_id=3) == {"id": 3, "items": [0, 1, 2]}
-    assert get_user(4) == {"id": 4, "items": [0, 1, 2, 3]}
-    assert calls == [3, 4]
-    got = get_user(3)
-    got["items"].append("x")
-    assert get_user(3) == {"id": 3, "items": [0, 1, 2]}
-    info = cachu.cache_info(get_user)
-    assert (info.hits, info.misses, info.currsize) == (4, 2, 2)
-
-
 def test_helpers(fdir):
     calls = []
 
@@ -661,49 +641,6 @@ def test_clear_with_package_from_elsewhere(fdir):
     assert row_count(fdir / "elsewhere_cache5min.db") == 2
     assert cachu.cache_clear(backend="file", ttl=300, package="elsewhere") == 2
     assert row_count(fdir / "elsewhere_cache5min.db") == 0
-
-
-def test_skip_and_overwrite(fdir):
-    state = {"v": "first", "calls": 0}
-
-    @cachu.cache(ttl=300, backend="file")
-    def fn(x, _note=None):
-        state["calls"] += 1
-        return (state["v"], x)
-
-    assert fn(1, _skip_cache=True) == ("first", 1)
-    assert not (fdir / DB5MIN).exists() or row_count(fdir / DB5MIN) == 0
-
-    assert fn(1) == ("first", 1)
-    state["v"] = "second"
-    assert fn(1) == ("first", 1)
-    assert fn(1, _skip_cache=True) == ("second", 1)
-    assert fn(1) == ("first", 1)
-    assert fn(1, _overwrite_cache=True) == ("second", 1)
-    assert fn(1) == ("second", 1)
-    assert state["calls"] == 4  # skip, miss, skip, overwrite
-    assert pickle.loads(read_rows(fdir / DB5MIN)["5m:fn|x=1"][0]) == ("second", 1)
-
-
-def test_disable_touches_no_file(fdir):
-    @cachu.cache(ttl=300, backend="file")
-    def fn(x):
-        return x
-
-    cachu.disable()
-    fn(1)
-    cachu.enable()
-    assert not (fdir / DB5MIN).exists() or row_count(fdir / DB5MIN) == 0
-
-
-def test_cache_if_rejects(fdir):
-    @cachu.cache(ttl=300, backend="file", cache_if=lambda r: r is not None)
-    def find(x):
-        return None if x < 0 else x
-
-    assert find(-1) is None
-    assert find(1) == 1
-    assert sorted(read_rows(fdir / DB5MIN)) == ["5m:find|x=1"]
 
 
 def test_callable_ttl_uses_region_minus_one(fdir):
