@@ -224,41 +224,6 @@ async def test_validate_sees_the_created_at_of_a_peer_written_entry(r):
 
 
 @pytest.mark.asyncio
-async def test_helper_methods(r):
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def get_user(user_id):
-        calls.append(user_id)
-        return {"id": user_id, "call": len(calls)}
-
-    key = "5m:get_user|user_id=1"
-    with pytest.raises(KeyError):
-        await get_user.get(user_id=1)
-    assert await get_user.get(default=None, user_id=1) is None
-
-    await get_user.set({"id": 1, "name": "set"}, user_id=1)
-    assert read_raw(r, key)[1] == {"id": 1, "name": "set"}
-    assert_ttl_about(r, key, 300)
-    assert await get_user(1) == {"id": 1, "name": "set"}
-    assert await get_user.get(user_id=1) == {"id": 1, "name": "set"}
-    assert calls == []
-
-    await get_user.invalidate(user_id=1)
-    assert raw_keys(r) == []
-    assert await get_user(1) == {"id": 1, "call": 1}
-
-    assert await get_user.refresh(user_id=1) == {"id": 1, "call": 2}
-    assert read_raw(r, key)[1] == {"id": 1, "call": 2}
-
-    assert await get_user.original(1) == {"id": 1, "call": 3}
-    assert read_raw(r, key)[1] == {"id": 1, "call": 2}
-    assert await get_user.original(2) == {"id": 2, "call": 4}
-    assert raw_keys(r) == [key]
-    assert_no_locks(r)
-
-
-@pytest.mark.asyncio
 async def test_async_crud_functions(r):
     @cachu.async_cache(ttl=300, backend="redis", tag="users")
     async def fetch_user(user_id):

@@ -467,60 +467,6 @@ def test_backend_set_stores_plain_pickle(fdir):
 # ---------------------------------------------------------------- decorator & CRUD
 
 
-def test_helpers(fdir):
-    calls = []
-
-    @cachu.cache(ttl=300, backend="file")
-    def get_user(user_id):
-        calls.append(user_id)
-        return {"id": user_id, "n": len(calls)}
-
-    with pytest.raises(KeyError):
-        get_user.get(user_id=1)
-    assert get_user.get(default=None, user_id=1) is None
-
-    get_user.set({"id": 1, "name": "Set"}, user_id=1)
-    assert get_user.get(user_id=1) == {"id": 1, "name": "Set"}
-    assert get_user(1) == {"id": 1, "name": "Set"}
-    assert calls == []
-    assert pickle.loads(read_rows(fdir / DB5MIN)["5m:get_user|user_id=1"][0]) == {
-        "id": 1,
-        "name": "Set",
-    }
-
-    get_user.invalidate(user_id=1)
-    assert row_count(fdir / DB5MIN) == 0
-    assert get_user.get(default="gone", user_id=1) == "gone"
-
-    assert get_user(1) == {"id": 1, "n": 1}
-    assert get_user.refresh(user_id=1) == {"id": 1, "n": 2}
-    assert get_user(1) == {"id": 1, "n": 2}
-    assert get_user.original(1) == {"id": 1, "n": 3}
-    assert get_user(1) == {"id": 1, "n": 2}
-    assert pickle.loads(read_rows(fdir / DB5MIN)["5m:get_user|user_id=1"][0]) == {"id": 1, "n": 2}
-
-
-def test_crud_functions(fdir):
-    @cachu.cache(ttl=300, backend="file", tag="users")
-    def get_user(user_id):
-        return {"id": user_id}
-
-    key = "5m:get_user||users||user_id=123"
-    with pytest.raises(KeyError):
-        cachu.cache_get(get_user, user_id=123)
-    assert cachu.cache_get(get_user, user_id=123, default=None) is None
-
-    cachu.cache_set(get_user, {"id": 123, "name": "Updated"}, user_id=123)
-    assert pickle.loads(read_rows(fdir / DB5MIN)[key][0]) == {"id": 123, "name": "Updated"}
-    assert cachu.cache_get(get_user, user_id=123) == {"id": 123, "name": "Updated"}
-    assert get_user(123) == {"id": 123, "name": "Updated"}
-
-    cachu.cache_delete(get_user, user_id=123)
-    assert key not in read_rows(fdir / DB5MIN)
-    assert cachu.cache_get(get_user, user_id=123, default="x") == "x"
-    assert get_user(123) == {"id": 123}
-
-
 def test_cache_info_currsize(fdir):
     @cachu.cache(ttl=300, backend="file")
     def f(x):
