@@ -45,12 +45,13 @@ class Store:
         """Put the ``faces`` package on this backend, with ``options``."""
         return configure_backend(self.name, self.tmp_path, self.server, **options)
 
-    def keys(self, ttl=300):
-        """The keys stored in the region of ``ttl`` (Redis: every region's,
-        and no lock keys)."""
+    def keys(self, ttl=300, package=PACKAGE):
+        """The keys stored in the region of ``ttl`` (on Redis, where every
+        region and package shares one database: the keys under the region's
+        prefix)."""
         if self.raw is not None:
-            return [k for k in raw_keys(self.raw) if not k.startswith("lock:")]
-        return sorted(cachu.get_backend(self.name, PACKAGE, ttl=ttl).keys())
+            return raw_keys(self.raw, f"{cachu._cachu.region_name(ttl)}:*")
+        return sorted(cachu.get_backend(self.name, package, ttl=ttl).keys())
 
     def value(self, key, ttl=300):
         """The value stored under ``key``, read by the backend object."""

@@ -150,9 +150,7 @@ def make_face(name):
 
 def configure_backend(backend, tmp_path, server=None, **options):
     """Put the calling test module's package on ``backend``."""
-    settings = dict(options, backend=backend)
-    if backend == "file":
-        settings["file_dir"] = str(tmp_path)
+    settings = dict(options, backend=backend, file_dir=str(tmp_path))
     if backend == "redis":
         settings["redis_url"] = server.url
     return cachu.configure(**settings)

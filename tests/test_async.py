@@ -250,33 +250,6 @@ async def test_backend_option_overrides_the_default(tmp_path):
     assert (tmp_path / "test_async_cache5min.db").exists()
 
 
-async def test_tag_in_key_and_tag_clear(backend):
-    @cachu.cache(ttl=300, tag="users")
-    async def user(uid):
-        return uid
-
-    @cachu.cache(ttl=300, tag="user|admin")
-    async def admin(uid):
-        return uid
-
-    @cachu.cache(ttl=300)
-    async def untagged(uid):
-        return uid
-
-    await user(1)
-    await user(2)
-    await admin(1)
-    await untagged(1)
-    assert stored_keys(backend) == [
-        "5m:admin||user.admin||uid=1",
-        "5m:untagged|uid=1",
-        "5m:user||users||uid=1",
-        "5m:user||users||uid=2",
-    ]
-    assert await cachu.async_cache_clear(tag="users", backend=backend, ttl=300) == 2
-    assert stored_keys(backend) == ["5m:admin||user.admin||uid=1", "5m:untagged|uid=1"]
-
-
 async def test_validate_gets_cache_entry_and_can_force_recompute(backend):
     entries = []
     version = {"current": 1}

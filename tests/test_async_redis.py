@@ -152,33 +152,6 @@ async def test_keys_and_bytes_identical_to_the_sync_path(r):
 
 
 @pytest.mark.asyncio
-async def test_tag_and_key_prefix(r):
-    cachu.configure(key_prefix="v2:")
-
-    @cachu.cache(ttl=300, backend="redis", tag="user|admin")
-    async def get_user(user_id, verbose=False):
-        return {"id": user_id}
-
-    @cachu.async_cache(ttl=300, backend="redis", tag="products")
-    async def get_product(pid):
-        return {"pid": pid}
-
-    await get_user(123)
-    await get_user(124)
-    await get_product(1)
-    assert raw_keys(r) == [
-        "5m:v2:get_product||products||pid=1",
-        "5m:v2:get_user||user.admin||user_id=123 verbose=False",
-        "5m:v2:get_user||user.admin||user_id=124 verbose=False",
-    ]
-    removed = await cachu.async_cache_clear(tag="user|admin", backend="redis", ttl=300)
-    assert removed == 2
-    assert raw_keys(r) == ["5m:v2:get_product||products||pid=1"]
-    assert await cachu.async_cache_clear(backend="redis", ttl=300) == 1
-    assert raw_keys(r) == []
-
-
-@pytest.mark.asyncio
 async def test_package_option_uses_that_packages_config(server, r):
     cachu.configure(package="otherpkg", redis_url=server.url, key_prefix="o:")
     cachu.configure(key_prefix="mine:")
@@ -221,49 +194,6 @@ async def test_validate_sees_the_created_at_of_a_peer_written_entry(r):
     assert 999 < seen[-1].age < 1010
     assert calls == []
     await wait_no_locks(r)
-
-
-@pytest.mark.asyncio
-async def test_async_crud_functions(r):
-    @cachu.async_cache(ttl=300, backend="redis", tag="users")
-    async def fetch_user(user_id):
-        return {"id": user_id}
-
-    key = "5m:fetch_user||users||user_id=7"
-    with pytest.raises(KeyError):
-        await cachu.async_cache_get(fetch_user, user_id=7)
-    assert await cachu.async_cache_get(fetch_user, user_id=7, default="none") == "none"
-
-    await fetch_user(7)
-    assert await cachu.async_cache_get(fetch_user, user_id=7) == {"id": 7}
-
-    await cachu.async_cache_set(fetch_user, {"id": 7, "name": "Updated"}, user_id=7)
-    assert read_raw(r, key)[1] == {"id": 7, "name": "Updated"}
-    assert_ttl_about(r, key, 300)
-    assert await fetch_user(7) == {"id": 7, "name": "Updated"}
-
-    info = await cachu.async_cache_info(fetch_user)
-    assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
-
-    await cachu.async_cache_delete(fetch_user, user_id=7)
-    assert raw_keys(r) == []
-    await cachu.async_cache_delete(fetch_user, user_id=7)  # missing: harmless
-    assert await cachu.async_cache_get(fetch_user, user_id=7, default=None) is None
-
-    for n in range(3):
-        await fetch_user(n)
-    r.set("unrelated", b"x")
-    assert (await cachu.async_cache_info(fetch_user)).currsize == 3
-    assert await cachu.async_cache_clear(tag="users", backend="redis", ttl=300) == 3
-    info = await cachu.async_cache_info(fetch_user)
-    assert (info.hits, info.misses, info.currsize) == (0, 0, 0)
-    assert raw_keys(r) == ["unrelated"]
-
-    async def plain(user_id):
-        return user_id
-
-    with pytest.raises(ValueError):
-        await cachu.async_cache_get(plain, user_id=1)
 
 
 @pytest.mark.asyncio
