@@ -218,3 +218,41 @@ def test_sync_and_async_faces_agree_on_what_redis_holds(frozen_able, name):
 
     assert on_counted_loop(main)[0] == sync
     raw.close()
+
+
+def test_async_writes_reach_the_near_cache_at_once(frozen_able):
+    """With a near cache, what an async CRUD call writes, removes or clears
+    is what the next call sees (the near entry goes with the write)."""
+    import time
+
+    cachu.configure(redis_near_cache=100)
+    runs = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    def source(x):
+        runs.append(x)
+        return {"run": len(runs)}
+
+    backend = cachu.get_backend("redis", ttl=300)
+    deadline = time.monotonic() + WAIT
+    while not (source(1) and backend.near_size >= 1):  # tracking is up, 1 held near
+        assert time.monotonic() < deadline, "never held near"
+        time.sleep(0.005)
+
+    async def main():
+        await cachu.async_cache_set(source, {"run": "set"}, x=1)
+        seen = [source(1)]
+        b = await cachu.get_async_backend(backend="redis", ttl=300)
+        await b.set(source._key(x=1), {"run": "backend set"}, 300)
+        seen.append(source(1))
+        await cachu.async_cache_delete(source, x=1)
+        seen.append(source(1))
+        assert await cachu.async_cache_get(source, x=1) == seen[-1]  # held near again
+        await cachu.async_cache_clear(backend="redis", ttl=300)
+        seen.append(source(1))
+        return seen
+
+    seen, submitted = on_counted_loop(main)
+    assert seen[:2] == [{"run": "set"}, {"run": "backend set"}]
+    assert seen[2:] == [{"run": len(runs) - 1}, {"run": len(runs)}]
+    assert submitted == 0
