@@ -32,10 +32,9 @@ import time
 
 import cachu
 import pytest
-from cachu.backends import NO_VALUE, AsyncBackend
 from cachu.decorator import clear_backends
 from helpers import run_threads
-from redis_raw import assert_no_locks, assert_ttl_about, put_raw, raw_keys, read_raw
+from redis_raw import assert_no_locks, put_raw, raw_keys, read_raw
 from redis_server import free_port
 
 LOCK_TIMEOUT = 30
@@ -197,53 +196,13 @@ async def test_validate_sees_the_created_at_of_a_peer_written_entry(r):
 
 
 @pytest.mark.asyncio
-async def test_async_backend_methods(r):
+async def test_async_backend_reads_reference_written_metadata(r):
+    """A peer's entry, read with its exact created_at (the rest of the
+    backend objects: test_behaviour_backend_objects.py)."""
     ab = await cachu.get_async_backend("redis", ttl=300)
-    assert isinstance(ab, AsyncBackend)
-    assert ab.kind == "redis"
-    assert await ab.get("5m:nope") is NO_VALUE
-    assert await ab.get_with_metadata("5m:nope") == (NO_VALUE, None)
-
-    before = time.time()
-    await ab.set("5m:manual|a=1", {"a": 1}, 300)
-    await ab.aset("5m:manual|a=2", {"a": 2}, 300)
-    await ab.set("other:x", "x", 60)
-    created, value, pickled = read_raw(r, "5m:manual|a=1")
-    assert value == {"a": 1}
-    assert pickled == pickle.dumps({"a": 1})
-    assert before - 1 <= created <= time.time() + 1
-    assert_ttl_about(r, "5m:manual|a=1", 300)
-    assert_ttl_about(r, "other:x", 60)
-
-    assert await ab.get("5m:manual|a=1") == {"a": 1}
-    assert await ab.aget("5m:manual|a=2") == {"a": 2}
-    assert await ab.get_with_metadata("5m:manual|a=1") == ({"a": 1}, created)
-    assert await ab.aget_with_metadata("5m:manual|a=1") == ({"a": 1}, created)
-
-    assert sorted([k async for k in ab.keys("5m:manual|*")]) == ["5m:manual|a=1", "5m:manual|a=2"]
-    assert sorted([k async for k in ab.akeys()]) == ["5m:manual|a=1", "5m:manual|a=2", "other:x"]
-    assert await ab.count("5m:manual|a=[12]") == 2
-    assert await ab.acount("5m:manual|a=?") == 2
-    assert await ab.count() == 3
-
-    await ab.delete("5m:manual|a=1")
-    assert await ab.get("5m:manual|a=1") is NO_VALUE
-    await ab.adelete("5m:manual|a=1")  # missing: harmless
-    assert await ab.clear("5m:manual|*") == 1
-    assert raw_keys(r) == ["other:x"]
-    assert await ab.aclear("5m:manual|*") == 0
-
     put_raw(r, "5m:peer|k=1", ["peer"], created_at=1_700_000_000.125)
     assert await ab.get_with_metadata("5m:peer|k=1") == (["peer"], 1_700_000_000.125)
-
-    # the sync backend object's awaitable methods reach the same data
-    b = cachu.get_backend("redis", ttl=300)
-    assert await b.aget("5m:peer|k=1") == ["peer"]
-    assert sorted([k async for k in b.akeys()]) == ["5m:peer|k=1", "other:x"]
-    assert await b.acount() == 2
-    assert await ab.aclear() == 2
-    assert raw_keys(r) == []
-    await ab.aclose()
+    assert await ab.aget("5m:peer|k=1") == ["peer"]
 
 
 @pytest.mark.asyncio
@@ -260,30 +219,6 @@ async def test_clear_async_backends_keeps_redis_entries(r):
     assert raw_keys(r) == ["5m:kept|n=1"]
     assert await kept(1) == 1  # a new instance reads the stored entry
     assert calls == [1]
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("bad", [b"hello world, not a pickle", b"abc"], ids=["long", "3-bytes"])
-async def test_non_cachu_value_is_a_miss_and_replaced(r, bad):
-    key = "5m:victim|n=1"
-    r.set(key, bad)
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def victim(n):
-        calls.append(n)
-        return {"fine": n}
-
-    assert await victim(1) == {"fine": 1}
-    assert calls == [1]
-    await asyncio.sleep(0.2)  # the bad entry is deleted in the background
-    assert read_raw(r, key)[1] == {"fine": 1}
-    assert await victim(1) == {"fine": 1}
-    assert calls == [1]
-    r.set(key, bad)
-    assert await cachu.async_cache_get(victim, n=1, default="missing") == "missing"
-    assert r.get(key) is None
-    await wait_no_locks(r)
 
 
 # -- sync and async share entries ------------------------------------------------------
@@ -336,55 +271,6 @@ async def test_sync_and_async_share_entries_both_ways(r):
 
 
 # -- locks held by others ----------------------------------------------------------------
-
-
-@pytest.mark.asyncio
-async def test_foreign_lock_makes_the_call_wait_for_the_peers_value(r):
-    key = "5m:contended|n=1"
-    r.set(f"lock:{key}", "peer-token", nx=True, ex=10)
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def contended(n):
-        calls.append(n)
-        return "ours"
-
-    async def peer_finishes():
-        await asyncio.sleep(0.3)
-        put_raw(r, key, "theirs")
-        r.delete(f"lock:{key}")
-
-    peer = asyncio.create_task(peer_finishes())
-    results = await asyncio.wait_for(asyncio.gather(*(contended(1) for _ in range(5))), 8)
-    await peer
-    assert results == ["theirs"] * 5
-    assert calls == []
-    assert read_raw(r, key)[1] == "theirs"
-    info = await cachu.async_cache_info(contended)
-    assert (info.hits, info.misses) == (5, 0)
-
-
-@pytest.mark.asyncio
-async def test_lock_of_a_dead_owner_expires(r):
-    # The dead lock expires well before the waiter would give up (so the
-    # waiter must be the one that takes the lock after it).
-    cachu.configure(lock_timeout=5)
-    key = "5m:orphaned|n=1"
-    r.set(f"lock:{key}", "dead-owner", nx=True, ex=1)
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def orphaned(n):
-        # The dead owner's lock is gone by the time the function runs.
-        calls.append((n, r.get(f"lock:{key}")))
-        return "computed"
-
-    assert await asyncio.wait_for(orphaned(1), WAIT) == "computed"
-    assert len(calls) == 1 and calls[0][1] != b"dead-owner", calls
-    assert read_raw(r, key)[1] == "computed"
-    assert await orphaned(1) == "computed"
-    assert len(calls) == 1
-    await wait_no_locks(r)
 
 
 @pytest.mark.asyncio
@@ -879,41 +765,6 @@ async def test_exceptions_from_callbacks_propagate_and_release_the_lock(r, where
     armed["on"] = False
     assert await asyncio.wait_for(cb(1), WAIT) == ("stored" if where == "validate" else 1)
     assert raw_keys(r) == [key]
-
-
-@pytest.mark.asyncio
-async def test_unpicklable_result_raises_and_nothing_is_written(r):
-    bad = {"on": False}
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def maker(n):
-        calls.append(n)
-        return threading.Lock() if bad["on"] else {"n": n}
-
-    await maker(1)
-    stored = r.get("5m:maker|n=1")
-    bad["on"] = True
-    with pytest.raises(PICKLE_ERRORS):
-        await maker(2)
-    await wait_no_locks(r, timeout=1.0)
-    assert r.get("5m:maker|n=2") is None
-    with pytest.raises(PICKLE_ERRORS):
-        await maker(1, _overwrite_cache=True)
-    assert r.get("5m:maker|n=1") == stored
-    with pytest.raises(PICKLE_ERRORS):
-        await maker.set(threading.Lock(), n=3)
-    with pytest.raises(PICKLE_ERRORS):
-        await cachu.async_cache_set(maker, threading.Lock(), n=3)
-    ab = await cachu.get_async_backend("redis", ttl=300)
-    with pytest.raises(PICKLE_ERRORS):
-        await ab.set("5m:maker|n=4", threading.Lock(), 300)
-    assert raw_keys(r) == ["5m:maker|n=1"]
-    await wait_no_locks(r)
-    bad["on"] = False
-    assert await asyncio.wait_for(maker(2), WAIT) == {"n": 2}
-    assert await maker(1) == {"n": 1}
-    assert calls == [1, 2, 1, 2]
 
 
 # -- outages -----------------------------------------------------------------------------------

@@ -397,49 +397,6 @@ def test_hand_written_rows_after_open_are_seen(fdir):
 # ---------------------------------------------------------------- backend object
 
 
-def test_backend_object_methods(fdir):
-    b = cachu.get_backend("file", ttl=300)
-    assert b.get("nope") is NO_VALUE
-    assert b.get_with_metadata("nope") == (NO_VALUE, None)
-
-    t0 = time.time()
-    b.set("user:1", {"id": 1}, 300)
-    b.set("user:2", [1, 2], 300)
-    b.set("user:10", "ten", 300)
-    b.set("item:1", None, 300)
-    t1 = time.time()
-
-    assert b.get("user:1") == {"id": 1}
-    assert b.get("item:1") is None
-    value, created = b.get_with_metadata("user:2")
-    assert value == [1, 2]
-    assert t0 - 0.01 <= created <= t1 + 0.01
-
-    # independent copies
-    got = b.get("user:2")
-    got.append(3)
-    assert b.get("user:2") == [1, 2]
-
-    assert sorted(b.keys()) == ["item:1", "user:1", "user:10", "user:2"]
-    assert sorted(b.keys("user:?")) == ["user:1", "user:2"]
-    assert sorted(b.keys("user:*")) == ["user:1", "user:10", "user:2"]
-    assert sorted(b.keys("[iu]*:1")) == ["item:1", "user:1"]
-    assert b.count() == 4
-    assert b.count("user:*") == 3
-    assert b.count("none:*") == 0
-
-    b.delete("user:1")
-    assert b.get("user:1") is NO_VALUE
-    b.delete("user:1")  # deleting a missing key is fine
-    assert b.count() == 3
-
-    assert b.clear("user:*") == 2
-    assert sorted(b.keys()) == ["item:1"]
-    assert b.clear() == 1
-    assert b.count() == 0
-    assert row_count(fdir / DB5MIN) == 0
-
-
 def test_backend_set_uses_its_ttl_argument(fdir):
     b = cachu.get_backend("file", ttl=300)
     b.set("short", 1, 10)
