@@ -190,28 +190,25 @@ def test_sync_and_async_faces_agree_on_what_redis_holds(frozen_able, name):
     def seen(answer):
         return answer, raw.type(key)
 
-    inst = cachu.get_backend(backend="redis", ttl=300)
+    def operations(b, cache_get):
+        """The same reads and writes, on backend object ``b``."""
+        return [
+            lambda: b.get(key),
+            lambda: b.get_with_metadata(key),
+            lambda: cache_get(fn, "d", x=1),
+            lambda: b.delete(key),
+            lambda: b.count("5m:*"),
+        ]
+
     sync = []
-    for op in (
-        lambda: inst.get(key),
-        lambda: inst.get_with_metadata(key),
-        lambda: cachu.cache_get(fn, "d", x=1),
-        lambda: inst.delete(key),
-        lambda: inst.count("5m:*"),
-    ):
+    for op in operations(cachu.get_backend(backend="redis", ttl=300), cachu.cache_get):
         put()
         sync.append(seen(op()))
 
     async def main():
         b = await cachu.get_async_backend(backend="redis", ttl=300)
         out = []
-        for op in (
-            lambda: b.get(key),
-            lambda: b.get_with_metadata(key),
-            lambda: cachu.async_cache_get(fn, "d", x=1),
-            lambda: b.delete(key),
-            lambda: b.count("5m:*"),
-        ):
+        for op in operations(b, cachu.async_cache_get):
             put()
             out.append(seen(await op()))
         return out
