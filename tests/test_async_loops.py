@@ -1,9 +1,11 @@
 """Async caching under concurrency: dogpile prevention, cancellation, a
-never-blocked event loop, several event loops and several threads
-(memory and file backends)."""
+never-blocked event loop, several event loops and several threads (memory,
+file and Redis: on Redis the key's lock is shared across loops, threads and
+processes)."""
 
 import asyncio
 import threading
+import time
 
 import cachu
 import pytest
@@ -14,17 +16,33 @@ JOIN_TIMEOUT = 30
 WAIT = 10  # upper bound for waits that should end at once; only guards against hangs
 
 
-@pytest.fixture(params=["memory", "file"])
+@pytest.fixture(params=["memory", "file", "redis"])
 def backend(request, tmp_path):
-    """A backend that stores entries, made the package's default backend."""
+    """A backend that stores entries, made the package's default backend
+    (Redis: the module's server, flushed)."""
+    url = None
+    if request.param == "redis":
+        url = request.getfixturevalue("server").url
+        request.getfixturevalue("r")
     # A long lock timeout: a lock left behind shows up as a hang (caught by
     # the WAIT guards) rather than as a late recomputation.
-    cachu.configure(backend=request.param, file_dir=str(tmp_path), lock_timeout=60)
+    cachu.configure(backend=request.param, file_dir=str(tmp_path), redis_url=url, lock_timeout=60)
     return request.param
 
 
 def stored_keys(backend, ttl=300):
+    """The keys of a region (on Redis: the whole database, lock keys too)."""
     return sorted(cachu.get_backend(backend, ttl=ttl).keys())
+
+
+def wait_no_locks(backend):
+    """No Redis lock is left (a cancelled task's is released in the
+    background: waited for, within a hang guard); nothing on other backends."""
+    b = cachu.get_backend(backend, ttl=300)
+    deadline = time.monotonic() + WAIT
+    while b.count("lock:*") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert list(b.keys("lock:*")) == []
 
 
 async def settle():
@@ -62,6 +80,7 @@ async def test_dogpile_runs_the_function_once(backend):
     assert results == [{"key": "k", "computed": 1}] * 100
     info = await cachu.async_cache_info(slow)
     assert (info.hits, info.misses, info.currsize) == (99, 1, 1)
+    assert stored_keys(backend) == ["5m:slow|key='k'"]
     assert await slow("k") == {"key": "k", "computed": 1}
 
 
@@ -81,6 +100,7 @@ async def test_dogpile_with_async_cache_and_many_keys(backend):
     )
     assert sorted(calls) == sorted(keys)
     assert results == [k.upper() for _ in range(10) for k in keys]
+    assert stored_keys(backend) == sorted(f"5m:slow|key='{k}'" for k in keys)
 
 
 @pytest.mark.asyncio
@@ -227,6 +247,7 @@ async def test_cancelled_computation_stores_nothing_and_next_caller_computes(bac
 
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(compute("k"), 0.1)
+    wait_no_locks(backend)
     assert await compute.get(default=None, key="k") is None
     ab = await cachu.get_async_backend(backend, ttl=300)
     assert await ab.count() == 0
@@ -505,6 +526,10 @@ def test_several_event_loops_one_after_another(backend):
         assert shared == ["shared-1"] * 20
         assert len(set(own)) == 1
     assert calls == ["shared", "loop0", "loop1", "loop2"]
+    assert asyncio.run(fetch.get(key="loop1")) == "loop1-3"
+    info = asyncio.run(cachu.async_cache_info(fetch))
+    assert (info.misses, info.currsize) == (4, 4)
+    wait_no_locks(backend)
 
 
 def test_loop_closed_during_a_computation_leaves_the_key_free(backend):
@@ -525,6 +550,8 @@ def test_loop_closed_during_a_computation_leaves_the_key_free(backend):
     asyncio.run(abandon())
     assert calls == ["k"]
     assert asyncio.run(fetch.get(default=None, key="k")) is None
+    wait_no_locks(backend)
+    assert stored_keys(backend) == []
     assert asyncio.run(asyncio.wait_for(fetch("k"), WAIT)) == 2
     assert asyncio.run(fetch("k")) == 2
 
@@ -564,9 +591,10 @@ def test_threads_each_running_their_own_loop(backend):
     run_threads([worker(t) for t in range(n_threads)])
 
     shared_calls = [ident for key, ident in calls if key == "shared"]
-    # within one loop, one computation serves every task of that loop
+    # within one loop, one computation serves every task of that loop; on
+    # Redis the key's lock is shared by every loop: one in all
     assert len(shared_calls) == len(set(shared_calls))
-    assert 1 <= len(shared_calls) <= n_threads
+    assert 1 <= len(shared_calls) <= (1 if backend == "redis" else n_threads)
     for t, (shared, own) in enumerate(results):
         assert len(shared) == 25
         # a waiter may read what another thread's loop stored last

@@ -27,13 +27,11 @@ import pickle
 import struct
 import subprocess
 import sys
-import threading
 import time
 
 import cachu
 import pytest
 from cachu.decorator import clear_backends
-from helpers import run_threads
 from redis_raw import assert_no_locks, put_raw, raw_keys, read_raw
 from redis_server import free_port
 
@@ -358,45 +356,6 @@ async def test_event_loop_is_never_blocked(r):
 # -- dogpile prevention ----------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
-async def test_dogpile_100_tasks_run_the_function_once(r):
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def slow(key):
-        calls.append(key)
-        await asyncio.sleep(0.2)
-        return {"key": key, "computed": len(calls)}
-
-    results = await asyncio.wait_for(asyncio.gather(*(slow("k") for _ in range(100))), WAIT)
-    assert calls == ["k"]
-    assert results == [{"key": "k", "computed": 1}] * 100
-    info = await cachu.async_cache_info(slow)
-    assert (info.hits, info.misses, info.currsize) == (99, 1, 1)
-    assert raw_keys(r) == ["5m:slow|key='k'"]
-    assert await slow("k") == {"key": "k", "computed": 1}
-
-
-@pytest.mark.asyncio
-async def test_dogpile_with_many_keys(r):
-    calls = []
-
-    @cachu.async_cache(ttl=300, backend="redis")
-    async def slow(key):
-        calls.append(key)
-        await asyncio.sleep(0.05)
-        return key.upper()
-
-    keys = [f"k{i}" for i in range(10)]
-    results = await asyncio.wait_for(
-        asyncio.gather(*(slow(k) for _ in range(10) for k in keys)), WAIT
-    )
-    assert sorted(calls) == sorted(keys)
-    assert results == [k.upper() for _ in range(10) for k in keys]
-    assert len(raw_keys(r)) == 10
-    assert_no_locks(r)
-
-
 CHILD = """
 import asyncio, json, os, sys, time, traceback
 
@@ -551,73 +510,6 @@ def test_process_exits_cleanly_after_async_redis_calls(server, r, tmp_path, mode
 
 
 # -- cancellation --------------------------------------------------------------------------
-
-
-@pytest.mark.asyncio
-async def test_cancelled_waiter_does_not_break_the_others(r):
-    started = asyncio.Event()
-    gate = asyncio.Event()
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def guarded(key):
-        calls.append(key)
-        started.set()
-        await gate.wait()
-        return f"value-{len(calls)}"
-
-    computer = asyncio.create_task(guarded("k"))
-    await asyncio.wait_for(started.wait(), WAIT)
-    waiters = [asyncio.create_task(guarded("k")) for _ in range(10)]
-    await asyncio.sleep(0.1)  # every waiter is polling by now
-    for task in waiters[:4]:
-        task.cancel()
-    await asyncio.sleep(0.05)
-    gate.set()
-    results = await asyncio.wait_for(
-        asyncio.gather(computer, *waiters, return_exceptions=True), WAIT
-    )
-    assert results[0] == "value-1"
-    assert all(isinstance(x, asyncio.CancelledError) for x in results[1:5]), results[1:5]
-    assert results[5:] == ["value-1"] * 6
-    assert calls == ["k"]
-    assert await guarded("k") == "value-1"
-    assert raw_keys(r) == ["5m:guarded|key='k'"]
-
-
-@pytest.mark.asyncio
-async def test_cancelled_computation_releases_the_lock_and_stores_nothing(r):
-    started = asyncio.Event()
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def compute(key):
-        calls.append(key)
-        if len(calls) == 1:
-            started.set()
-            await asyncio.sleep(60)  # cancelled long before
-        return f"value-{len(calls)}"
-
-    key = "5m:compute|key='k'"
-    task = asyncio.create_task(compute("k"))
-    await asyncio.wait_for(started.wait(), WAIT)
-    assert r.exists(f"lock:{key}") == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    released_after = await wait_no_locks(r, timeout=1.0)
-    assert released_after < 1.0
-    await asyncio.sleep(0.2)  # nothing arrives later either
-    assert raw_keys(r) == []
-    assert await compute.get(default=None, key="k") is None
-    info = await cachu.async_cache_info(compute)
-    assert info.currsize == 0
-    # the next caller computes, without waiting for the lock timeout
-    assert await asyncio.wait_for(compute("k"), WAIT) == "value-2"
-    assert await compute("k") == "value-2"
-    assert calls == ["k", "k"]
-    assert read_raw(r, key)[1] == "value-2"
-    assert_no_locks(r)
 
 
 @pytest.mark.asyncio
@@ -896,31 +788,6 @@ async def test_unreachable_from_the_start_fails_open():
 # -- event loops and threads -----------------------------------------------------------------
 
 
-def test_several_event_loops_one_after_another(r):
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def fetch(key):
-        calls.append(key)
-        await asyncio.sleep(0.05)
-        return f"{key}-{len(calls)}"
-
-    async def round_(n):
-        shared = await asyncio.gather(*(fetch("shared") for _ in range(20)))
-        own = await asyncio.gather(*(fetch(f"loop{n}") for _ in range(20)))
-        return shared, own
-
-    for n in range(3):
-        shared, own = asyncio.run(round_(n))
-        assert shared == ["shared-1"] * 20
-        assert len(set(own)) == 1
-    assert calls == ["shared", "loop0", "loop1", "loop2"]
-    assert asyncio.run(fetch.get(key="loop1")) == "loop1-3"
-    info = asyncio.run(cachu.async_cache_info(fetch))
-    assert (info.misses, info.currsize) == (4, 4)
-    assert raw_keys(r, "lock:*") == []
-
-
 def test_module_level_function_under_several_asyncio_runs(r):
     assert asyncio.run(module_level_cube(3)) == 27
     assert asyncio.run(module_level_cube(3)) == 27
@@ -933,74 +800,3 @@ async def test_module_level_function_in_a_pytest_asyncio_loop(r):
     assert await module_level_cube.get(default=None, x=4) is None  # flushed between tests
     assert await asyncio.gather(*(module_level_cube(4) for _ in range(20))) == [64] * 20
     assert raw_keys(r) == ["5m:module_level_cube|x=4"]
-
-
-def test_loop_closed_during_a_computation_releases_the_lock(r):
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def fetch(key):
-        calls.append(key)
-        if len(calls) == 1:
-            await asyncio.sleep(10)
-        return len(calls)
-
-    async def abandon():
-        asyncio.get_running_loop().create_task(fetch("k"))
-        await asyncio.sleep(0.1)
-        # asyncio.run cancels the still-running computation on the way out
-
-    asyncio.run(abandon())
-    assert calls == ["k"]
-    deadline = time.monotonic() + 1.0
-    while raw_keys(r, "lock:*") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert raw_keys(r) == []
-    assert asyncio.run(asyncio.wait_for(fetch("k"), WAIT)) == 2
-    assert asyncio.run(fetch("k")) == 2
-
-
-def test_threads_each_running_their_own_loop(r):
-    """4 threads, each with its own loop, share one Redis lock: the shared
-    key is computed once in total, each thread's own key once."""
-    lock = threading.Lock()
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def fetch(key):
-        with lock:
-            calls.append((key, threading.get_ident()))
-        await asyncio.sleep(0.1)
-        return f"{key}:{threading.get_ident()}"
-
-    n_threads = 4
-    barrier = threading.Barrier(n_threads)
-    results = [None] * n_threads
-    idents = [None] * n_threads
-
-    async def main(t):
-        shared = await asyncio.gather(*(fetch("shared") for _ in range(25)))
-        own = await asyncio.gather(*(fetch(f"thread{t}") for _ in range(10)))
-        return shared, own
-
-    def worker(t):
-        def run():
-            idents[t] = threading.get_ident()
-            barrier.wait(JOIN_TIMEOUT)
-            results[t] = asyncio.run(main(t))
-
-        return run
-
-    run_threads([worker(t) for t in range(n_threads)])
-
-    shared_calls = [ident for key, ident in calls if key == "shared"]
-    assert len(shared_calls) == 1, calls
-    shared_value = f"shared:{shared_calls[0]}"
-    for t, (shared, own) in enumerate(results):
-        assert shared == [shared_value] * 25
-        assert own == [f"thread{t}:{idents[t]}"] * 10
-    assert sorted(key for key, _ in calls if key != "shared") == [
-        f"thread{t}" for t in range(n_threads)
-    ]
-    assert asyncio.run(fetch("shared")) == shared_value
-    assert len(raw_keys(r)) == 1 + n_threads
