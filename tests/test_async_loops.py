@@ -238,15 +238,23 @@ async def test_cancelled_computation_releases_the_lock_to_a_waiter(backend):
 async def test_cancelled_computation_stores_nothing_and_next_caller_computes(backend):
     calls = []
 
+    started = asyncio.Event()
+
     @cachu.cache(ttl=300)
     async def compute(key):
         calls.append(key)
         if len(calls) == 1:
-            await asyncio.sleep(5)
+            started.set()
+            await asyncio.sleep(60)  # cancelled long before
         return f"value-{len(calls)}"
 
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(compute("k"), 0.1)
+    # Cancelled once it computes (not at a fixed time: the lookup before it
+    # may take a while on a loaded machine).
+    task = asyncio.create_task(compute("k"))
+    await asyncio.wait_for(started.wait(), WAIT)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     wait_no_locks(backend)
     assert await compute.get(default=None, key="k") is None
     ab = await cachu.get_async_backend(backend, ttl=300)
@@ -535,16 +543,22 @@ def test_several_event_loops_one_after_another(backend):
 def test_loop_closed_during_a_computation_leaves_the_key_free(backend):
     calls = []
 
+    started = threading.Event()
+
     @cachu.cache(ttl=300)
     async def fetch(key):
         calls.append(key)
         if len(calls) == 1:
-            await asyncio.sleep(10)
+            started.set()
+            await asyncio.sleep(60)
         return len(calls)
 
     async def abandon():
         asyncio.get_running_loop().create_task(fetch("k"))
-        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + WAIT
+        while not started.is_set():  # the computation runs
+            assert time.monotonic() < deadline, "the computation never started"
+            await asyncio.sleep(0.01)
         # asyncio.run cancels the still-running computation on the way out
 
     asyncio.run(abandon())
