@@ -92,34 +92,56 @@ impl Region {
                 None => pool(),
             },
             Where::Native(_) => {
-                if let Some(found) = self
-                    .near
-                    .as_ref()
-                    .and_then(|n| n.lookup(py, HashedKey::new(&key)))
-                {
+                let near = self.near.as_ref();
+                if let Some(found) = near.and_then(|n| n.lookup(py, HashedKey::new(&key))) {
                     // A near entry is served inline, as a memory hit is.
                     return Ok(done(finish(py, Some(found))?));
                 }
+                // Taken before the read is sent (see the near cache's guarantee).
+                let pass = near.and_then(|n| n.pass(HashedKey::new(&key)));
                 let region = self.clone();
                 let work = {
                     let region = region.clone();
                     let key = key.clone();
-                    async move { redis(&region).get_async(&key).await }
-                };
-                let then = move |py: Python<'_>, out: crate::Result<Option<Hit<Vec<u8>>>>| {
-                    match region.unpickle(py, &key, out.map_err(to_py)?) {
-                        Ok(found) => Ok(done(finish(py, found)?)),
-                        // Removed before the miss is answered, as a sync read does.
-                        Err(Unreadable) => {
-                            let removal = async move { redis(&region).delete_async(&key).await };
-                            // A failed removal is no error of the read (nor of a sync one).
-                            let answer = move |py: Python<'_>, _: crate::Result<bool>| {
-                                Ok(done(finish(py, None)?))
-                            };
-                            Ok((false, aio::spawn_then(py, removal, answer)?.unbind()))
+                    async move {
+                        let redis = redis(&region);
+                        match region.near {
+                            Some(_) => redis.get_expiring_async(&key).await,
+                            None => Ok(redis.get_async(&key).await?.map(|hit| (hit, 0.0))),
                         }
                     }
                 };
+                let then =
+                    move |py: Python<'_>, out: crate::Result<Option<(Hit<Vec<u8>>, f64)>>| {
+                        let read = out.map_err(to_py)?;
+                        let left = read.as_ref().map_or(0.0, |(_, left)| *left);
+                        match region.unpickle(py, &key, read.map(|(hit, _)| hit)) {
+                            Ok(found) => {
+                                if let (Some((v, created_at)), Some(pass), Some(near)) =
+                                    (&found, pass, &region.near)
+                                {
+                                    near.keep(
+                                        HashedKey::new(&key),
+                                        pass,
+                                        v.bind(py),
+                                        *created_at,
+                                        left,
+                                    );
+                                }
+                                Ok(done(finish(py, found)?))
+                            }
+                            // Removed before the miss is answered, as a sync read does.
+                            Err(Unreadable) => {
+                                let removal =
+                                    async move { redis(&region).delete_async(&key).await };
+                                // A failed removal is no error of the read (nor of a sync one).
+                                let answer = move |py: Python<'_>, _: crate::Result<bool>| {
+                                    Ok(done(finish(py, None)?))
+                                };
+                                Ok((false, aio::spawn_then(py, removal, answer)?.unbind()))
+                            }
+                        }
+                    };
                 Ok((false, aio::spawn_then(py, work, then)?.unbind()))
             }
         }

@@ -86,6 +86,24 @@ impl RedisBackend {
             .unwrap_or_else(|| Ok(Backend::get(self, key)?.map(|hit| (hit, 0.0))))
     }
 
+    /// Async [`RedisBackend::get_expiring`].
+    pub async fn get_expiring_async(&self, key: &str) -> Result<Expiring> {
+        let reply: Value = self
+            .run_async(|mut c| async move {
+                self.scripts
+                    .expiring
+                    .get
+                    .key(key)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match self.read_expiring(key, reply) {
+            Some(read) => read,
+            None => Ok(self.get_async(key).await?.map(|hit| (hit, 0.0))),
+        }
+    }
+
     /// The reply of the get script; `None` for a value to read the plain way.
     fn read_expiring(&self, key: &str, reply: Value) -> Option<Result<Expiring>> {
         match reply {
