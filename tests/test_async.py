@@ -89,26 +89,6 @@ async def test_decorated_coroutine_function_keeps_its_identity(decorator):
     assert await call == {"id": 1}
 
 
-@pytest.mark.parametrize("decorator", DECORATORS, ids=DECORATOR_IDS)
-async def test_second_call_is_a_hit(any_backend, decorator):
-    fn, calls = make_async(any_backend, decorator=decorator)
-    first = await fn(1)
-    second = await fn(1)
-    other = await fn(2)
-    assert first["user"] == 1 and other["user"] == 2
-    if any_backend == "null":
-        assert calls == [1, 1, 2]
-        assert second["n"] == 2
-        assert stored_keys(any_backend) == []
-    else:
-        assert calls == [1, 2]
-        assert second == first
-        assert stored_keys(any_backend) == [
-            "5m:fetch|kind='plain' user_id=1",
-            "5m:fetch|kind='plain' user_id=2",
-        ]
-
-
 async def test_instance_method(backend):
     calls = []
 
@@ -176,22 +156,6 @@ async def test_staticmethod(backend):
 
 
 # --- decorator options -------------------------------------------------------------
-
-
-async def test_ttl_selects_the_region(backend):
-    @cachu.cache(ttl=45)
-    async def short(x):
-        return x
-
-    @cachu.cache(ttl=7200)
-    async def long(x):
-        return x
-
-    await short(1)
-    await long(1)
-    assert stored_keys(backend, ttl=45) == ["45s:short|x=1"]
-    assert stored_keys(backend, ttl=7200) == ["2h:long|x=1"]
-    assert stored_keys(backend, ttl=300) == []
 
 
 async def test_int_and_callable_ttl_expire(backend):
@@ -297,14 +261,6 @@ async def test_package_option_uses_that_packages_config_and_regions():
     assert await cachu.async_cache_get(shared, x=1) == 1
     assert await cachu.async_cache_clear(backend="memory", ttl=300) == 0
     assert await cachu.async_cache_clear(backend="memory", ttl=300, package="otherpkg") == 1
-
-
-async def test_key_prefix(backend):
-    cachu.configure(key_prefix="v1:")
-    fn, _ = make_async(backend)
-    await fn(1)
-    assert stored_keys(backend) == ["5m:v1:fetch|kind='plain' user_id=1"]
-    assert await fn.get(user_id=1, kind="plain") == (await fn(1))
 
 
 # --- per-call control and disable() ----------------------------------------------
