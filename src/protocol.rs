@@ -72,8 +72,13 @@ pub struct Options {
     /// Most time the cache's own work may take in this call.
     pub cache_deadline: Option<Duration>,
     /// The backend may be used: false while its circuit breaker is open
-    /// (it failed lately), and then the call runs uncached.
+    /// (it failed lately). The call then runs uncached, or with `fail_open`
+    /// off raises at once (a refresh does nothing): either way it does not
+    /// wait for a backend known to be out.
     pub backend_usable: bool,
+    /// An unreachable backend makes the call run uncached (`fail_open`);
+    /// otherwise the call raises.
+    pub fail_open: bool,
 }
 
 impl Options {
@@ -137,6 +142,9 @@ pub enum Step {
     ServeKept,
     /// Raise `CacheLockTimeout`.
     RaiseLockTimeout,
+    /// Raise `BackendUnavailableError` without trying the backend: its
+    /// breaker is open and the region does not fail open.
+    RaiseUnavailable,
     /// A refresh ends (nothing to return).
     Done,
 }
@@ -152,6 +160,7 @@ impl Step {
                 | Step::RaiseError
                 | Step::ServeKept
                 | Step::RaiseLockTimeout
+                | Step::RaiseUnavailable
                 | Step::Done
         )
     }
@@ -282,7 +291,8 @@ impl Protocol {
             return match self.opts.mode {
                 // Nothing to refresh while the backend is out.
                 Mode::Refresh => self.over(Step::Done),
-                _ => self.run_uncached(),
+                _ if self.opts.fail_open => self.run_uncached(),
+                _ => self.over(Step::RaiseUnavailable),
             };
         }
         match self.opts.mode {
@@ -637,6 +647,7 @@ mod tests {
             on_lock_timeout: OnLockTimeout::Run,
             cache_deadline: None,
             backend_usable: true,
+            fail_open: true,
         }
     }
 
@@ -1035,6 +1046,14 @@ mod tests {
                 steps(o.clone(), &[Event::Ran]),
                 [Step::Run, Step::ReturnResult]
             );
+            let mut p = Protocol::refresh(o.clone(), 0.0);
+            assert_eq!(p.start(), Step::Done);
+            // Not failing open: raise at once, never run nor wait.
+            o.fail_open = false;
+            for mode in [Mode::Call, Mode::Overwrite] {
+                o.mode = mode;
+                assert_eq!(steps(o.clone(), &[]), [Step::RaiseUnavailable]);
+            }
             let mut p = Protocol::refresh(o, 0.0);
             assert_eq!(p.start(), Step::Done);
         }

@@ -149,3 +149,120 @@ def test_file_outage_is_skipped_and_heals(tmp_path, caplog):
     wait_until_cached(f)
     assert len(outage_warnings(caplog)) == 1
     clear_backends()
+
+
+def count_outcomes(fn, seconds):
+    """Like ``count_calls`` for calls that may raise: how many returned,
+    raised at once because the breaker is open, and raised after trying
+    the backend."""
+    stop = threading.Event()
+    outcomes = {"returned": 0, "refused": 0, "tried": 0}
+    lock = threading.Lock()
+
+    def work(t):
+        i = 0
+        while not stop.is_set():
+            try:
+                assert fn(t * 1000 + i % 64) == t * 1000 + i % 64
+                kind = "returned"
+            except cachu.BackendUnavailableError as e:
+                kind = "refused" if "not tried again" in str(e) else "tried"
+            with lock:
+                outcomes[kind] += 1
+            i += 1
+
+    threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(THREADS)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(DEADLINE)
+        assert not t.is_alive(), "a call hung"
+    return outcomes
+
+
+def test_fail_closed_raises_at_once_while_the_breaker_is_open(redis_proc, caplog):
+    """fail_open=False: the breaker applies too. During an outage only the
+    calls already under way and one probe per back-off wait for Redis;
+    every other call raises BackendUnavailableError without trying it."""
+    caplog.set_level(logging.WARNING)
+    cachu.configure(fail_open=False)
+    f = make_fn()
+    assert count_calls(f, 0.3) > 0
+    os.kill(redis_proc.proc.pid, signal.SIGSTOP)
+    try:
+        out = count_outcomes(f, WINDOW)
+    finally:
+        os.kill(redis_proc.proc.pid, signal.SIGCONT)
+    print(f"fail_open=False, calls in {WINDOW}s with redis hung: {out}")
+    # Tried: the 8 calls under way when it hung, then one probe per
+    # back-off (100 ms doubling: at most 5 in the window). Each of them
+    # costs a socket timeout; paying it on every call would allow at most
+    # THREADS * WINDOW / SOCKET_TIMEOUT (48) calls in all.
+    assert out["tried"] <= THREADS + 5, out
+    assert out["refused"] > 10 * THREADS * WINDOW / SOCKET_TIMEOUT, out
+    assert out["returned"] == 0, out
+    warned = outage_warnings(caplog)
+    assert len(warned) == 1 and "fail_open=False" in warned[0].getMessage()
+    # Back by itself: the next probe closes the breaker and calls return.
+    end = time.monotonic() + DEADLINE
+    while True:
+        try:
+            assert f(5) == 5
+            break
+        except cachu.BackendUnavailableError:
+            assert time.monotonic() < end, "the breaker never closed"
+            time.sleep(0.02)
+    wait_until_cached(f)
+
+
+def breaker_records(caplog):
+    return [
+        (r.levelname, r.getMessage().split(",")[0])
+        for r in caplog.records
+        if r.name.startswith("cachu") and r.levelno >= logging.INFO
+    ]
+
+
+def test_each_outage_logs_one_warning_and_one_info_per_region(redis_proc, caplog):
+    """Two Redis regions (two TTLs), two outages (SIGSTOP, then the server
+    stopped): each region logs one warning when its breaker opens and one
+    info line when it closes, per outage, however many calls were made."""
+    caplog.set_level(logging.INFO, logger="cachu")
+    cachu.configure(fail_open=True)  # reads the logging levels again
+
+    short = make_fn()
+    long = cachu.cache(ttl=3600)(lambda x: x)
+
+    def both(x):
+        assert short(x) == x
+        assert long(x) == x
+        return x
+
+    assert count_calls(both, 0.2) > 0
+    assert breaker_records(caplog) == []
+
+    os.kill(redis_proc.proc.pid, signal.SIGSTOP)
+    try:
+        assert count_calls(both, 1.0) > 0
+    finally:
+        os.kill(redis_proc.proc.pid, signal.SIGCONT)
+    end = time.monotonic() + DEADLINE
+    while len(breaker_records(caplog)) < 4:
+        assert time.monotonic() < end, breaker_records(caplog)
+        both(7)
+        time.sleep(0.02)
+    opened = ("WARNING", "cache unavailable")
+    closed = ("INFO", "cache reachable again")
+    assert sorted(breaker_records(caplog)) == [closed, closed, opened, opened]
+
+    redis_proc.stop()
+    assert count_calls(both, 1.0) > 0
+    redis_proc.start()
+    end = time.monotonic() + DEADLINE
+    while len(breaker_records(caplog)) < 8:
+        assert time.monotonic() < end, breaker_records(caplog)
+        both(7)
+        time.sleep(0.02)
+    assert sorted(breaker_records(caplog)) == [closed] * 4 + [opened] * 4

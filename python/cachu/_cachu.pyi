@@ -32,6 +32,7 @@ __all__ = [
     "mangle",
     "redact_url",
     "region_name",
+    "reload_log_levels",
     "reset_stats",
     "scope_disabled",
     "set_disabled",
@@ -249,6 +250,9 @@ def glob_escape(text: str) -> str:
 
 def redact_url(url: str) -> str:
     """``url`` with its password (and any ``password=`` value) shown as ``***``."""
+
+def reload_log_levels() -> None:
+    """Read the Python loggers' levels again (the engine caches them once it logged)."""
 
 def reset_stats() -> None: ...
 def shutdown_io() -> None:

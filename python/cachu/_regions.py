@@ -184,6 +184,7 @@ def reopen_io(package: str | None) -> None:
         gone = [_instances.pop(k) for k in keys]
         memory = [inst for k, inst in _instances.items() if k[0] == package and k[1] == "memory"]
     _cachu.bump_generation()
+    _cachu.reload_log_levels()  # logging may have been set up since cachu last logged
     for inst in gone:
         inst.close()
     if memory:

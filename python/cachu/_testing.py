@@ -20,6 +20,7 @@ def reset() -> None:
             pass
         inst.close()
     _cachu.reset_stats()
+    _cachu.reload_log_levels()
     _collisions.forget()
     _cachu.enable_all()
     _cachu.bump_generation()

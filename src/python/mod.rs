@@ -71,6 +71,19 @@ fn reset_stats() {
     crate::stats::reset_all();
 }
 
+/// The bridge from the engine's log records to Python `logging` keeps each
+/// logger's level once it logged; set when the module is imported.
+static LOG_LEVELS: std::sync::OnceLock<pyo3_log::ResetHandle> = std::sync::OnceLock::new();
+
+/// Read the Python loggers' levels again (they are cached once a record was
+/// logged): `configure()` calls it, so levels set after cachu logged count.
+#[pyfunction]
+fn reload_log_levels() {
+    if let Some(handle) = LOG_LEVELS.get() {
+        handle.reset();
+    }
+}
+
 #[pymodule]
 mod _cachu {
     #[pymodule_export]
@@ -90,8 +103,8 @@ mod _cachu {
     };
     #[pymodule_export]
     use super::{
-        base_head, glob_escape, key_pairs, mangle, redact_url, region_name, reset_stats,
-        tag_pattern,
+        base_head, glob_escape, key_pairs, mangle, redact_url, region_name, reload_log_levels,
+        reset_stats, tag_pattern,
     };
 
     use pyo3::prelude::*;
@@ -99,7 +112,9 @@ mod _cachu {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // Loggers are named after the Rust module path (`cachu.backend.file`).
-        let _ = pyo3_log::try_init();
+        if let Ok(handle) = pyo3_log::try_init() {
+            let _ = super::LOG_LEVELS.set(handle);
+        }
         super::cached::enable_vectorcall(&m.py().get_type::<CachedFunction>())?;
         super::errors::add_to_module(m)?;
         // Every lazily made Python object is made here, before any thread

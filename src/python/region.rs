@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -67,6 +68,8 @@ pub struct Region {
     /// an outage is logged once and costs one probe per back-off, not a
     /// timeout per call.
     breaker: Breaker,
+    /// What opened the breaker, for the errors of calls it refuses.
+    outage: Mutex<String>,
     /// Bumped after every write to a byte store through this region, once
     /// the write is done: a miss that saw no bump since before its lookup
     /// cannot have been filled in by another thread of this process.
@@ -90,6 +93,7 @@ impl Region {
             locks: KeyLocks::new(),
             fail_open,
             breaker: Breaker::new(),
+            outage: Mutex::new(String::new()),
             writes: AtomicU64::new(0),
             near,
         })
@@ -106,22 +110,47 @@ impl Region {
         self.writes.fetch_add(1, Ordering::Release);
     }
 
-    /// A decorated call met `err`: if it is the backend being unreachable
-    /// and the region fails open, open the breaker (logged once per outage)
-    /// and carry on without the cache; otherwise hand the error back.
+    /// A decorated call met `err`: if it is the backend being unreachable,
+    /// open the breaker (logged once per outage), then carry on without the
+    /// cache if the region fails open; otherwise hand the error back.
     pub fn degrade(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
-        if self.fail_open && err.is_instance_of::<BackendUnavailableError>(py) {
-            if self.breaker.failed() == Transition::Opened {
-                log::warn!(
-                    "cache unavailable, calls run uncached (probing it every {:?} to {:?}) \
-                     until it is back: {err}",
-                    crate::breaker::FIRST_BACKOFF,
-                    crate::breaker::MAX_BACKOFF
-                );
-            }
-            return Ok(());
+        if !err.is_instance_of::<BackendUnavailableError>(py) {
+            return Err(err);
         }
-        Err(err)
+        if self.breaker.failed() == Transition::Opened {
+            let calls = if self.fail_open {
+                "calls run uncached"
+            } else {
+                "calls raise BackendUnavailableError at once (fail_open=False)"
+            };
+            log::warn!(
+                "cache unavailable, {calls} (probing it every {:?} to {:?}) until it is back: {err}",
+                crate::breaker::FIRST_BACKOFF,
+                crate::breaker::MAX_BACKOFF
+            );
+            *self.outage.lock() = err.to_string();
+        }
+        if self.fail_open {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
+    /// Whether decorated calls carry on without the cache when it is
+    /// unreachable.
+    pub fn fail_open(&self) -> bool {
+        self.fail_open
+    }
+
+    /// The error of a decorated call refused while the breaker is open
+    /// (`fail_open=False`): the backend is not tried until the next probe.
+    pub fn refused(&self) -> PyErr {
+        BackendUnavailableError::new_err(format!(
+            "cache unavailable since a recent failure, not tried again until the next probe \
+             (fail_open=False): {}",
+            self.outage.lock()
+        ))
     }
 
     /// A backend call succeeded: end the outage, if one was logged.

@@ -502,6 +502,7 @@ impl AsyncCall {
                  (on_lock_timeout='raise')",
                     cf.name, self.resolved.lock_timeout
                 ))),
+                Step::RaiseUnavailable => Err(self.resolved.region.refused()),
                 Step::Done => match st.error.take() {
                     Some(e) => Err(e),
                     None => Ok(py.None()),

@@ -203,6 +203,7 @@ impl CachedFunction {
                  (on_lock_timeout='raise')",
                 this.name, r.lock_timeout
             ))),
+            Step::RaiseUnavailable => Err(r.region.refused()),
             Step::Done => match error {
                 Some(e) => Err(e),
                 None => Ok(None),

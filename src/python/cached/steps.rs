@@ -103,6 +103,7 @@ impl CachedFunction {
             on_lock_timeout: r.on_lock_timeout,
             cache_deadline: r.cache_deadline,
             backend_usable: r.region.allows_call(),
+            fail_open: r.region.fail_open(),
         }
     }
 
