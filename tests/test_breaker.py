@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 
 import cachu
 import pytest
@@ -40,19 +41,19 @@ def outage_warnings(caplog):
     ]
 
 
-def count_calls(fn, seconds):
-    """Calls of ``fn`` completed by 8 threads in ``seconds``; every result
-    is checked. Fails (rather than hangs) if a thread never comes back."""
+def in_threads(step, seconds):
+    """Run ``step(x)`` over and over in 8 threads for ``seconds`` (each
+    thread on its own 64 values of x) and count what the steps returned.
+    Fails (rather than hangs) if a thread never comes back."""
     stop = threading.Event()
-    counts = [0] * THREADS
+    tallies = [Counter() for _ in range(THREADS)]
     errors = []
 
     def work(t):
         i = 0
         try:
             while not stop.is_set():
-                assert fn(t * 1000 + i % 64) == t * 1000 + i % 64
-                counts[t] += 1
+                tallies[t][step(t * 1000 + i % 64)] += 1
                 i += 1
         except BaseException as e:
             errors.append(e)
@@ -67,7 +68,18 @@ def count_calls(fn, seconds):
         assert not t.is_alive(), "a call hung"
     if errors:
         raise errors[0]
-    return sum(counts)
+    return sum(tallies, Counter())
+
+
+def count_calls(fn, seconds):
+    """Calls of ``fn`` completed by 8 threads in ``seconds``; every result
+    is checked."""
+
+    def step(x):
+        assert fn(x) == x
+        return "returned"
+
+    return in_threads(step, seconds)["returned"]
 
 
 def wait_until_cached(fn):
@@ -155,31 +167,15 @@ def count_outcomes(fn, seconds):
     """Like ``count_calls`` for calls that may raise: how many returned,
     raised at once because the breaker is open, and raised after trying
     the backend."""
-    stop = threading.Event()
-    outcomes = {"returned": 0, "refused": 0, "tried": 0}
-    lock = threading.Lock()
 
-    def work(t):
-        i = 0
-        while not stop.is_set():
-            try:
-                assert fn(t * 1000 + i % 64) == t * 1000 + i % 64
-                kind = "returned"
-            except cachu.BackendUnavailableError as e:
-                kind = "refused" if "not tried again" in str(e) else "tried"
-            with lock:
-                outcomes[kind] += 1
-            i += 1
+    def step(x):
+        try:
+            assert fn(x) == x
+            return "returned"
+        except cachu.BackendUnavailableError as e:
+            return "refused" if "not tried again" in str(e) else "tried"
 
-    threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(THREADS)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join(DEADLINE)
-        assert not t.is_alive(), "a call hung"
-    return outcomes
+    return in_threads(step, seconds)
 
 
 def test_fail_closed_raises_at_once_while_the_breaker_is_open(redis_proc, caplog):

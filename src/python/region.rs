@@ -128,7 +128,7 @@ impl Region {
                 crate::breaker::FIRST_BACKOFF,
                 crate::breaker::MAX_BACKOFF
             );
-            *self.outage.lock() = err.to_string();
+            *self.outage.lock() = err.value(py).to_string();
         }
         if self.fail_open {
             Ok(())
