@@ -317,8 +317,13 @@ def test_stores_are_swept_by_reads_without_any_write():
     b = memory(ttl=1)
     for i in range(100):
         b.set(f"k{i}", "v", 1)
-    # No thread sweeps: reads (here of a key never stored) carry sweeps on.
-    wait_for(lambda: b.get("absent") is NO_VALUE and b.expired_swept == 100, "reads sweep")
+
+    # No thread sweeps: reads (here of a key never stored) carry sweeps on,
+    # a slice per read (a pass is 4,096 slices).
+    def read_some():
+        return all(b.get("absent") is NO_VALUE for _ in range(50))
+
+    wait_for(lambda: read_some() and b.expired_swept == 100, "reads sweep")
     assert b.nbytes == 0
 
 
@@ -358,7 +363,9 @@ def test_a_second_wave_of_short_lived_entries_reuses_the_first_waves_memory(tmp_
             deadline = time.monotonic() + 60
             while b.nbytes:
                 assert time.monotonic() < deadline, "never swept"
-                b.get("probe")
+                # A pass is 4,096 slices, one per call at most.
+                for _ in range(200):
+                    b.get("probe")
                 time.sleep(0.05)
 
         wave("a")
@@ -433,7 +440,8 @@ def test_a_forked_child_sweeps_its_idle_stores():
                 b.set(f"k{i}", i, 1)
             deadline = time.monotonic() + HANG_GUARD
             while b.expired_swept < 50 and time.monotonic() < deadline:
-                parent.get("parent")
+                for _ in range(50):  # a pass is one slice per call
+                    parent.get("parent")
                 time.sleep(0.01)
             os.write(write, str(b.expired_swept).encode())
         finally:
