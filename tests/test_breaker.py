@@ -2,7 +2,8 @@
 (after the first failure, for a back-off of 100 ms growing to 5 s, with one
 probe at a time), so a hung Redis (SIGSTOP) costs about what an absent one
 does, and the outage is logged once. Counted, never timed: 8 threads call
-for a fixed window and the calls completed are compared."""
+for a fixed window, and the calls completed are far more than calls that each
+waited for the server could be."""
 
 import logging
 import os
@@ -122,7 +123,13 @@ def test_hung_redis_costs_about_what_an_absent_one_does(redis_proc, caplog):
     absent = count_calls(f, WINDOW)
     assert len(outage_warnings(caplog)) == 2  # one per outage
     print(f"calls in {WINDOW}s: redis hung {hung}, redis absent {absent}")
-    assert hung * 2 >= absent, (hung, absent)
+    # Calls that each waited for the hung server could complete at most
+    # THREADS * WINDOW / SOCKET_TIMEOUT of them (48); skipping it, they
+    # complete orders of magnitude more. (The two counts are not compared
+    # with each other: the machine's load may change between the windows.)
+    waiting_at_most = THREADS * WINDOW / SOCKET_TIMEOUT
+    assert hung >= 100 * waiting_at_most, (hung, absent)
+    assert absent >= 100 * waiting_at_most, (hung, absent)
 
 
 def test_crud_and_backend_objects_still_raise_while_open(redis_proc, caplog):
