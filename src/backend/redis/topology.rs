@@ -27,6 +27,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::fork::PerProcess;
+
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterConfig, ClusterConnection, Connect};
@@ -42,7 +44,7 @@ pub(super) enum Topology {
     /// One server (`redis://`, `rediss://`, `unix://`).
     Single(Client),
     /// A Redis Cluster reached through any of its nodes.
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
     /// The master that Sentinel names, followed across failovers.
     Sentinel(SentinelMaster),
 }
@@ -59,20 +61,27 @@ pub(super) type MakeSentinels = Box<dyn Fn() -> RedisResult<SentinelClient> + Se
 /// `lookup_timeout`, so that a frozen node costs a timeout, not a hang.
 pub(super) struct SentinelMaster {
     make: MakeSentinels,
-    /// The sentinels' client, and the process it belongs to (its cached
-    /// connections lived in the parent's runtime after a fork).
-    sentinels: tokio::sync::Mutex<Option<(u32, SentinelClient)>>,
-    master: Mutex<Option<Client>>,
+    /// This process's view: a child of fork() starts from nothing and never
+    /// touches its parent's (whose locks a parent thread may have held, and
+    /// whose connections lived in the parent's runtime).
+    state: PerProcess<SentinelState>,
     lookup_timeout: Option<Duration>,
+}
+
+#[derive(Default)]
+struct SentinelState {
+    /// The sentinels' client, made on first use in each process.
+    sentinels: tokio::sync::Mutex<Option<SentinelClient>>,
+    master: Mutex<Option<Client>>,
 }
 
 impl SentinelMaster {
     pub(super) fn new(make: MakeSentinels, lookup_timeout: Option<Duration>) -> RedisResult<Self> {
-        let first = make()?;
+        // Made once here so that a bad set of sentinels is an error now.
+        make()?;
         Ok(Self {
             make,
-            sentinels: tokio::sync::Mutex::new(Some((crate::fork::pid(), first))),
-            master: Mutex::new(None),
+            state: PerProcess::new(SentinelState::default),
             lookup_timeout,
         })
     }
@@ -80,7 +89,7 @@ impl SentinelMaster {
     /// A client for the master, asking the sentinels if none is known.
     /// Blocks on the engine's runtime (never call it from a runtime thread).
     fn client(&self) -> RedisResult<Client> {
-        if let Some(client) = self.master.lock().clone() {
+        if let Some(client) = self.state.get().master.lock().clone() {
             return Ok(client);
         }
         crate::runtime::handle().block_on(self.client_async())
@@ -88,22 +97,19 @@ impl SentinelMaster {
 
     /// [`SentinelMaster::client`] for the async face.
     pub(super) async fn client_async(&self) -> RedisResult<Client> {
-        if let Some(client) = self.master.lock().clone() {
+        let state = self.state.get();
+        if let Some(client) = state.master.lock().clone() {
             return Ok(client);
         }
-        let mut sentinels = self.sentinels.lock().await;
+        let mut sentinels = state.sentinels.lock().await;
         // Another caller may have asked meanwhile.
-        if let Some(client) = self.master.lock().clone() {
+        if let Some(client) = state.master.lock().clone() {
             return Ok(client);
         }
-        let pid = crate::fork::pid();
-        if sentinels.as_ref().is_none_or(|(owner, _)| *owner != pid) {
-            if let Some(inherited) = sentinels.take() {
-                std::mem::forget(inherited);
-            }
-            *sentinels = Some((pid, (self.make)()?));
+        if sentinels.is_none() {
+            *sentinels = Some((self.make)()?);
         }
-        let Some((_, client)) = sentinels.as_mut() else {
+        let Some(client) = sentinels.as_mut() else {
             unreachable!("set just above");
         };
         let found = match self.lookup_timeout {
@@ -117,13 +123,13 @@ impl SentinelMaster {
                 })?,
             None => client.async_get_client().await,
         }?;
-        *self.master.lock() = Some(found.clone());
+        *state.master.lock() = Some(found.clone());
         Ok(found)
     }
 
     /// Forget the master: the next connection asks the sentinels again.
     fn forget(&self) {
-        self.master.lock().take();
+        self.state.get().master.lock().take();
     }
 }
 

@@ -321,7 +321,7 @@ fn cluster(
         }
     }
     let client = builder.build().map_err(|e| bad(&e.to_string()))?;
-    Ok((Topology::Cluster(client), target))
+    Ok((Topology::Cluster(Box::new(client)), target))
 }
 
 /// For a cluster URL (checked by [`parse`] already), a client for each seed
