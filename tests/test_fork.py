@@ -1,6 +1,7 @@
 """fork() while other threads are inside the file, memory and Redis
-backends: every child finishes (none hangs on a lock copied from the
-parent), the parent carries on, and the databases stay intact. 200 forks
+backends (Redis with and without a near cache): every child finishes (none
+hangs on a lock copied from the parent), the parent carries on, and the
+databases stay intact. 200 forks
 from a process with 4 threads hammering the backends; a child that does
 not exit within its (generous) bound counts as hung."""
 
@@ -18,8 +19,11 @@ CHILD_BOUND = 30  # seconds: a child waits out a busy database at worst
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_forks_with_busy_threads_never_hang(tmp_path, server, r):
-    cachu.configure(file_dir=str(tmp_path), redis_url=server.url)
+@pytest.mark.parametrize("near", [0, 1000], ids=["plain", "near-cache"])
+def test_forks_with_busy_threads_never_hang(tmp_path, server, r, near):
+    # With a near cache, its tracking task (no GIL) also takes the near
+    # store's locks while the parent's threads call.
+    cachu.configure(file_dir=str(tmp_path), redis_url=server.url, redis_near_cache=near)
 
     @cachu.cache(ttl=300, backend="file")
     def on_file(x):

@@ -4,7 +4,7 @@
 //! coherence rules are the core's (`crate::backend::redis::near`); this only
 //! turns values into the stored form and back.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use pyo3::prelude::*;
 
@@ -12,10 +12,16 @@ use super::value::Stored;
 use crate::backend::redis::near::{NearCache, Ticket, TrackingSource};
 use crate::backend::redis::RedisBackend;
 use crate::clock::now;
+use crate::fork::PerProcess;
 use crate::key::HashedKey;
 
 pub struct Near {
-    cache: Arc<NearCache<Stored>>,
+    /// This process's near cache, made on first use: a child of fork()
+    /// never touches its parent's (whose locks the parent's tracking task,
+    /// which runs without the GIL, may have held at the fork).
+    cache: PerProcess<OnceLock<Arc<NearCache<Stored>>>>,
+    capacity: u64,
+    prefix: String,
     source: TrackingSource,
 }
 
@@ -35,7 +41,9 @@ impl Near {
             return None;
         }
         Some(Self {
-            cache: Arc::new(NearCache::new(capacity, prefix)),
+            cache: PerProcess::new(OnceLock::new),
+            capacity,
+            prefix: prefix.to_owned(),
             source: redis.tracking_source(),
         })
     }
@@ -43,9 +51,16 @@ impl Near {
     /// The value kept for `key` and its `created_at`, copied as a memory
     /// hit is.
     #[inline]
+    fn cache(&self) -> &Arc<NearCache<Stored>> {
+        self.cache
+            .get()
+            .get_or_init(|| Arc::new(NearCache::new(self.capacity, &self.prefix)))
+    }
+
+    #[inline]
     pub fn lookup(&self, py: Python<'_>, key: HashedKey<'_>) -> Option<(Py<PyAny>, f64)> {
         let (found, dead) = self
-            .cache
+            .cache()
             .get_with(key, |v, created| (v.fetch(py), created));
         drop(dead);
         let (fetched, created) = found?;
@@ -53,7 +68,7 @@ impl Near {
             Ok(v) => Some((v, created)),
             Err(_) => {
                 // Unpickling failed (it worked when read): read it afresh.
-                drop(self.cache.invalidate(key));
+                drop(self.cache().invalidate(key));
                 None
             }
         }
@@ -63,7 +78,7 @@ impl Near {
     /// value may be kept.
     pub fn pass(&self, key: HashedKey<'_>) -> Option<Pass> {
         let read_at = now();
-        let ticket = self.cache.ticket(key, &self.source)?;
+        let ticket = self.cache().ticket(key, &self.source)?;
         Some(Pass { ticket, read_at })
     }
 
@@ -83,7 +98,7 @@ impl Near {
         let Ok((stored, weight)) = Stored::prepare(value) else {
             return;
         };
-        drop(self.cache.insert(
+        drop(self.cache().insert(
             key,
             pass.ticket,
             stored,
@@ -96,36 +111,36 @@ impl Near {
 
     /// This process wrote or deleted `key`: never serve what was kept.
     pub fn forget(&self, key: HashedKey<'_>) {
-        drop(self.cache.invalidate(key));
+        drop(self.cache().invalidate(key));
     }
 
     /// The backend is being closed: stop tracking, drop everything.
     pub fn stop(&self) {
-        drop(self.cache.stop());
+        drop(self.cache().stop());
     }
 
     /// This process cleared keys: drop everything.
     pub fn flush(&self) {
-        drop(self.cache.flush());
+        drop(self.cache().flush());
     }
 
     /// Entries held now.
     pub fn len(&self) -> u64 {
-        self.cache.len()
+        self.cache().len()
     }
 
     /// The most entries held.
     pub fn capacity(&self) -> u64 {
-        self.cache.capacity()
+        self.cache().capacity()
     }
 
     /// `(tracking, flushes, invalidations)`: whether the server confirmed
     /// tracking, whole flushes and invalidation messages so far.
     pub fn state(&self) -> (bool, u64, u64) {
         (
-            self.cache.tracking(),
-            self.cache.flushes(),
-            self.cache.invalidations(),
+            self.cache().tracking(),
+            self.cache().flushes(),
+            self.cache().invalidations(),
         )
     }
 }
