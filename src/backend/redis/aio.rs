@@ -109,14 +109,24 @@ impl RedisBackend {
 
     /// Async [`RedisBackend::get_or_lock`]: one script call.
     pub async fn get_or_lock_async(&self, key: &str) -> Result<GetOrLock> {
+        let script = &self.scripts.get_or_lock;
+        Ok(self.get_or_lock_by_async(key, script, false).await?.0)
+    }
+
+    /// Async [`RedisBackend::get_or_lock_by`].
+    pub(super) async fn get_or_lock_by_async(
+        &self,
+        key: &str,
+        script: &redis::Script,
+        with_ttl: bool,
+    ) -> Result<(GetOrLock, f64)> {
         let token = LockToken::random();
         let lock = &self.lock_key_of(key);
         let secs = self.lock_secs();
         let tok = token.as_str();
         let reply: Value = self
             .run_async(|mut c| async move {
-                self.scripts
-                    .get_or_lock
+                script
                     .key(key)
                     .key(lock)
                     .arg(tok)
@@ -125,13 +135,20 @@ impl RedisBackend {
                     .await
             })
             .await?;
+        let (reply, left) = if with_ttl {
+            super::expiring::split_ttl(reply)
+        } else {
+            (reply, 0.0)
+        };
         match self.read_get_or_lock(key, reply, token)? {
-            Some(found) => Ok(found),
+            Some(found) => Ok((found, left)),
             // A value that must not be used: lock as for a missing one.
-            None => Ok(self
-                .try_lock_async(key)
-                .await?
-                .map_or(GetOrLock::Busy, GetOrLock::Locked)),
+            None => Ok((
+                self.try_lock_async(key)
+                    .await?
+                    .map_or(GetOrLock::Busy, GetOrLock::Locked),
+                0.0,
+            )),
         }
     }
 

@@ -6,7 +6,7 @@
 use redis::{Script, Value};
 
 use super::near::TrackingSource;
-use super::{as_int, into_items, GetOrLock, LockToken, RedisBackend, GET_OR_LOCK_LUA, HEADER};
+use super::{as_int, into_items, GetOrLock, RedisBackend, GET_OR_LOCK_LUA, HEADER};
 use crate::backend::{Backend, Hit};
 use crate::error::Result;
 
@@ -60,7 +60,7 @@ fn seconds_left(pttl: Option<i64>) -> f64 {
 }
 
 /// The get-or-lock reply without its trailing `PTTL`, and the seconds left.
-fn split_ttl(reply: Value) -> (Value, f64) {
+pub(super) fn split_ttl(reply: Value) -> (Value, f64) {
     let mut items = into_items(reply);
     if items.len() == 3 && items.first().and_then(as_int) == Some(1) {
         let left = seconds_left(items.pop().as_ref().and_then(as_int));
@@ -123,60 +123,13 @@ impl RedisBackend {
     /// [`RedisBackend::get_or_lock`], with the seconds the key has left
     /// (0 unless it is a hit).
     pub fn get_or_lock_expiring(&self, key: &str) -> Result<(GetOrLock, f64)> {
-        let token = LockToken::random();
-        let lock = self.lock_key_of(key);
-        let secs = self.lock_secs();
-        let reply = self.run(|c| {
-            self.scripts
-                .expiring
-                .get_or_lock
-                .key(key)
-                .key(&lock)
-                .arg(token.as_str())
-                .arg(secs)
-                .invoke::<Value>(c)
-        })?;
-        let (reply, left) = split_ttl(reply);
-        match self.read_get_or_lock(key, reply, token)? {
-            Some(found) => Ok((found, left)),
-            // A value that must not be used: lock as for a missing one.
-            None => Ok((
-                self.try_lock(key)?
-                    .map_or(GetOrLock::Busy, GetOrLock::Locked),
-                0.0,
-            )),
-        }
+        self.get_or_lock_by(key, &self.scripts.expiring.get_or_lock, true)
     }
 
     /// Async [`RedisBackend::get_or_lock_expiring`].
     pub async fn get_or_lock_expiring_async(&self, key: &str) -> Result<(GetOrLock, f64)> {
-        let token = LockToken::random();
-        let lock = &self.lock_key_of(key);
-        let secs = self.lock_secs();
-        let tok = token.as_str();
-        let reply: Value = self
-            .run_async(|mut c| async move {
-                self.scripts
-                    .expiring
-                    .get_or_lock
-                    .key(key)
-                    .key(lock)
-                    .arg(tok)
-                    .arg(secs)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        let (reply, left) = split_ttl(reply);
-        match self.read_get_or_lock(key, reply, token)? {
-            Some(found) => Ok((found, left)),
-            None => Ok((
-                self.try_lock_async(key)
-                    .await?
-                    .map_or(GetOrLock::Busy, GetOrLock::Locked),
-                0.0,
-            )),
-        }
+        self.get_or_lock_by_async(key, &self.scripts.expiring.get_or_lock, true)
+            .await
     }
 }
 

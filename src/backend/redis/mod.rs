@@ -431,24 +431,43 @@ impl RedisBackend {
     /// One round trip: the value of `key` if it is there, else try to take
     /// its dogpile lock.
     pub fn get_or_lock(&self, key: &str) -> Result<GetOrLock> {
+        let script = &self.scripts.get_or_lock;
+        Ok(self.get_or_lock_by(key, script, false)?.0)
+    }
+
+    /// [`RedisBackend::get_or_lock`] with `script`: the plain one, or one
+    /// whose hit also carries the key's seconds left (`with_ttl`: see
+    /// `expiring.rs`). The seconds are 0 unless it is such a hit.
+    pub(super) fn get_or_lock_by(
+        &self,
+        key: &str,
+        script: &Script,
+        with_ttl: bool,
+    ) -> Result<(GetOrLock, f64)> {
         let token = LockToken::random();
         let lock = self.lock_key_of(key);
         let secs = self.lock_secs();
         let reply = self.run(|c| {
-            self.scripts
-                .get_or_lock
+            script
                 .key(key)
                 .key(&lock)
                 .arg(token.as_str())
                 .arg(secs)
                 .invoke::<Value>(c)
         })?;
+        let (reply, left) = if with_ttl {
+            expiring::split_ttl(reply)
+        } else {
+            (reply, 0.0)
+        };
         match self.read_get_or_lock(key, reply, token)? {
-            Some(found) => Ok(found),
+            Some(found) => Ok((found, left)),
             // A value that must not be used: lock as for a missing one.
-            None => Ok(self
-                .try_lock(key)?
-                .map_or(GetOrLock::Busy, GetOrLock::Locked)),
+            None => Ok((
+                self.try_lock(key)?
+                    .map_or(GetOrLock::Busy, GetOrLock::Locked),
+                0.0,
+            )),
         }
     }
 
