@@ -92,6 +92,27 @@ class RawConnection:
 
         return run
 
+    def exchanger(self):
+        """``exchange(data, replies) -> bytes``: write ``data`` (commands
+        encoded by the caller, pipelined in one ``send``) and read until its
+        ``replies`` replies are whole; returns them raw."""
+        send, recv = self.sock.send, self.sock.recv
+
+        def exchange(data: bytes, replies: int) -> bytes:
+            send(data)
+            out = recv(65536)
+            while True:
+                pos = 0
+                for _ in range(replies):
+                    pos = _reply_end(out, pos)
+                    if pos < 0:
+                        break
+                if pos >= 0:
+                    return out
+                out += recv(65536)
+
+        return exchange
+
     def close(self) -> None:
         self.reader.close()
         self.sock.close()

@@ -35,6 +35,7 @@ import json
 import os
 import pickle
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -153,7 +154,7 @@ SCENARIOS = [
         "name": "redis miss + store",
         "groups": ("redis",),
         "kind": "slow_miss",
-        "impls": ["cachu", "redis-py SET+pickle"],
+        "impls": ["cachu", "raw socket lock+get, store+release", "redis-py SET+pickle"],
     },
     # kept after the sync redis rows: the redis scenarios run pinned to one CPU
     {
@@ -1083,6 +1084,44 @@ class RawSocketScript(RawSocketGet):
         self.fn = fn
 
 
+class RawSocketMiss(MissCase):
+    """The floor of a dogpile-safe miss on a plain socket: the commands a miss
+    of ours sends, in its two round trips (take the lock and look, in one
+    write; store and release the lock by its owner's script, in another),
+    around the same function and pickle, with nothing decoded."""
+
+    kind = "slow_miss"
+
+    def build(self):
+        from resp_floor import RawConnection, encode
+
+        client = self.env.redis_client()
+        kwargs = client.connection_pool.connection_kwargs
+        self.conn = RawConnection(kwargs["port"])
+        self.conn.command(b"SELECT", str(kwargs.get("db", 0)).encode())
+        sha = self.conn.command(b"SCRIPT", b"LOAD", _engine_script("COMPARE_DELETE_LUA"))
+        exchange, dumps, now = self.conn.exchanger(), pickle.dumps, time.time
+        token, ttl = b"t" * 32, str(TTL).encode()
+
+        def fn(x):
+            name = f"bench:rawmiss:{x}".encode()
+            lock = b"lock:" + name
+            exchange(encode(b"SET", lock, token, b"NX", b"EX", b"10") + encode(b"GET", name), 2)
+            self.calls += 1
+            value = user(x)
+            payload = struct.pack("d", now()) + dumps(value)
+            exchange(
+                encode(b"SETEX", name, ttl, payload) + encode(b"EVALSHA", sha, b"1", lock, token),
+                2,
+            )
+            return value
+
+        return fn
+
+    def close(self):
+        self.conn.close()
+
+
 class RawRedisSet(MissCase):
     """One redis-py SET (with expiry) of a freshly pickled dict."""
 
@@ -1207,6 +1246,7 @@ CASES = {
     ("redis hit", "raw socket get-or-lock script"): RawSocketScript,
     ("redis hit", "redis-py GET+unpickle"): RawRedisGet,
     ("redis miss + store", "cachu"): CachuRedisMiss,
+    ("redis miss + store", "raw socket lock+get, store+release"): RawSocketMiss,
     ("redis miss + store", "redis-py SET+pickle"): RawRedisSet,
     ("async redis hit", "cachu"): CachuAsyncRedisHit,
     ("async redis hit", "redis.asyncio GET+unpickle"): RawAsyncRedisGet,

@@ -89,28 +89,25 @@ impl RedisBackend {
                 self.read_get(key, redis::cmd("GET").arg(key).query_async(&mut c).await)
             })
             .await?;
-        let raw = match got {
-            Got::Read(found) => return Ok(found),
-            Got::Foreign(raw) => raw,
-        };
-        let raw = &raw;
+        match got {
+            Got::Read(found) => Ok(found),
+            Got::Foreign(raw) => self.delete_foreign_async(key, &raw).await.map(|()| None),
+        }
+    }
+
+    /// Async [`RedisBackend::delete_foreign`].
+    pub(super) async fn delete_foreign_async(&self, key: &str, raw: &[u8]) -> Result<()> {
         let _: Value = self
             .run_async(|mut c| async move {
                 self.scripts
                     .compare_delete
                     .key(key)
-                    .arg(&raw[..])
+                    .arg(raw)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        Ok(None)
-    }
-
-    /// Async [`RedisBackend::get_or_lock`]: one script call.
-    pub async fn get_or_lock_async(&self, key: &str) -> Result<GetOrLock> {
-        let script = &self.scripts.get_or_lock;
-        Ok(self.get_or_lock_by_async(key, script, false).await?.0)
+        Ok(())
     }
 
     /// Async [`RedisBackend::get_or_lock_by`].
@@ -150,33 +147,6 @@ impl RedisBackend {
                 0.0,
             )),
         }
-    }
-
-    /// Async [`RedisBackend::store_and_unlock`]: one script call.
-    pub async fn store_and_unlock_async(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: f64,
-        token: &LockToken,
-    ) -> Result<()> {
-        let payload = &self.encode_for(key, value, now());
-        let lock = &self.lock_key_of(key);
-        let secs = ttl_secs(ttl).unwrap_or(0);
-        let _: Value = self
-            .run_async(|mut c| async move {
-                self.scripts
-                    .store_and_unlock
-                    .key(key)
-                    .key(lock)
-                    .arg(&payload[..])
-                    .arg(secs)
-                    .arg(token.as_str())
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(())
     }
 
     /// Async [`RedisBackend::unlock`].

@@ -60,7 +60,9 @@ use redis::{ConnectionLike, RedisError, RedisResult, Script, Value};
 
 mod aio;
 mod expiring;
+mod look;
 pub mod near;
+mod presence;
 mod topology;
 pub mod url;
 
@@ -105,22 +107,6 @@ if redis.call('TYPE', KEYS[2])['ok'] ~= 'string' then
   if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {2} end
 end
 return {0}
-";
-
-/// One round trip: store (or, for a TTL of 0, delete) the value, then
-/// release the lock if it still holds our token. Returns 1 if the lock was
-/// ours, 0 if it had expired or been taken by someone else meanwhile.
-const STORE_AND_UNLOCK_LUA: &str = r"
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-else
-  redis.call('DEL', KEYS[1])
-end
-if redis.pcall('GET', KEYS[2]) == ARGV[3] then
-  redis.call('DEL', KEYS[2])
-  return 1
-end
-return 0
 ";
 
 /// Compare-and-delete: remove `KEYS[1]` only if it holds exactly one of
@@ -284,7 +270,6 @@ enum Got {
 
 struct Scripts {
     get_or_lock: Script,
-    store_and_unlock: Script,
     compare_delete: Script,
     poll: Script,
     /// The near cache's reads: with the key's remaining TTL.
@@ -308,6 +293,8 @@ pub struct RedisBackend {
     no_unlink: AtomicBool,
     aio: PerProcess<AsyncSlot>,
     signing: Signing,
+    /// Which keys were found last time (see `look.rs`).
+    presence: presence::Presence,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -333,7 +320,6 @@ impl RedisBackend {
             pool: PerProcess::default(),
             scripts: Scripts {
                 get_or_lock: Script::new(GET_OR_LOCK_LUA),
-                store_and_unlock: Script::new(STORE_AND_UNLOCK_LUA),
                 compare_delete: Script::new(COMPARE_DELETE_LUA),
                 poll: Script::new(POLL_LUA),
                 expiring: expiring::Scripts::new(),
@@ -341,6 +327,7 @@ impl RedisBackend {
             no_unlink: AtomicBool::new(false),
             aio: PerProcess::default(),
             signing: Signing::default(),
+            presence: presence::Presence::default(),
         })
     }
 
@@ -426,13 +413,6 @@ impl RedisBackend {
     pub fn ping(&self) -> Result<()> {
         self.run(|c| redis::cmd("PING").query::<Value>(c))
             .map(|_| ())
-    }
-
-    /// One round trip: the value of `key` if it is there, else try to take
-    /// its dogpile lock.
-    pub fn get_or_lock(&self, key: &str) -> Result<GetOrLock> {
-        let script = &self.scripts.get_or_lock;
-        Ok(self.get_or_lock_by(key, script, false)?.0)
     }
 
     /// [`RedisBackend::get_or_lock`] with `script`: the plain one, or one
@@ -539,6 +519,19 @@ impl RedisBackend {
         .map(|_| ())
     }
 
+    /// One round trip: remove the value cachu did not write (`raw`, empty
+    /// for one of the wrong type) from `key`, unless it changed meanwhile.
+    fn delete_foreign(&self, key: &str, raw: &[u8]) -> Result<()> {
+        self.run(|c| {
+            self.scripts
+                .compare_delete
+                .key(key)
+                .arg(raw)
+                .invoke::<Value>(c)
+        })
+        .map(|_| ())
+    }
+
     /// Every form in which `hit` may be stored under `key` (signed by any
     /// of the keys, when signing).
     fn stored_forms(&self, key: &str, hit: &Hit<Vec<u8>>) -> Vec<Vec<u8>> {
@@ -566,32 +559,6 @@ impl RedisBackend {
                 .query::<Value>(c)
         })?;
         Ok(matches!(reply, Value::Okay).then_some(token))
-    }
-
-    /// One round trip: store `value` under `key` for `ttl` seconds (nothing,
-    /// and remove the old value, when `ttl <= 0`), then release the lock if
-    /// `token` still holds it.
-    pub fn store_and_unlock(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: f64,
-        token: &LockToken,
-    ) -> Result<()> {
-        let payload = self.encode_for(key, value, now());
-        let secs = ttl_secs(ttl).unwrap_or(0);
-        let lock = self.lock_key_of(key);
-        self.run(|c| {
-            self.scripts
-                .store_and_unlock
-                .key(key)
-                .key(&lock)
-                .arg(&payload[..])
-                .arg(secs)
-                .arg(token.as_str())
-                .invoke::<Value>(c)
-        })
-        .map(|_| ())
     }
 
     /// Release the lock of `key` if `token` still holds it (after a failed
@@ -841,18 +808,10 @@ impl RedisBackend {
 impl Backend for RedisBackend {
     fn get(&self, key: &str) -> Result<Option<Hit<Vec<u8>>>> {
         let got = self.run(|c| self.read_get(key, redis::cmd("GET").arg(key).query(c)))?;
-        let raw = match got {
-            Got::Read(found) => return Ok(found),
-            Got::Foreign(raw) => raw,
-        };
-        self.run(|c| {
-            self.scripts
-                .compare_delete
-                .key(key)
-                .arg(&raw[..])
-                .invoke::<Value>(c)
-        })?;
-        Ok(None)
+        match got {
+            Got::Read(found) => Ok(found),
+            Got::Foreign(raw) => self.delete_foreign(key, &raw).map(|()| None),
+        }
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: f64) -> Result<()> {

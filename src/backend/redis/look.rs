@@ -1,0 +1,287 @@
+//! The round trips of a cached call on Redis: look up the value or take its
+//! dogpile lock, then store the computed value and release the lock. The
+//! commands are chosen for the fewest and cheapest round trips; the sync
+//! and async faces send the same commands and read the replies with the
+//! same functions.
+//!
+//! - **Look-or-lock** of a key found last time ([`Presence`]): a plain `GET`.
+//!   If the value is gone after all, it goes on as for any other key.
+//! - **Look-or-lock** of any other key: `SET lock token NX EX s` then `GET
+//!   key`, in one write. The lock is tried first, so that a value stored by
+//!   the lock's previous holder is always seen: if the lock was taken and a
+//!   value is there after all, the value is served and the lock released.
+//!   Replies the two commands cannot settle alone (the lock held by someone
+//!   else and no value; a value cachu did not write) go to the get-or-lock
+//!   script, which also cleans up keys of the wrong type.
+//! - **Store**: `SETEX key ttl value`, then the lock's release by its owner
+//!   (the compare-and-delete script), in one write.
+//!
+//! Measured against a raw `GET` on the same socket (server and client on
+//! one CPU): the lock-then-get pair costs 1.33 `GET`s, the store pair 1.54
+//! (a script call alone 1.5: the release is the one script a miss runs).
+//!
+//! [`Presence`]: super::presence::Presence
+
+use redis::aio::ConnectionLike as _;
+use redis::{ConnectionLike as _, Pipeline, RedisResult, Value};
+
+use super::{into_bytes, is_wrong_type, ttl_secs, GetOrLock, Got, LockToken, RedisBackend};
+use crate::backend::Hit;
+use crate::clock::now;
+use crate::error::Result;
+
+/// What the lock-then-get pair settled.
+enum Looked {
+    Done(GetOrLock),
+    /// A value is there although the lock was taken: serve it, release.
+    ServeAndRelease(Hit<Vec<u8>>, LockToken),
+    /// The lock is ours, and the key holds a value cachu did not write
+    /// (`raw`; empty for one of the wrong type): remove it, then compute.
+    ClearForeign(Vec<u8>, LockToken),
+    /// The get-or-lock script decides.
+    Careful,
+}
+
+/// `SET lock token NX EX secs`, then `GET key`.
+fn lock_then_get(key: &str, lock: &str, token: &LockToken, secs: u64) -> Pipeline {
+    let mut pipe = Pipeline::with_capacity(2);
+    pipe.cmd("SET")
+        .arg(lock)
+        .arg(token.as_str())
+        .arg("NX")
+        .arg("EX")
+        .arg(secs)
+        .cmd("GET")
+        .arg(key);
+    pipe
+}
+
+/// `SETEX key secs payload` (`DEL key` for a TTL of zero or less).
+fn store(key: &str, payload: &[u8], ttl: f64) -> redis::Cmd {
+    match ttl_secs(ttl) {
+        Some(secs) => {
+            let mut cmd = redis::cmd("SETEX");
+            cmd.arg(key).arg(secs).arg(payload);
+            cmd
+        }
+        None => {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(key);
+            cmd
+        }
+    }
+}
+
+/// Whether the store pair went through: an error for the `SETEX`'s (or the
+/// release's) error, `false` if the server did not know the release's
+/// script (then released by a call that loads it).
+fn read_store(replies: Vec<Value>) -> RedisResult<bool> {
+    let mut replies = replies.into_iter();
+    replies.next().unwrap_or(Value::Nil).extract_error()?;
+    match replies.next().unwrap_or(Value::Nil).extract_error() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl RedisBackend {
+    /// A value found by the look-or-lock's plain `GET`; `None`: go on as for
+    /// a missing value.
+    fn found_by_get(&self, key: &str, got: Got) -> Option<GetOrLock> {
+        match got {
+            Got::Read(Some(hit)) => Some(GetOrLock::Hit(hit)),
+            _ => {
+                self.presence.gone(key);
+                None
+            }
+        }
+    }
+
+    /// Read the replies of [`lock_then_get`]: `[SET reply, GET reply]`.
+    fn read_lock_then_get(
+        &self,
+        key: &str,
+        replies: Vec<Value>,
+        token: LockToken,
+    ) -> RedisResult<Looked> {
+        let mut replies = replies.into_iter();
+        let locked = match replies.next().map(Value::extract_error).transpose()? {
+            Some(Value::Okay) => true,
+            Some(Value::Nil) => false,
+            _ => return Ok(Looked::Careful),
+        };
+        let got = match replies.next().unwrap_or(Value::Nil).extract_error() {
+            Ok(Value::Nil) => Got::Read(None),
+            Ok(Value::BulkString(raw)) if raw.len() >= super::HEADER => {
+                Got::Read(self.decode_for(key, raw))
+            }
+            Ok(other) => Got::Foreign(into_bytes(other)),
+            Err(e) if is_wrong_type(&e) => Got::Foreign(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(match (got, locked) {
+            (Got::Read(Some(hit)), true) => Looked::ServeAndRelease(hit, token),
+            (Got::Read(Some(hit)), false) => Looked::Done(GetOrLock::Hit(hit)),
+            // Missing, or a value that does not verify: compute it.
+            (Got::Read(None), true) => Looked::Done(GetOrLock::Locked(token)),
+            (Got::Foreign(raw), true) => Looked::ClearForeign(raw, token),
+            (Got::Read(None), false) | (Got::Foreign(_), false) => Looked::Careful,
+        })
+    }
+
+    /// One round trip (two for a key not found last time that turned out to
+    /// be there, or a few more in the rare cases the script settles): the
+    /// value of `key` if it is there, else try to take its dogpile lock.
+    pub fn get_or_lock(&self, key: &str) -> Result<GetOrLock> {
+        if self.presence.likely(key) {
+            let got = self.run(|c| self.read_get(key, redis::cmd("GET").arg(key).query(c)))?;
+            if let Some(found) = self.found_by_get(key, got) {
+                return Ok(found);
+            }
+        }
+        let token = LockToken::random();
+        let packed = lock_then_get(key, &self.lock_key_of(key), &token, self.lock_secs())
+            .get_packed_pipeline();
+        let looked = self.run(|c| {
+            let replies = c.req_packed_commands(&packed, 0, 2)?;
+            self.read_lock_then_get(key, replies, token.clone())
+        })?;
+        let found = match looked {
+            Looked::Done(found) => found,
+            Looked::ServeAndRelease(hit, token) => {
+                self.unlock(key, &token)?;
+                GetOrLock::Hit(hit)
+            }
+            Looked::ClearForeign(raw, token) => {
+                self.delete_foreign(key, &raw)?;
+                GetOrLock::Locked(token)
+            }
+            Looked::Careful => {
+                self.get_or_lock_by(key, &self.scripts.get_or_lock, false)?
+                    .0
+            }
+        };
+        self.saw(key, &found);
+        Ok(found)
+    }
+
+    /// Async [`RedisBackend::get_or_lock`].
+    pub async fn get_or_lock_async(&self, key: &str) -> Result<GetOrLock> {
+        if self.presence.likely(key) {
+            let got = self
+                .run_async(|mut c| async move {
+                    self.read_get(key, redis::cmd("GET").arg(key).query_async(&mut c).await)
+                })
+                .await?;
+            if let Some(found) = self.found_by_get(key, got) {
+                return Ok(found);
+            }
+        }
+        let token = &LockToken::random();
+        let pipe = &lock_then_get(key, &self.lock_key_of(key), token, self.lock_secs());
+        let looked = self
+            .run_async(|mut c| async move {
+                let replies = c.req_packed_commands(pipe, 0, 2).await?;
+                self.read_lock_then_get(key, replies, token.clone())
+            })
+            .await?;
+        let found = match looked {
+            Looked::Done(found) => found,
+            Looked::ServeAndRelease(hit, token) => {
+                self.unlock_async(key, &token).await?;
+                GetOrLock::Hit(hit)
+            }
+            Looked::ClearForeign(raw, token) => {
+                self.delete_foreign_async(key, &raw).await?;
+                GetOrLock::Locked(token)
+            }
+            Looked::Careful => {
+                let script = &self.scripts.get_or_lock;
+                self.get_or_lock_by_async(key, script, false).await?.0
+            }
+        };
+        self.saw(key, &found);
+        Ok(found)
+    }
+
+    /// Remember whether the look found the key.
+    fn saw(&self, key: &str, found: &GetOrLock) {
+        if matches!(found, GetOrLock::Hit(_)) {
+            self.presence.found(key);
+        }
+    }
+
+    /// Remember what a store left under `key`.
+    fn stored(&self, key: &str, ttl: f64) {
+        match ttl_secs(ttl) {
+            Some(_) => self.presence.found(key),
+            None => self.presence.gone(key),
+        }
+    }
+
+    /// `store(...)` then the release of `key`'s lock by `token` (with
+    /// `EVALSHA`: the script is known to the server after its first call).
+    fn store_then_release(
+        &self,
+        key: &str,
+        payload: &[u8],
+        ttl: f64,
+        token: &LockToken,
+    ) -> Pipeline {
+        let mut release = redis::cmd("EVALSHA");
+        release
+            .arg(self.scripts.compare_delete.get_hash())
+            .arg(1)
+            .arg(self.lock_key_of(key))
+            .arg(token.as_str());
+        let mut pipe = Pipeline::with_capacity(2);
+        pipe.add_command(store(key, payload, ttl))
+            .add_command(release);
+        pipe
+    }
+
+    /// One round trip: store `value` under `key` for `ttl` seconds (nothing,
+    /// and remove the old value, when `ttl <= 0`), then release the lock if
+    /// `token` still holds it.
+    pub fn store_and_unlock(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: f64,
+        token: &LockToken,
+    ) -> Result<()> {
+        let payload = self.encode_for(key, value, now());
+        let packed = self
+            .store_then_release(key, &payload, ttl, token)
+            .get_packed_pipeline();
+        let released = self.run(|c| read_store(c.req_packed_commands(&packed, 0, 2)?))?;
+        if !released {
+            self.unlock(key, token)?;
+        }
+        self.stored(key, ttl);
+        Ok(())
+    }
+
+    /// Async [`RedisBackend::store_and_unlock`].
+    pub async fn store_and_unlock_async(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: f64,
+        token: &LockToken,
+    ) -> Result<()> {
+        let payload = self.encode_for(key, value, now());
+        let pipe = &self.store_then_release(key, &payload, ttl, token);
+        let released = self
+            .run_async(|mut c| async move { read_store(c.req_packed_commands(pipe, 0, 2).await?) })
+            .await?;
+        if !released {
+            self.unlock_async(key, token).await?;
+        }
+        self.stored(key, ttl);
+        Ok(())
+    }
+}
