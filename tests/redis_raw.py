@@ -5,9 +5,12 @@ the tests' raw redis-py client, the peer that plays pure-Python cachu 0.2.7:
     lock  = SET lock:{mangled key} <token> NX EX int(lock_timeout)
 """
 
+import contextlib
 import pickle
 import struct
+import threading
 import time
+import uuid
 
 
 def pack(value, created_at):
@@ -40,3 +43,52 @@ def assert_no_locks(r):
 def assert_ttl_about(r, key, ttl):
     pttl = r.pttl(key)
     assert (ttl - 3) * 1000 < pttl <= ttl * 1000, (key, pttl)
+
+
+@contextlib.contextmanager
+def requests_seen(server):
+    """The commands clients sent to the server while the block ran, as
+    ``[command name, ...]``, commands run *inside* scripts excluded.
+
+    INFO commandstats cannot tell a script's own ``redis.call``s from client
+    requests (Redis 7 counts both), so the requests are read from MONITOR,
+    which tags script-internal commands as coming from 'lua'. A
+    commandstats cross-check confirms the count of EVALSHA/EVAL calls.
+    """
+    peer = server.client()
+    peer.ping()  # connected (and its HELLO sent) before MONITOR starts
+    marker = f"cachu-test-end-{uuid.uuid4().hex}"
+    seen = []
+    watcher = server.client()
+    with watcher.monitor() as mon:
+
+        def listen():
+            while True:
+                cmd = mon.next_command()
+                if marker in cmd["command"]:
+                    return
+                if cmd.get("client_type") == "lua":
+                    continue
+                seen.append(cmd["command"].split(" ", 1)[0].upper())
+
+        t = threading.Thread(target=listen, daemon=True)
+        t.start()
+        peer.config_resetstat()
+        reads_before = peer.info("stats")["total_reads_processed"]
+        out = {"commands": seen}
+        yield out
+        # Each request arrives in one read (pipelined commands too); the
+        # second INFO's own read is counted in its answer.
+        out["round_trips"] = peer.info("stats")["total_reads_processed"] - reads_before - 1
+        stats = peer.info("commandstats")
+        peer.echo(marker)
+        t.join(10)
+        assert not t.is_alive()
+    watcher.close()
+    peer.close()
+    # The test's own bookkeeping (MONITOR does not show admin commands
+    # such as CONFIG; INFO it does).
+    seen[:] = [c for c in seen if c not in ("CONFIG", "INFO")]
+    scripts = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+    out["scripts_by_commandstats"] = scripts
+    assert scripts == sum(c in ("EVALSHA", "EVAL") for c in seen), (stats, seen)

@@ -16,20 +16,26 @@ Processes sharing one Redis are in test_redis_processes.py.
 """
 
 import asyncio
-import contextlib
 import logging
 import pickle
 import struct
 import threading
 import time
-import uuid
 
 import cachu
 import pytest
 import redis
 from cachu.decorator import clear_backends
 from helpers import within
-from redis_raw import assert_no_locks, assert_ttl_about, pack, put_raw, raw_keys, read_raw
+from redis_raw import (
+    assert_no_locks,
+    assert_ttl_about,
+    pack,
+    put_raw,
+    raw_keys,
+    read_raw,
+    requests_seen,
+)
 from redis_server import (
     make_ca,
     make_server_cert,
@@ -182,55 +188,6 @@ def test_database_number_in_the_url(server, r):
 # -- round trips -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def requests_seen(server):
-    """The commands clients sent to the server while the block ran, as
-    ``[command name, ...]``, commands run *inside* scripts excluded.
-
-    INFO commandstats cannot tell a script's own ``redis.call``s from client
-    requests (Redis 7 counts both), so the requests are read from MONITOR,
-    which tags script-internal commands as coming from 'lua'. A
-    commandstats cross-check confirms the count of EVALSHA/EVAL calls.
-    """
-    peer = server.client()
-    peer.ping()  # connected (and its HELLO sent) before MONITOR starts
-    marker = f"cachu-test-end-{uuid.uuid4().hex}"
-    seen = []
-    watcher = server.client()
-    with watcher.monitor() as mon:
-
-        def listen():
-            while True:
-                cmd = mon.next_command()
-                if marker in cmd["command"]:
-                    return
-                if cmd.get("client_type") == "lua":
-                    continue
-                seen.append(cmd["command"].split(" ", 1)[0].upper())
-
-        t = threading.Thread(target=listen, daemon=True)
-        t.start()
-        peer.config_resetstat()
-        reads_before = peer.info("stats")["total_reads_processed"]
-        out = {"commands": seen}
-        yield out
-        # Each request arrives in one read (pipelined commands too); the
-        # second INFO's own read is counted in its answer.
-        out["round_trips"] = peer.info("stats")["total_reads_processed"] - reads_before - 1
-        stats = peer.info("commandstats")
-        peer.echo(marker)
-        t.join(10)
-        assert not t.is_alive()
-    watcher.close()
-    peer.close()
-    # The test's own bookkeeping (MONITOR does not show admin commands
-    # such as CONFIG; INFO it does).
-    seen[:] = [c for c in seen if c not in ("CONFIG", "INFO")]
-    scripts = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
-    out["scripts_by_commandstats"] = scripts
-    assert scripts == sum(c in ("EVALSHA", "EVAL") for c in seen), (stats, seen)
-
-
 def test_hit_is_one_get_and_miss_two_round_trips(server, r):
     @cachu.cache(ttl=300, backend="redis")
     def rt(n):
@@ -250,7 +207,7 @@ def test_hit_is_one_get_and_miss_two_round_trips(server, r):
     with requests_seen(server) as miss:
         assert rt(1) == 1
     # Lock then read, in one write; store then release, in another.
-    assert miss["commands"] == ["SET", "GET", "SETEX", "EVAL"], miss
+    assert miss["commands"] == ["SET", "GET", "SETEX", "EVALSHA"], miss
     assert miss["round_trips"] == 2, miss
     assert read_raw(r, "5m:rt|n=1")[1] == 1
     assert_no_locks(r)

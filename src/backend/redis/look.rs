@@ -9,7 +9,10 @@
 //! - **Look-or-lock** of any other key: `SET lock token NX EX s` then `GET
 //!   key`, in one write. The lock is tried first, so that a value stored by
 //!   the lock's previous holder is always seen: if the lock was taken and a
-//!   value is there after all, the value is served and the lock released.
+//!   value is there after all (a key this process had not found before), the
+//!   value is served and the lock released; on one server without waiting
+//!   for the release's reply ([`Link`]), so that such a hit costs one round
+//!   trip too.
 //!   Replies the two commands cannot settle alone (the lock held by someone
 //!   else and no value; a value cachu did not write) go to the get-or-lock
 //!   script, which also cleans up keys of the wrong type.
@@ -21,9 +24,10 @@
 //! (a script call alone 1.5: the release is the one script a miss runs).
 //!
 //! [`Presence`]: super::presence::Presence
+//! [`Link`]: super::link::Link
 
 use redis::aio::ConnectionLike as _;
-use redis::{ConnectionLike as _, Pipeline, RedisResult, Value};
+use redis::{ConnectionLike as _, Pipeline, RedisError, RedisResult, Value};
 
 use super::{into_bytes, is_wrong_type, ttl_secs, GetOrLock, Got, LockToken, RedisBackend};
 use crate::backend::Hit;
@@ -38,8 +42,9 @@ enum Looked {
     /// The lock is ours, and the key holds a value cachu did not write
     /// (`raw`; empty for one of the wrong type): remove it, then compute.
     ClearForeign(Vec<u8>, LockToken),
-    /// The get-or-lock script decides.
-    Careful,
+    /// The get-or-lock script decides (after releasing the lock, if it may
+    /// have been taken).
+    Careful(Option<LockToken>),
 }
 
 /// `SET lock token NX EX secs`, then `GET key`.
@@ -75,14 +80,19 @@ fn store(key: &str, payload: &[u8], ttl: f64) -> redis::Cmd {
 /// Whether the store pair went through: an error for the `SETEX`'s (or the
 /// release's) error, `false` if the server did not know the release's
 /// script (then released by a call that loads it).
-fn read_store(replies: Vec<Value>) -> RedisResult<bool> {
-    let mut replies = replies.into_iter();
+/// (A cluster connection answers a pipeline with its first error: a
+/// `NOSCRIPT` there is the release's, as the `SETEX` cannot answer one.)
+fn read_store(replies: RedisResult<Vec<Value>>) -> RedisResult<bool> {
+    let no_script =
+        |e: &RedisError| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+    let mut replies = match replies {
+        Err(e) if no_script(&e) => return Ok(false),
+        other => other?.into_iter(),
+    };
     replies.next().unwrap_or(Value::Nil).extract_error()?;
     match replies.next().unwrap_or(Value::Nil).extract_error() {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            Ok(false)
-        }
+        Err(e) if no_script(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -104,14 +114,20 @@ impl RedisBackend {
     fn read_lock_then_get(
         &self,
         key: &str,
-        replies: Vec<Value>,
+        replies: RedisResult<Vec<Value>>,
         token: LockToken,
     ) -> RedisResult<Looked> {
+        let replies = match replies {
+            // A cluster connection answers with the pipeline's first error:
+            // whether the lock was taken is not known.
+            Err(e) if is_wrong_type(&e) => return Ok(Looked::Careful(Some(token))),
+            other => other?,
+        };
         let mut replies = replies.into_iter();
         let locked = match replies.next().map(Value::extract_error).transpose()? {
             Some(Value::Okay) => true,
             Some(Value::Nil) => false,
-            _ => return Ok(Looked::Careful),
+            _ => return Ok(Looked::Careful(Some(token))),
         };
         let got = match replies.next().unwrap_or(Value::Nil).extract_error() {
             Ok(Value::Nil) => Got::Read(None),
@@ -128,7 +144,7 @@ impl RedisBackend {
             // Missing, or a value that does not verify: compute it.
             (Got::Read(None), true) => Looked::Done(GetOrLock::Locked(token)),
             (Got::Foreign(raw), true) => Looked::ClearForeign(raw, token),
-            (Got::Read(None), false) | (Got::Foreign(_), false) => Looked::Careful,
+            (Got::Read(None), false) | (Got::Foreign(_), false) => Looked::Careful(None),
         })
     }
 
@@ -146,20 +162,32 @@ impl RedisBackend {
         let packed = lock_then_get(key, &self.lock_key_of(key), &token, self.lock_secs())
             .get_packed_pipeline();
         let looked = self.run(|c| {
-            let replies = c.req_packed_commands(&packed, 0, 2)?;
+            let replies = c.req_packed_commands(&packed, 0, 2);
             self.read_lock_then_get(key, replies, token.clone())
         })?;
         let found = match looked {
             Looked::Done(found) => found,
             Looked::ServeAndRelease(hit, token) => {
-                self.unlock(key, &token)?;
+                // Not awaited: the hit does not depend on it. By the script's
+                // text, as a `NOSCRIPT` read late could not be answered.
+                let mut release = redis::cmd("EVAL");
+                release
+                    .arg(super::COMPARE_DELETE_LUA)
+                    .arg(1)
+                    .arg(self.lock_key_of(key))
+                    .arg(token.as_str());
+                let release = release.get_packed_command();
+                self.run(|c| c.send_unawaited(&release, 1))?;
                 GetOrLock::Hit(hit)
             }
             Looked::ClearForeign(raw, token) => {
                 self.delete_foreign(key, &raw)?;
                 GetOrLock::Locked(token)
             }
-            Looked::Careful => {
+            Looked::Careful(taken) => {
+                if let Some(token) = taken {
+                    self.unlock(key, &token)?;
+                }
                 self.get_or_lock_by(key, &self.scripts.get_or_lock, false)?
                     .0
             }
@@ -184,7 +212,7 @@ impl RedisBackend {
         let pipe = &lock_then_get(key, &self.lock_key_of(key), token, self.lock_secs());
         let looked = self
             .run_async(|mut c| async move {
-                let replies = c.req_packed_commands(pipe, 0, 2).await?;
+                let replies = c.req_packed_commands(pipe, 0, 2).await;
                 self.read_lock_then_get(key, replies, token.clone())
             })
             .await?;
@@ -198,7 +226,10 @@ impl RedisBackend {
                 self.delete_foreign_async(key, &raw).await?;
                 GetOrLock::Locked(token)
             }
-            Looked::Careful => {
+            Looked::Careful(taken) => {
+                if let Some(token) = taken {
+                    self.unlock_async(key, &token).await?;
+                }
                 let script = &self.scripts.get_or_lock;
                 self.get_or_lock_by_async(key, script, false).await?.0
             }
@@ -231,16 +262,23 @@ impl RedisBackend {
         ttl: f64,
         token: &LockToken,
     ) -> Pipeline {
+        let mut pipe = Pipeline::with_capacity(2);
+        pipe.add_command(store(key, payload, ttl))
+            .add_command(self.release(key, token));
+        pipe
+    }
+
+    /// The release of `key`'s lock by `token`: `EVALSHA` of the owner's
+    /// compare-and-delete (known to the server after its first call; on a
+    /// `NOSCRIPT`, [`RedisBackend::unlock`] loads it).
+    fn release(&self, key: &str, token: &LockToken) -> redis::Cmd {
         let mut release = redis::cmd("EVALSHA");
         release
             .arg(self.scripts.compare_delete.get_hash())
             .arg(1)
             .arg(self.lock_key_of(key))
             .arg(token.as_str());
-        let mut pipe = Pipeline::with_capacity(2);
-        pipe.add_command(store(key, payload, ttl))
-            .add_command(release);
-        pipe
+        release
     }
 
     /// One round trip: store `value` under `key` for `ttl` seconds (nothing,
@@ -257,7 +295,7 @@ impl RedisBackend {
         let packed = self
             .store_then_release(key, &payload, ttl, token)
             .get_packed_pipeline();
-        let released = self.run(|c| read_store(c.req_packed_commands(&packed, 0, 2)?))?;
+        let released = self.run(|c| read_store(c.req_packed_commands(&packed, 0, 2)))?;
         if !released {
             self.unlock(key, token)?;
         }
@@ -276,7 +314,7 @@ impl RedisBackend {
         let payload = self.encode_for(key, value, now());
         let pipe = &self.store_then_release(key, &payload, ttl, token);
         let released = self
-            .run_async(|mut c| async move { read_store(c.req_packed_commands(pipe, 0, 2).await?) })
+            .run_async(|mut c| async move { read_store(c.req_packed_commands(pipe, 0, 2).await) })
             .await?;
         if !released {
             self.unlock_async(key, token).await?;

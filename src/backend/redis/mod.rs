@@ -60,6 +60,7 @@ use redis::{ConnectionLike, RedisError, RedisResult, Script, Value};
 
 mod aio;
 mod expiring;
+mod link;
 mod look;
 pub mod near;
 mod presence;

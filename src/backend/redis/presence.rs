@@ -8,26 +8,29 @@
 //! (a key that expired or was deleted since it was found), never a wrong
 //! answer: the guess only chooses the commands.
 //!
-//! The table is a fixed array of slots, each remembering one key's hash
-//! (slot by the hash's low bits); a key whose slot was taken by another is
-//! simply forgotten. Slots are atomics: threads race only to overwrite a
+//! The table is a fixed array of slots, each remembering one key's mark
+//! (slot by the hash's low bits, mark from its high bits); a key whose slot
+//! was taken by another is simply forgotten, and two keys with one slot and
+//! one mark pass for each other (a wasted `GET` at worst). Slots are atomics: threads race only to overwrite a
 //! guess.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-/// Slots of one backend's table (8 bytes each).
-const SLOTS: usize = 4096;
+/// Slots of one backend's table (4 bytes each: 256 KiB). A key forgotten
+/// because its slot was taken costs its next hit a lock taken and released
+/// in passing (see `look.rs`), so the table is sized for large working sets.
+const SLOTS: usize = 65536;
 
 /// The keys of one backend found present lately.
 pub(super) struct Presence {
-    slots: Box<[AtomicU64]>,
+    slots: Box<[AtomicU32]>,
     hasher: ahash::RandomState,
 }
 
 impl Default for Presence {
     fn default() -> Self {
         Self {
-            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..SLOTS).map(|_| AtomicU32::new(0)).collect(),
             hasher: ahash::RandomState::new(),
         }
     }
@@ -37,9 +40,10 @@ impl Presence {
     /// The key's slot, and the mark it holds while the key is remembered
     /// (never 0, which is an empty slot).
     #[inline]
-    fn slot(&self, key: &str) -> (&AtomicU64, u64) {
+    fn slot(&self, key: &str) -> (&AtomicU32, u32) {
         let hash = self.hasher.hash_one(key);
-        (&self.slots[hash as usize % SLOTS], hash | 1)
+        // Slot by the low bits, mark from the high ones.
+        (&self.slots[hash as usize % SLOTS], (hash >> 32) as u32 | 1)
     }
 
     /// Whether `key` was found (or stored) last time.

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::link::Link;
 use crate::fork::PerProcess;
 
 use parking_lot::Mutex;
@@ -142,9 +143,9 @@ impl Topology {
                 Some(t) => client.get_connection_with_timeout(t)?,
                 None => client.get_connection()?,
             };
-            conn.set_read_timeout(timeout)?;
-            conn.set_write_timeout(timeout)?;
-            Ok(Conn::Node(conn))
+            let link = Link::new(conn);
+            link.set_timeouts(timeout)?;
+            Ok(Conn::Node(link))
         };
         match self {
             Self::Single(client) => node(client),
@@ -323,7 +324,7 @@ impl ConnectionLike for NodeConn {
 
 /// A synchronous connection to one server or to a whole cluster.
 pub(super) enum Conn {
-    Node(Connection),
+    Node(Link),
     Cluster(Box<ClusterConnection<NodeConn>>),
 }
 
@@ -334,6 +335,16 @@ impl Conn {
     /// every node again, the frozen one too).
     pub(super) fn outlives(&self, e: &RedisError) -> bool {
         matches!(self, Self::Cluster(_)) && is_timeout(e)
+    }
+
+    /// Send `packed` (`count` commands) without waiting for the replies:
+    /// on one server they are read before the connection's next command; a
+    /// cluster connection reads them at once.
+    pub(super) fn send_unawaited(&mut self, packed: &[u8], count: usize) -> RedisResult<()> {
+        match self {
+            Self::Node(link) => link.send_unawaited(packed, count),
+            Self::Cluster(c) => c.req_packed_commands(packed, 0, count).map(|_| ()),
+        }
     }
 
     /// Run `each` on every master: the one server, or each master of the
