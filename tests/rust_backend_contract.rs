@@ -2,14 +2,11 @@
 //! run against the memory store, the SQLite file backend and a real
 //! `redis-server` (started on a free loopback port, killed at the end).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cachu::backend::file::FileBackend;
 use cachu::backend::memory::MemoryStore;
-use cachu::backend::redis::{RedisBackend, RedisOptions};
 use cachu::backend::Backend;
 
 /// What `get`, `set`, `delete`, `clear`, `keys` and `count` promise.
@@ -67,6 +64,9 @@ fn contract<B: Backend>(b: &B) {
     b.clear(None).unwrap();
 }
 
+mod support;
+use support::RedisServer;
+
 #[test]
 fn memory_keeps_the_contract() {
     contract(&MemoryStore::<Vec<u8>>::new());
@@ -78,40 +78,9 @@ fn file_keeps_the_contract() {
     contract(&FileBackend::open(dir.path().join("contract.db")).unwrap());
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn redis_keeps_the_contract() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = Server(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found on PATH: run tests/ensure_redis"),
-    );
-    let url = format!("redis://127.0.0.1:{port}/0");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let backend = loop {
-        let b = RedisBackend::new(&url, RedisOptions::default()).unwrap();
-        if b.ping().is_ok() {
-            break b;
-        }
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let server = RedisServer::start();
+    let backend = server.backend();
     contract(&backend);
 }

@@ -2,60 +2,26 @@
 //! (`redis-server --cluster-enabled yes`, joined by `redis-cli --cluster
 //! create`), started on free loopback ports and killed at the end.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cachu::backend::redis::{cluster_lock_key, GetOrLock, RedisBackend, RedisOptions};
 use cachu::backend::Backend;
 
-/// A free port whose cluster-bus port (+10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
-            return port;
-        }
-    }
-}
+mod support;
+use support::{cluster_port, RedisServer};
 
 struct Cluster {
-    nodes: Vec<(Child, u16, tempfile::TempDir)>,
+    nodes: Vec<RedisServer>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            let port = cluster_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server not found on PATH: run tests/ensure_redis");
-            nodes.push((child, port, dir));
-        }
+        let nodes = (0..3)
+            .map(|_| RedisServer::start_with(cluster_port(), &["--cluster-enabled", "yes"]))
+            .collect();
         let cluster = Cluster { nodes };
-        for port in cluster.ports() {
-            cluster.wait(port, |c| redis::cmd("PING").query::<String>(c).is_ok());
-        }
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(cluster.ports().map(|p| format!("127.0.0.1:{p}")))
@@ -77,7 +43,7 @@ impl Cluster {
     }
 
     fn ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.nodes.iter().map(|(_, port, _)| *port)
+        self.nodes.iter().map(|node| node.port)
     }
 
     fn wait(&self, port: u16, ready: impl Fn(&mut redis::Connection) -> bool) {
@@ -97,15 +63,6 @@ impl Cluster {
     fn backend(&self) -> RedisBackend {
         let seeds: Vec<String> = self.ports().map(|p| format!("127.0.0.1:{p}")).collect();
         RedisBackend::cluster(&seeds[..1], RedisOptions::default()).unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (child, _, _) in &mut self.nodes {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

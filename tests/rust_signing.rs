@@ -2,87 +2,31 @@
 //! `redis-server` (started on a free loopback port, killed at the end):
 //! values planted without the key are never handed up, keys rotate.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cachu::backend::file::FileBackend;
 use cachu::backend::redis::{lock_key, GetOrLock, RedisBackend, RedisOptions};
 use cachu::backend::Backend;
 use cachu::sign::{Signer, MARKER, TRAILER_LEN};
 
+mod support;
+use support::RedisServer;
+
 fn signer(keys: &[&str]) -> Option<Arc<Signer>> {
     Some(Arc::new(Signer::new(keys).unwrap()))
 }
 
-/// A throwaway `redis-server` on 127.0.0.1; killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found on PATH: run tests/ensure_redis");
-        let server = Server {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.raw().is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn raw(&self) -> redis::RedisResult<redis::Connection> {
-        let mut c = redis::Client::open(self.url())?.get_connection()?;
-        redis::cmd("PING").query::<String>(&mut c)?;
-        Ok(c)
-    }
-
-    fn backend(&self, keys: &[&str]) -> RedisBackend {
-        RedisBackend::new(&self.url(), RedisOptions::default())
-            .unwrap()
-            .with_signer(signer(keys))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A backend of `server` signing with the first of `keys`, verifying with each.
+fn signed(server: &RedisServer, keys: &[&str]) -> RedisBackend {
+    server.backend().with_signer(signer(keys))
 }
 
 /// 0.2.7's Redis layout: 8 bytes of created_at, then the payload.
-fn plant(server: &Server, key: &str, payload: &[u8]) {
+fn plant(server: &RedisServer, key: &str, payload: &[u8]) {
     let mut raw = 1_700_000_000.5f64.to_ne_bytes().to_vec();
     raw.extend_from_slice(payload);
-    let mut c = server.raw().unwrap();
+    let mut c = server.raw();
     redis::cmd("SETEX")
         .arg(key)
         .arg(300)
@@ -91,15 +35,15 @@ fn plant(server: &Server, key: &str, payload: &[u8]) {
         .unwrap();
 }
 
-fn stored(server: &Server, key: &str) -> Vec<u8> {
-    let mut c = server.raw().unwrap();
+fn stored(server: &RedisServer, key: &str) -> Vec<u8> {
+    let mut c = server.raw();
     redis::cmd("GET").arg(key).query(&mut c).unwrap()
 }
 
 #[test]
 fn redis_signs_and_strips() {
-    let server = Server::start();
-    let b = server.backend(&["k1"]);
+    let server = RedisServer::start();
+    let b = signed(&server, &["k1"]);
     let key = "5m:v1:f|x=1";
     b.set(key, b"payload", 60.0).unwrap();
     let raw = stored(&server, key);
@@ -115,14 +59,14 @@ fn redis_signs_and_strips() {
         plain.get(key).unwrap().unwrap().value.len(),
         7 + TRAILER_LEN
     );
-    assert_eq!(server.backend(&["other"]).get(key).unwrap(), None);
+    assert_eq!(signed(&server, &["other"]).get(key).unwrap(), None);
 }
 
 #[test]
 fn redis_planted_values_are_misses_that_lock() {
-    let server = Server::start();
-    let b = server.backend(&["k1"]);
-    let forger = server.backend(&["forged"]);
+    let server = RedisServer::start();
+    let b = signed(&server, &["k1"]);
+    let forger = signed(&server, &["forged"]);
     for (key, planted) in [("5m:f|x=unsigned", None), ("5m:f|x=forged", Some(&forger))] {
         match planted {
             None => plant(&server, key, b"\x80\x04K\x01."),
@@ -143,7 +87,7 @@ fn redis_planted_values_are_misses_that_lock() {
             b.wait_for(key, Duration::ZERO).unwrap().unwrap().value,
             b"mine"
         );
-        let mut c = server.raw().unwrap();
+        let mut c = server.raw();
         let locked: bool = redis::cmd("EXISTS")
             .arg(lock_key(key))
             .query(&mut c)
@@ -154,8 +98,8 @@ fn redis_planted_values_are_misses_that_lock() {
 
 #[test]
 fn redis_async_face_verifies_too() {
-    let server = Server::start();
-    let b = Arc::new(server.backend(&["k1"]));
+    let server = RedisServer::start();
+    let b = Arc::new(signed(&server, &["k1"]));
     plant(&server, "5m:f|x=1", b"\x80\x04K\x01.");
     let b2 = Arc::clone(&b);
     let (get, lock, second) = cachu::runtime::handle().block_on(async move {
@@ -177,10 +121,10 @@ fn redis_async_face_verifies_too() {
 
 #[test]
 fn redis_rotation_both_ways() {
-    let server = Server::start();
-    let old = server.backend(&["old"]);
-    let rotated = server.backend(&["new", "old"]);
-    let only_new = server.backend(&["new"]);
+    let server = RedisServer::start();
+    let old = signed(&server, &["old"]);
+    let rotated = signed(&server, &["new", "old"]);
+    let only_new = signed(&server, &["new"]);
     old.set("5m:f|a", b"by old", 60.0).unwrap();
     // The old key still verifies after rotation ...
     assert_eq!(rotated.get("5m:f|a").unwrap().unwrap().value, b"by old");
