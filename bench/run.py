@@ -774,6 +774,26 @@ def targets(results, groups=None):
             ("raw socket GET, owner node", "cluster hit", "raw socket GET, owner node"),
         ],
     )
+    # The floor of the same commands on the owner master (and its replica,
+    # which every write is propagated to), for information.
+    cm = ns(sc, "raw socket lock+get, store+release, owner node")
+    add(
+        sc,
+        "cluster miss + store <= 1.15x raw socket lock+get, store+release",
+        ratio(o, cm),
+        lambda v: v <= 1.15,
+        lambda v: (
+            f"ours {fmt_ns(o)} ns / raw commands {fmt_ns(cm)} ns = {v:.2f}x"
+            f" (the raw client: {cm / cg:.2f} round trips)"
+            if cg
+            else f"{v:.2f}x"
+        ),
+        [
+            ("ours", sc, "ours"),
+            ("raw commands", sc, "raw socket lock+get, store+release, owner node"),
+        ],
+        informational=True,
+    )
     # Not in DESIGN.md: the sync redis bar applied to the async rows, for information.
     sc = "async redis hit"
     o, ag = ns(sc, "ours"), ns(sc, "redis.asyncio GET+unpickle")

@@ -191,7 +191,7 @@ SCENARIOS = [
         "name": "cluster miss + store",
         "groups": ("cluster",),
         "kind": "slow_miss",
-        "impls": ["cachu"],
+        "impls": ["cachu", "raw socket lock+get, store+release, owner node"],
     },
 ]
 SCENARIO_BY_NAME = {s["name"]: s for s in SCENARIOS}
@@ -1092,19 +1092,28 @@ class RawSocketMiss(MissCase):
 
     kind = "slow_miss"
 
-    def build(self):
-        from resp_floor import RawConnection, encode
+    #: Key names, by the argument.
+    names = "bench:rawmiss:{}"
+
+    def connect(self):
+        from resp_floor import RawConnection
 
         client = self.env.redis_client()
         kwargs = client.connection_pool.connection_kwargs
-        self.conn = RawConnection(kwargs["port"])
-        self.conn.command(b"SELECT", str(kwargs.get("db", 0)).encode())
+        conn = RawConnection(kwargs["port"])
+        conn.command(b"SELECT", str(kwargs.get("db", 0)).encode())
+        return conn
+
+    def build(self):
+        from resp_floor import encode
+
+        self.conn = self.connect()
         sha = self.conn.command(b"SCRIPT", b"LOAD", _engine_script("COMPARE_DELETE_LUA"))
         exchange, dumps, now = self.conn.exchanger(), pickle.dumps, time.time
-        token, ttl = b"t" * 32, str(TTL).encode()
+        token, ttl, names = b"t" * 32, str(TTL).encode(), self.names
 
         def fn(x):
-            name = f"bench:rawmiss:{x}".encode()
+            name = names.format(x).encode()
             lock = b"lock:" + name
             exchange(encode(b"SET", lock, token, b"NX", b"EX", b"10") + encode(b"GET", name), 2)
             self.calls += 1
@@ -1203,6 +1212,22 @@ class RawClusterGet(RawSocketGet):
             conn.close()
 
 
+class RawClusterMiss(RawSocketMiss):
+    """The floor of a dogpile-safe miss on a cluster: the same commands on a
+    plain socket to the master that owns the keys (all in one hash slot, so
+    that no routing is timed: one master and its replica do all the work)."""
+
+    names = "{{bench}}:rawmiss:{}"
+
+    def connect(self):
+        from cluster import owner_port
+        from resp_floor import RawConnection
+
+        url = self.env.need_cluster_url()
+        seed = int(url.split("://", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
+        return RawConnection(owner_port(seed, b"{bench}"))
+
+
 CASES = {
     ("memory hit", "cachu"): CachuMemHit,
     ("memory hit", "lru_cache"): LruHit,
@@ -1259,6 +1284,7 @@ CASES = {
     ("near-cache hit", "ours, redis hit, near cache off"): CachuPeersRedisHit,
     ("cluster hit", "cachu"): CachuClusterHit,
     ("cluster hit", "raw socket GET, owner node"): RawClusterGet,
+    ("cluster miss + store", "raw socket lock+get, store+release, owner node"): RawClusterMiss,
     ("cluster miss + store", "cachu"): CachuClusterMiss,
 }
 
