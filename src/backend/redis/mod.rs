@@ -7,11 +7,12 @@
 //! lock of a key is `lock:{key}`, holding a random token, taken with
 //! `SET NX EX int(lock_timeout)` and released only by its owner.
 //!
-//! Round trips: a read is one `GET`; a miss that computes and stores is two
-//! script calls ([`RedisBackend::get_or_lock`], then
-//! [`RedisBackend::store_and_unlock`]). The scripts touch two keys (the value
-//! and its lock), which on a Redis Cluster must share a hash slot: there the
-//! lock is [`cluster_lock_key`], which does for every key.
+//! Round trips: a read is one `GET`; a cached call's look-or-lock and its
+//! store are one round trip each ([`RedisBackend::get_or_lock`], then
+//! [`RedisBackend::store_and_unlock`]; which commands, in `look.rs`). Both
+//! touch two keys (the value and its lock) in one round trip, which on a
+//! Redis Cluster must share a hash slot: there the lock is
+//! [`cluster_lock_key`], which does for every key.
 //!
 //! Topologies (see [`url`] for the URL forms): one server, a Redis Cluster
 //! (the `redis` crate follows `MOVED`/`ASK` and refreshes its slot map), or
