@@ -27,7 +27,7 @@
 //! [`Link`]: super::link::Link
 
 use redis::aio::ConnectionLike as _;
-use redis::{ConnectionLike as _, Pipeline, RedisError, RedisResult, Value};
+use redis::{Cmd, ConnectionLike as _, Pipeline, RedisError, RedisResult, Value};
 
 use super::{into_bytes, is_wrong_type, ttl_secs, GetOrLock, Got, LockToken, RedisBackend};
 use crate::backend::Hit;
@@ -47,30 +47,43 @@ enum Looked {
     Careful(Option<LockToken>),
 }
 
+/// A command named `name`, with room for `args` more arguments of `bytes`
+/// bytes in all (a miss builds four: growing them cost more than the rest
+/// of their building).
+fn command(name: &str, args: usize, bytes: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(args + 1, name.len() + bytes);
+    cmd.arg(name);
+    cmd
+}
+
+/// Room for a number argument.
+const NUMBER: usize = 20;
+
 /// `SET lock token NX EX secs`, then `GET key`.
 fn lock_then_get(key: &str, lock: &str, token: &LockToken, secs: u64) -> Pipeline {
-    let mut pipe = Pipeline::with_capacity(2);
-    pipe.cmd("SET")
-        .arg(lock)
+    let mut set = command("SET", 5, lock.len() + token.as_str().len() + 4 + NUMBER);
+    set.arg(lock)
         .arg(token.as_str())
         .arg("NX")
         .arg("EX")
-        .arg(secs)
-        .cmd("GET")
-        .arg(key);
+        .arg(secs);
+    let mut get = command("GET", 1, key.len());
+    get.arg(key);
+    let mut pipe = Pipeline::with_capacity(2);
+    pipe.add_command(set).add_command(get);
     pipe
 }
 
 /// `SETEX key secs payload` (`DEL key` for a TTL of zero or less).
-fn store(key: &str, payload: &[u8], ttl: f64) -> redis::Cmd {
+fn store(key: &str, payload: &[u8], ttl: f64) -> Cmd {
     match ttl_secs(ttl) {
         Some(secs) => {
-            let mut cmd = redis::cmd("SETEX");
+            let mut cmd = command("SETEX", 3, key.len() + NUMBER + payload.len());
             cmd.arg(key).arg(secs).arg(payload);
             cmd
         }
         None => {
-            let mut cmd = redis::cmd("DEL");
+            let mut cmd = command("DEL", 1, key.len());
             cmd.arg(key);
             cmd
         }
@@ -271,13 +284,11 @@ impl RedisBackend {
     /// The release of `key`'s lock by `token`: `EVALSHA` of the owner's
     /// compare-and-delete (known to the server after its first call; on a
     /// `NOSCRIPT`, [`RedisBackend::unlock`] loads it).
-    fn release(&self, key: &str, token: &LockToken) -> redis::Cmd {
-        let mut release = redis::cmd("EVALSHA");
-        release
-            .arg(self.scripts.compare_delete.get_hash())
-            .arg(1)
-            .arg(self.lock_key_of(key))
-            .arg(token.as_str());
+    fn release(&self, key: &str, token: &LockToken) -> Cmd {
+        let sha = self.scripts.compare_delete.get_hash();
+        let lock = self.lock_key_of(key);
+        let mut release = command("EVALSHA", 4, sha.len() + 1 + lock.len() + 32);
+        release.arg(sha).arg(1).arg(lock).arg(token.as_str());
         release
     }
 
