@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 use pyo3::prelude::*;
 
 use super::value::Stored;
-use crate::backend::redis::near::{NearCache, Ticket, TrackingSource};
-use crate::backend::redis::RedisBackend;
+use crate::backend::redis::near::{Keep, NearCache, Ticket, TrackingSource};
+use crate::backend::redis::{LockToken, RedisBackend};
 use crate::clock::now;
 use crate::fork::PerProcess;
 use crate::key::HashedKey;
@@ -107,6 +107,55 @@ impl Near {
             pass.read_at,
             left,
         ));
+    }
+
+    /// Before writing `value` under `key`: what lets the write keep it near
+    /// (`None`: it cannot be kept, the write goes the plain way).
+    pub fn keeping(&self, key: HashedKey<'_>, value: &Bound<'_, PyAny>) -> Option<Keep<Stored>> {
+        let (value, weight) = Stored::prepare(value).ok()?;
+        let pass = self.cache().write_pass(key, &self.source)?;
+        Some(Keep {
+            pass,
+            value,
+            weight,
+        })
+    }
+
+    /// Store `data` (the pickle of `value`) under `key` for `ttl` seconds,
+    /// releasing `token`'s lock if given, and keep `value` near: one round
+    /// trip, after which reading `key` here needs none (unless another
+    /// client changed it meanwhile). Lets go of the GIL while writing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store(
+        &self,
+        py: Python<'_>,
+        redis: &RedisBackend,
+        key: HashedKey<'_>,
+        value: &Bound<'_, PyAny>,
+        data: &[u8],
+        ttl: f64,
+        token: Option<&LockToken>,
+    ) -> crate::Result<()> {
+        let keep = self.keeping(key, value);
+        let near = self.cache();
+        py.detach(|| redis.store_near(near, key.text, data, ttl, token, keep))
+    }
+
+    /// Async [`Near::store`], with what [`Near::keeping`] gave (on the
+    /// loop's thread, under the GIL).
+    pub async fn store_async(
+        &self,
+        redis: &RedisBackend,
+        key: &str,
+        data: &[u8],
+        ttl: f64,
+        token: Option<&LockToken>,
+        keep: Option<Keep<Stored>>,
+    ) -> crate::Result<()> {
+        let near = self.cache().clone();
+        redis
+            .store_near_async(&near, key, data, ttl, token, keep)
+            .await
     }
 
     /// This process wrote or deleted `key`: never serve what was kept.

@@ -303,6 +303,14 @@ impl Region {
                 Ok(())
             }
             Store::Null => Ok(()),
+            Store::Redis(redis) if self.near.is_some() => {
+                let data = dumps(value)?;
+                let near = self.near.as_ref().expect("a near cache");
+                // The near cache settles its own entry of a value it writes.
+                let done = near.store(py, redis, key, value, &data, ttl, None);
+                self.wrote();
+                done.map_err(to_py)
+            }
             Store::File(_) | Store::Redis(_) => {
                 let b = self.store.bytes().expect("byte store");
                 let data = dumps(value)?;
@@ -766,7 +774,7 @@ impl PyBackend {
                 let args = PyTuple::new(py, [key, value.clone(), ttl])?;
                 in_pool(&slf.getattr("set")?, &args, None)
             }
-            Where::Native(_) => region.aset_native(py, key, dumps(value)?, ttl),
+            Where::Native(_) => region.aset_native(py, key, value, ttl),
         }
     }
 

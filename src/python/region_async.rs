@@ -16,6 +16,7 @@ use pyo3::types::{PyDict, PyTuple};
 use super::aio;
 use super::errors::to_py;
 use super::region::{Found, Region, Store, Unreadable};
+use super::value::dumps;
 use crate::backend::Hit;
 use crate::key::HashedKey;
 
@@ -147,21 +148,33 @@ impl Region {
         }
     }
 
-    /// Store `data` (a pickle made on the loop's thread) under `key` in a
+    /// Store `value` (pickled here, on the loop's thread) under `key` in a
     /// Redis region for `ttl` seconds (none, and the old value removed,
-    /// for `ttl <= 0`).
+    /// for `ttl <= 0`); a near cache keeps it.
     pub fn aset_native(
         self: &Arc<Self>,
         py: Python<'_>,
         key: String,
-        data: Vec<u8>,
+        value: &Bound<'_, PyAny>,
         ttl: f64,
     ) -> PyResult<Answer> {
+        let data = dumps(value)?;
+        let keep = (self.near.as_ref()).map(|near| near.keeping(HashedKey::new(&key), value));
         let region = self.clone();
         let work = async move {
-            let out = redis(&region).set_async(&key, &data, ttl).await;
+            let out = match (&region.near, keep) {
+                // The near cache settles its own entry of a value it writes.
+                (Some(near), Some(keep)) => {
+                    near.store_async(redis(&region), &key, &data, ttl, None, keep)
+                        .await
+                }
+                _ => {
+                    let out = redis(&region).set_async(&key, &data, ttl).await;
+                    region.wrote_key(HashedKey::new(&key));
+                    out
+                }
+            };
             region.wrote();
-            region.wrote_key(HashedKey::new(&key));
             out
         };
         native(py, work, |py, ()| Ok(py.None()))

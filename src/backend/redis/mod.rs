@@ -61,6 +61,7 @@ use redis::{ConnectionLike, RedisError, RedisResult, Script, Value};
 
 mod aio;
 mod expiring;
+mod kept_write;
 mod link;
 mod look;
 pub mod near;

@@ -33,12 +33,14 @@
 //! runtime's thread handling a push: values that need care when dropped
 //! (Python objects) must tolerate that (PyO3 defers such releases).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
+use redis::cluster_routing::Slot;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, RedisError,
     Value,
@@ -83,6 +85,72 @@ struct Gate {
     /// The latest session known lost (a loss may be reported before the
     /// session is confirmed up: it must then never count as up).
     lost: u64,
+    /// The confirmed session's connections, which also carry the writes
+    /// whose value is kept (see [`WritePass`]).
+    writers: Option<Writers>,
+}
+
+/// A session's tracking connections, one per server tracked.
+struct Writers {
+    conns: Vec<MultiplexedConnection>,
+    /// On a cluster: which of `conns` reaches the master serving each slot.
+    slots: Option<HashMap<Slot, usize>>,
+}
+
+impl Writers {
+    /// The connection to write `key` on: its master's (none if no master
+    /// serves its slot as far as this session knows).
+    fn route(&self, key: &str) -> Option<MultiplexedConnection> {
+        let at = match &self.slots {
+            Some(slots) => *slots.get(&Slot::for_key(key))?,
+            None => 0,
+        };
+        self.conns.get(at).cloned()
+    }
+}
+
+/// Leave to send a write of one key on the tracking connection (see
+/// [`NearCache::write_pass`]), and keep the value written once its reply
+/// comes ([`NearCache::written`]). Dropped unsettled (the write failed, or
+/// was abandoned) it ends the session: the server may run the write
+/// without any push telling us (NOLOOP), so nothing read meanwhile can be
+/// trusted.
+pub struct WritePass<V: Send + Sync + 'static> {
+    near: Arc<NearCache<V>>,
+    ticket: Ticket,
+    session: u64,
+    conn: MultiplexedConnection,
+    settled: bool,
+}
+
+impl<V: Send + Sync + 'static> WritePass<V> {
+    /// The connection to send the write on.
+    pub fn connection(&mut self) -> &mut MultiplexedConnection {
+        &mut self.conn
+    }
+
+    /// The server refused the write without running it (a cluster
+    /// redirection): nothing to settle.
+    pub fn refused(mut self) {
+        self.settled = true;
+    }
+}
+
+/// A value about to be written, to keep near once the write is done: the
+/// pass it is written under, the value in the near cache's form, and its
+/// weight.
+pub struct Keep<V: Send + Sync + 'static> {
+    pub pass: WritePass<V>,
+    pub value: V,
+    pub weight: u64,
+}
+
+impl<V: Send + Sync + 'static> Drop for WritePass<V> {
+    fn drop(&mut self) {
+        if !self.settled {
+            drop(self.near.down(self.session));
+        }
+    }
 }
 
 /// Entries of one Redis backend's keys under `prefix`, kept coherent with
@@ -125,6 +193,7 @@ impl<V: Send + Sync + 'static> NearCache<V> {
                 task: None,
                 tasks: 0,
                 lost: 0,
+                writers: None,
             }),
             generation: AtomicU64::new(crate::fork::generation()),
             sessions: AtomicU64::new(0),
@@ -203,15 +272,19 @@ impl<V: Send + Sync + 'static> NearCache<V> {
         }
         gate.session = None;
         gate.task = None;
+        gate.writers = None;
         self.flush_locked(&mut gate);
         self.generation.store(generation, Ordering::Relaxed);
     }
 
-    /// Before sending a read of `key`: the ticket to keep its value with, or
-    /// `None` if it cannot be kept (not a key of this cache, or tracking is
-    /// not confirmed). Starts tracking (on `redis`'s topology) if it does
-    /// not run in this process yet.
-    pub fn ticket(self: &Arc<Self>, key: HashedKey<'_>, source: &TrackingSource) -> Option<Ticket> {
+    /// The gate, if values of `key` may be kept now: a key of this cache,
+    /// and tracking confirmed in this process. Starts tracking (on
+    /// `source`'s topology) if it does not run in this process yet.
+    fn confirmed(
+        self: &Arc<Self>,
+        key: HashedKey<'_>,
+        source: &TrackingSource,
+    ) -> Option<RwLockReadGuard<'_, Gate>> {
         if !self.covers(key.text) {
             return None;
         }
@@ -219,19 +292,96 @@ impl<V: Send + Sync + 'static> NearCache<V> {
         if self.generation.load(Ordering::Relaxed) != generation {
             self.forked(generation);
         }
-        let epoch = {
-            let gate = self.gate.read();
-            if gate.task.is_some_and(|(g, _)| g == generation) {
-                gate.session?;
-                gate.epoch
-            } else {
-                drop(gate);
-                self.start_tracking(generation, source);
-                return None;
-            }
-        };
+        let gate = self.gate.read();
+        if gate.task.is_some_and(|(g, _)| g == generation) {
+            gate.session?;
+            Some(gate)
+        } else {
+            drop(gate);
+            self.start_tracking(generation, source);
+            None
+        }
+    }
+
+    /// Before sending a read of `key`: the ticket to keep its value with, or
+    /// `None` if it cannot be kept (not a key of this cache, or tracking is
+    /// not confirmed).
+    pub fn ticket(self: &Arc<Self>, key: HashedKey<'_>, source: &TrackingSource) -> Option<Ticket> {
+        let epoch = self.confirmed(key, source)?.epoch;
         let stamp = *self.stripe(key).lock();
         Some(Ticket { epoch, stamp })
+    }
+
+    /// Before writing `key`: leave to send the write on the tracking
+    /// connection of its server, so that the value written can be kept
+    /// ([`NearCache::written`]); `None` if it cannot be (as for
+    /// [`NearCache::ticket`], or no known master serves the key).
+    ///
+    /// Why this is sound: the tracking connection runs `BCAST NOLOOP`, so
+    /// the server pushes on it every change of a key under the prefix
+    /// except those whose latest writer in an event-loop cycle is this very
+    /// connection; and on one connection the server's pushes and replies
+    /// come in the order it made them. So once the reply to a write sent
+    /// here is in, any change of the key by anyone else after the write is
+    /// pushed, after that reply, and bumps the key's stamp: the value is
+    /// kept only if the stamp did not move from before the write was sent
+    /// to the moment it is kept (checked under the stripe's lock). Writes
+    /// on the ordinary connections cannot give this: their reply and the
+    /// push of a later change come on two sockets, in no known order, and
+    /// the server folds the keys changed in one cycle into one push, so
+    /// counting pushes cannot tell ours from another client's.
+    pub fn write_pass(
+        self: &Arc<Self>,
+        key: HashedKey<'_>,
+        source: &TrackingSource,
+    ) -> Option<WritePass<V>> {
+        let (epoch, session, conn) = {
+            let gate = self.confirmed(key, source)?;
+            let conn = gate.writers.as_ref()?.route(key.text)?;
+            (gate.epoch, gate.session?, conn)
+        };
+        let stamp = *self.stripe(key).lock();
+        Some(WritePass {
+            near: self.clone(),
+            ticket: Ticket { epoch, stamp },
+            session,
+            conn,
+            settled: false,
+        })
+    }
+
+    /// The write of `key` sent under `pass` succeeded: keep `value` (of
+    /// `weight`, stored at `created_at`, expiring in Redis no earlier than
+    /// `expires_at`) unless anything touched the key (or the session)
+    /// since the pass was given; either way, reads sent before now keep
+    /// nothing (they may have read the value this write replaced, and no
+    /// push of it will come). Returns what was not kept or was removed.
+    pub fn written(
+        &self,
+        key: HashedKey<'_>,
+        mut pass: WritePass<V>,
+        value: V,
+        weight: u64,
+        created_at: f64,
+        expires_at: f64,
+    ) -> Vec<V> {
+        pass.settled = true;
+        let expires_at = expires_at - EXPIRY_MARGIN;
+        let gate = self.gate.read();
+        let mut stamp = self.stripe(key).lock();
+        let untouched = *stamp == pass.ticket.stamp
+            && gate.epoch == pass.ticket.epoch
+            && gate.session == Some(pass.session);
+        *stamp = stamp.wrapping_add(1);
+        let lives = expires_at.partial_cmp(&now()) == Some(std::cmp::Ordering::Greater);
+        if untouched && lives {
+            return self
+                .store
+                .insert(key, value, weight, created_at, expires_at);
+        }
+        let mut out = vec![value];
+        out.extend(self.store.remove(key, 0.0).map(|(v, _)| v));
+        out
     }
 
     /// Keep `value` (weighing `weight`) for `key`, read under `ticket`, for
@@ -313,6 +463,7 @@ impl<V: Send + Sync + 'static> NearCache<V> {
         let mut gate = self.gate.write();
         gate.task = None;
         gate.session = None;
+        gate.writers = None;
         self.lost.notify_one();
         self.flush_locked(&mut gate)
     }
@@ -322,14 +473,15 @@ impl<V: Send + Sync + 'static> NearCache<V> {
         self.gate.read().task == Some(task) && crate::fork::generation() == task.0
     }
 
-    /// The server confirmed tracking for `session` of `task`: start afresh
-    /// under it. False if the session was lost (or the task stopped)
-    /// meanwhile.
-    fn up(&self, session: u64, task: (u64, u64)) -> bool {
+    /// The server confirmed tracking for `session` of `task` on `writers`:
+    /// start afresh under it. False if the session was lost (or the task
+    /// stopped) meanwhile.
+    fn up(&self, session: u64, task: (u64, u64), writers: Writers) -> bool {
         let mut gate = self.gate.write();
         let alive = gate.lost < session && gate.task == Some(task);
         if alive {
             gate.session = Some(session);
+            gate.writers = Some(writers);
         }
         drop(self.flush_locked(&mut gate));
         alive
@@ -341,6 +493,7 @@ impl<V: Send + Sync + 'static> NearCache<V> {
         gate.lost = gate.lost.max(session);
         if gate.session == Some(session) {
             gate.session = None;
+            gate.writers = None;
             self.lost.notify_one();
         }
         self.flush_locked(&mut gate)
@@ -430,8 +583,12 @@ fn node_client(template: &Client, host: &str, port: u16) -> redis::RedisResult<C
     Client::open(info.set_addr(addr))
 }
 
-/// The masters serving slots, from a `CLUSTER NODES` reply, sorted.
-fn masters_of(nodes: &str) -> Vec<(String, u16)> {
+/// A master's address and the slot ranges it serves.
+type Master = ((String, u16), Vec<(u16, u16)>);
+
+/// The masters serving slots, from a `CLUSTER NODES` reply, sorted, with
+/// the slots each serves (slots being migrated count for their owner).
+fn masters_with_slots(nodes: &str) -> Vec<Master> {
     let mut out = Vec::new();
     for line in nodes.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -447,29 +604,68 @@ fn masters_of(nodes: &str) -> Vec<(String, u16)> {
         }
         // `ip:port@cport[,hostname]`
         let addr = addr.split(['@', ',']).next().unwrap_or_default();
-        if let Some((host, port)) = addr.rsplit_once(':') {
-            match port.parse::<u16>() {
-                Ok(port) if port > 0 => out.push((host.trim_matches(['[', ']']).to_owned(), port)),
-                _ => {}
-            }
-        }
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port @ 1..) = port.parse::<u16>() else {
+            continue;
+        };
+        // `a-b` or `a`; `[a->-node]` / `[a-<-node]` are migrations.
+        let ranges = fields[8..]
+            .iter()
+            .filter(|r| !r.starts_with('['))
+            .filter_map(|r| match r.split_once('-') {
+                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                None => r.parse().ok().map(|a| (a, a)),
+            })
+            .collect();
+        out.push(((host.trim_matches(['[', ']']).to_owned(), port), ranges));
     }
     out.sort();
     out
 }
 
+/// The masters serving slots, from a `CLUSTER NODES` reply, sorted.
+#[cfg(test)]
+fn masters_of(nodes: &str) -> Vec<(String, u16)> {
+    addresses(masters_with_slots(nodes))
+}
+
+/// Which of `masters` serves each slot.
+fn slot_map(masters: &[Master]) -> HashMap<Slot, usize> {
+    let mut map = HashMap::new();
+    for (at, (_, ranges)) in masters.iter().enumerate() {
+        for &(first, last) in ranges {
+            for n in first..=last {
+                if let Some(slot) = Slot::new(n) {
+                    map.insert(slot, at);
+                }
+            }
+        }
+    }
+    map
+}
+
+/// The addresses of `masters`.
+fn addresses(masters: Vec<Master>) -> Vec<(String, u16)> {
+    masters.into_iter().map(|(addr, _)| addr).collect()
+}
+
 /// The masters of the cluster as `conn`'s node sees them.
-async fn ask_masters(conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec<(String, u16)>> {
+async fn ask_masters(conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec<Master>> {
     let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(conn).await?;
-    Ok(masters_of(&nodes))
+    Ok(masters_with_slots(&nodes))
 }
 
 /// The servers to track, now: the one server, the Sentinel's master, or
-/// every master of the cluster (asked of the first seed that answers).
-async fn servers(source: &TrackingSource) -> redis::RedisResult<Vec<Client>> {
+/// every master of the cluster (asked of the first seed that answers), and
+/// on a cluster which of them serves each slot.
+async fn servers(
+    source: &TrackingSource,
+) -> redis::RedisResult<(Vec<Client>, Option<HashMap<Slot, usize>>)> {
     match &*source.topology {
-        Topology::Single(client) => Ok(vec![client.clone()]),
-        Topology::Sentinel(master) => Ok(vec![master.client_async().await?]),
+        Topology::Single(client) => Ok((vec![client.clone()], None)),
+        Topology::Sentinel(master) => Ok((vec![master.client_async().await?], None)),
         Topology::Cluster(_) => {
             let mut last = None;
             for seed in &source.cluster_seeds {
@@ -484,10 +680,11 @@ async fn servers(source: &TrackingSource) -> redis::RedisResult<Vec<Client>> {
                 };
                 match asked.await {
                     Ok(masters) if !masters.is_empty() => {
-                        return masters
+                        let clients = masters
                             .iter()
-                            .map(|(host, port)| node_client(seed, host, *port))
-                            .collect();
+                            .map(|((host, port), _)| node_client(seed, host, *port))
+                            .collect::<redis::RedisResult<_>>()?;
+                        return Ok((clients, Some(slot_map(&masters))));
                     }
                     Ok(_) => {}
                     Err(e) => last = Some(e),
@@ -501,15 +698,18 @@ async fn servers(source: &TrackingSource) -> redis::RedisResult<Vec<Client>> {
 }
 
 /// Connect session `session` to every server and have each confirm
-/// tracking (a cluster's masters each track their own keys).
+/// tracking (a cluster's masters each track their own keys). `NOLOOP`:
+/// writes sent on these connections themselves are not pushed back (see
+/// [`NearCache::write_pass`]).
 async fn open_session<V: Send + Sync + 'static>(
     near: &Weak<NearCache<V>>,
     source: &TrackingSource,
     prefix: &str,
     session: u64,
-) -> redis::RedisResult<Vec<MultiplexedConnection>> {
+) -> redis::RedisResult<Writers> {
+    let (servers, slots) = servers(source).await?;
     let mut conns = Vec::new();
-    for server in servers(source).await? {
+    for server in servers {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(source.timeout)
             .set_response_timeout(source.timeout)
@@ -525,10 +725,11 @@ async fn open_session<V: Send + Sync + 'static>(
         if !prefix.is_empty() {
             cmd.arg("PREFIX").arg(prefix);
         }
+        cmd.arg("NOLOOP");
         let _: () = cmd.query_async(&mut conn).await?;
         conns.push(conn);
     }
-    Ok(conns)
+    Ok(Writers { conns, slots })
 }
 
 /// One health check of a session: every connection answers a `PING`, and
@@ -545,7 +746,9 @@ async fn healthy(
         }
     }
     if let (Topology::Cluster(_), Some(conn)) = (&*source.topology, conns.first_mut()) {
-        return ask_masters(conn).await.is_ok_and(|now| now == masters);
+        return ask_masters(conn)
+            .await
+            .is_ok_and(|now| addresses(now) == masters);
     }
     true
 }
@@ -568,15 +771,15 @@ async fn track<V: Send + Sync + 'static>(
             _ => return,
         };
         let opened = async {
-            let mut conns = open_session(&near, &source, &prefix, session).await?;
-            let masters = match (&*source.topology, conns.first_mut()) {
-                (Topology::Cluster(_), Some(conn)) => ask_masters(conn).await?,
+            let mut writers = open_session(&near, &source, &prefix, session).await?;
+            let masters = match (&*source.topology, writers.conns.first_mut()) {
+                (Topology::Cluster(_), Some(conn)) => addresses(ask_masters(conn).await?),
                 _ => Vec::new(),
             };
-            redis::RedisResult::Ok((conns, masters))
+            redis::RedisResult::Ok((writers, masters))
         }
         .await;
-        let (mut conns, masters) = match opened {
+        let (writers, masters) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 // Reads go on without the near cache; they report the outage.
@@ -590,9 +793,10 @@ async fn track<V: Send + Sync + 'static>(
                 continue;
             }
         };
+        let mut conns = writers.conns.clone();
         match near.upgrade() {
             Some(n) if n.runs(task) => {
-                if !n.up(session, task) {
+                if !n.up(session, task, writers) {
                     continue;
                 }
             }
@@ -625,12 +829,19 @@ async fn track<V: Send + Sync + 'static>(
 mod tests {
     use super::*;
 
+    fn no_writers() -> Writers {
+        Writers {
+            conns: Vec::new(),
+            slots: None,
+        }
+    }
+
     /// A near cache whose tracking is confirmed, without a server.
     fn tracking(capacity: u64) -> NearCache<u32> {
         let near = NearCache::new(capacity, "5m:");
         let task = (crate::fork::generation(), 1);
         near.gate.write().task = Some(task);
-        assert!(near.up(1, task));
+        assert!(near.up(1, task, no_writers()));
         near
     }
 
@@ -689,8 +900,8 @@ mod tests {
         // A session lost before it was confirmed never counts as up.
         let task = (crate::fork::generation(), 1);
         let _ = near.down(2);
-        assert!(!near.up(2, task));
-        assert!(near.up(3, task));
+        assert!(!near.up(2, task, no_writers()));
+        assert!(near.up(3, task, no_writers()));
         let t = ticket(&near, key);
         assert!(keep(&near, key, t, 1));
         let t2 = ticket(&near, key);
@@ -780,5 +991,15 @@ f6 :0@0 master,noaddr - 0 1 6 disconnected 1-2
                 ("127.0.0.1".to_owned(), 30003),
             ]
         );
+        let masters = masters_with_slots(
+            "c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 [5460->-a1]\n\
+             a1 127.0.0.1:30002@40002 master - 0 1 2 connected 5461-16382 16383\n",
+        );
+        assert_eq!(masters[0].1, vec![(0, 5460)]);
+        assert_eq!(masters[1].1, vec![(5461, 16382), (16383, 16383)]);
+        let map = slot_map(&masters);
+        assert_eq!(map.len(), 16384);
+        assert_eq!(map[&Slot::new(5460).unwrap()], 0);
+        assert_eq!(map[&Slot::new(16383).unwrap()], 1);
     }
 }

@@ -58,7 +58,8 @@ enum Io {
     Lock(crate::Result<Option<LockToken>>),
     Await(crate::Result<Option<Hit<Vec<u8>>>>),
     Discard(crate::Result<()>),
-    Store(crate::Result<()>),
+    /// A store, and whether a near cache settled its entry of the key.
+    Store(crate::Result<()>, bool),
 }
 
 struct State {
@@ -369,13 +370,20 @@ impl AsyncCall {
         let region = this.resolved.region.clone();
         let key = this.key.clone();
         let cf = this.cf(py).get();
-        let (step, token, unreadable, to_store) = this.with_state(|st| -> PyResult<_> {
+        let (step, token, unreadable, to_store, keep) = this.with_state(|st| -> PyResult<_> {
             let step = st.step;
+            let mut keep = None;
             let to_store = match step {
                 Step::Store { extra } => {
                     let result = st.result.as_ref().expect("a result to store").bind(py);
                     let args = st.held.key_args.as_ref();
-                    Some(cf.prepare_store(&this.resolved, result, extra, args)?)
+                    let to_store = cf.prepare_store(&this.resolved, result, extra, args)?;
+                    if let (Some((_, Some(_))), Some(near)) =
+                        (&to_store, &this.resolved.region.near)
+                    {
+                        keep = Some(near.keeping(this.hashed(), result));
+                    }
+                    Some(to_store)
                 }
                 _ => None,
             };
@@ -383,7 +391,7 @@ impl AsyncCall {
                 Step::Store { .. } => st.token.take(),
                 _ => None,
             };
-            Ok((step, token, st.held.unreadable.clone(), to_store))
+            Ok((step, token, st.held.unreadable.clone(), to_store, keep))
         })?;
         // Taken before the read is sent (see the near cache's guarantee).
         let pass = match (step, &this.resolved.region.near) {
@@ -412,14 +420,26 @@ impl AsyncCall {
                         let hit = unreadable.expect("a value to discard");
                         Io::Discard(redis.delete_if_unchanged_async(&key, &hit).await)
                     }
-                    Step::Store { .. } => Io::Store(match (to_store.flatten(), token) {
-                        (Some((ttl, Some(data))), Some(t)) => {
-                            redis.store_and_unlock_async(&key, &data, ttl, &t).await
+                    Step::Store { .. } => match (to_store.flatten(), token, keep) {
+                        // A near cache settles its own entry of a value it writes.
+                        (Some((ttl, Some(data))), t, Some(keep)) => {
+                            let near = region.near.as_ref().expect("a near cache");
+                            let t = t.as_ref();
+                            Io::Store(
+                                near.store_async(redis, &key, &data, ttl, t, keep).await,
+                                true,
+                            )
                         }
-                        (Some((ttl, Some(data))), None) => redis.set_async(&key, &data, ttl).await,
-                        (_, Some(t)) => redis.unlock_async(&key, &t).await,
-                        (_, None) => Ok(()),
-                    }),
+                        (Some((ttl, Some(data))), Some(t), None) => Io::Store(
+                            redis.store_and_unlock_async(&key, &data, ttl, &t).await,
+                            false,
+                        ),
+                        (Some((ttl, Some(data))), None, None) => {
+                            Io::Store(redis.set_async(&key, &data, ttl).await, false)
+                        }
+                        (_, Some(t), _) => Io::Store(redis.unlock_async(&key, &t).await, false),
+                        (_, None, _) => Io::Store(Ok(()), false),
+                    },
                     other => unreachable!("{other:?} is not a native step"),
                 }
             },
@@ -472,9 +492,11 @@ impl AsyncCall {
                     r.region.wrote_key(self.hashed());
                     cf.settled(py, r, out, Event::Discarded)?
                 }
-                Io::Store(out) => {
-                    // The next call must see this value, not a near copy.
-                    r.region.wrote_key(self.hashed());
+                Io::Store(out, settled) => {
+                    if !settled {
+                        // The next call must see this value, not a near copy.
+                        r.region.wrote_key(self.hashed());
+                    }
                     cf.settled(py, r, out, Event::Stored)?
                 }
             };

@@ -143,7 +143,14 @@ impl CachedFunction {
                         Store::Redis(redis) => {
                             let to_store =
                                 this.prepare_store(r, value, extra, held.key_args.as_ref())?;
+                            let near = r.region.near.as_ref();
+                            // A near cache settles its own entry of a value it writes.
+                            let settled = near.is_some() && matches!(to_store, Some((_, Some(_))));
                             let out = match (to_store, token.take()) {
+                                (Some((ttl, Some(data))), t) if settled => {
+                                    let near = near.expect("a near cache");
+                                    near.store(py, redis, key, value, &data, ttl, t.as_ref())
+                                }
                                 (Some((ttl, Some(data))), Some(t)) => {
                                     py.detach(|| redis.store_and_unlock(key.text, &data, ttl, &t))
                                 }
@@ -153,8 +160,10 @@ impl CachedFunction {
                                 (_, Some(t)) => py.detach(|| redis.unlock(key.text, &t)),
                                 (_, None) => Ok(()),
                             };
-                            // The next call must see this value, not a near copy.
-                            r.region.wrote_key(key);
+                            if !settled {
+                                // The next call must see this value, not a near copy.
+                                r.region.wrote_key(key);
+                            }
                             this.settled(py, r, out, Event::Stored)?
                         }
                         _ => this.store_local(py, r, key, value, extra, held.key_args.as_ref())?,

@@ -30,7 +30,6 @@ use super::keytext::KeyText;
 use super::region::{Found, PyBackend, Region, Store};
 use super::region_async::{done, in_pool, Answer, Where};
 use super::state;
-use super::value::dumps;
 use crate::key::{self, HashedKey};
 use crate::protocol::OnLockTimeout;
 use crate::stats::Stats;
@@ -635,7 +634,7 @@ impl CachedFunction {
                     // Nothing stored, and what was there removed, as `set` does.
                     return r.region.adelete_native(py, key, false);
                 }
-                r.region.aset_native(py, key, dumps(value)?, ttl)
+                r.region.aset_native(py, key, value, ttl)
             }
         }
     }

@@ -1,0 +1,329 @@
+"""The near cache keeps what this process writes, not only what it reads:
+after a decorated call's miss-and-store, an ``_overwrite_cache`` call, the
+function's ``set`` or the backend's ``set`` (sync and async), the next read
+of the key here needs no round trip; and a value written meanwhile by
+another client is never served in its place.
+
+Real servers and real other processes only; whether a read reached Redis is
+told by the server's own command counters (``INFO commandstats``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import cachu
+import pytest
+from cachu.backends import NO_VALUE
+from cachu.operations import cached_function
+
+#: Upper bound on any wait for an invalidation or for tracking to come up.
+BOUND = 15.0
+
+
+def commands(*clients) -> int:
+    """Commands the servers ran so far, minus the INFO calls that ask."""
+    total = 0
+    for c in clients:
+        stats = c.info("commandstats")
+        total += sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
+    return total
+
+
+def stored(value) -> bytes:
+    """The bytes cachu stores for ``value``: created_at, then the pickle."""
+    return struct.pack("d", time.time()) + pickle.dumps(value)
+
+
+def poll(fn, what: str, bound: float = BOUND):
+    deadline = time.monotonic() + bound
+    while True:
+        out = fn()
+        if out:
+            return out
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {bound}s waiting for {what}")
+        time.sleep(0.005)
+
+
+def tracking(backend) -> bool:
+    return backend.near_state[1]
+
+
+class Source:
+    """What the cached function returns: ``value[x]``; and how often it ran."""
+
+    def __init__(self):
+        self.value = {}
+        self.runs = 0
+
+    def __call__(self, x):
+        self.runs += 1
+        return {"x": x, "v": self.value.get(x, 0)}
+
+
+def silent(clients, read, n=10):
+    """``read()`` ``n`` times: the values, and whether no server saw any."""
+    before = commands(*clients)
+    values = [read() for _ in range(n)]
+    return values, commands(*clients) == before
+
+
+def check_sync_writes(f, src, backend, clients, x):
+    """Every sync write path, each followed by reads that reach no server."""
+    # The decorator's miss, then its store: the value is kept.
+    assert f(x) == {"x": x, "v": 0}
+    values, quiet = silent(clients, lambda: f(x))
+    assert quiet, "a read after the miss's store reached Redis"
+    assert values == [{"x": x, "v": 0}] * 10
+    assert src.runs == 1
+    # A recomputation asked for (the lock taken, then the store releasing it).
+    src.value[x] = "overwritten"
+    assert f(x, _overwrite_cache=True)["v"] == "overwritten"
+    values, quiet = silent(clients, lambda: f(x))
+    assert quiet, "a read after _overwrite_cache reached Redis"
+    assert values == [{"x": x, "v": "overwritten"}] * 10
+    # The function's set, then the backend object's.
+    f.set({"x": x, "v": "set"}, x=x)
+    values, quiet = silent(clients, lambda: f(x))
+    assert quiet, "a read after fn.set reached Redis"
+    assert values == [{"x": x, "v": "set"}] * 10
+    key = f._key(x=x)
+    backend.set(key, {"x": x, "v": "backend"}, 300)
+    values, quiet = silent(clients, lambda: backend.get(key))
+    assert quiet, "a read after backend.set reached Redis"
+    assert values == [{"x": x, "v": "backend"}] * 10
+    assert f(x)["v"] == "backend"
+    # Copy semantics, as for any near hit.
+    values[0]["v"] = "mutated by the caller"
+    assert backend.get(key)["v"] == "backend"
+    assert src.runs == 2
+
+
+@pytest.fixture
+def near(server, r, pkg):
+    cachu.configure(backend="redis", redis_url=server.url, redis_near_cache=100)
+    src = Source()
+
+    def source(x):
+        return src(x)
+
+    f = cachu.cache(ttl=300, backend="redis")(source)
+    backend = cachu.get_backend("redis", pkg, ttl=300)
+    # Tracking starts on first use; writes are kept once it is confirmed.
+    poll(lambda: (backend.get("5m:warm"), tracking(backend))[1], "tracking to come up")
+    return f, src, backend
+
+
+def test_sync_writes_are_read_back_without_a_round_trip(near, r):
+    f, src, backend = near
+    check_sync_writes(f, src, backend, [r], 1)
+    # Another client's write still shows (the kept entry is tracked).
+    r.set(f._key(x=1), stored({"x": 1, "v": "peer"}), ex=300)
+    poll(lambda: f(1)["v"] == "peer", "the peer's value")
+    # A delete here drops the kept entry at once.
+    backend.delete(f._key(x=1))
+    assert backend.get(f._key(x=1)) is NO_VALUE
+
+
+def test_async_writes_are_read_back_without_a_round_trip(near, r):
+    _f, _src, backend = near
+    src = Source()
+
+    async def asource(x):
+        return src(x)
+
+    af = cachu.cache(ttl=300, backend="redis")(asource)
+
+    async def reads(read, n=10):
+        before = commands(r)
+        values = [await read() for _ in range(n)]
+        return values, commands(r) == before
+
+    async def main():
+        assert await af(1) == {"x": 1, "v": 0}
+        values, quiet = await reads(lambda: af(1))
+        assert quiet, "an async read after the miss's store reached Redis"
+        assert values == [{"x": 1, "v": 0}] * 10
+        src.value[1] = "overwritten"
+        assert (await af(1, _overwrite_cache=True))["v"] == "overwritten"
+        values, quiet = await reads(lambda: af(1))
+        assert quiet, "an async read after _overwrite_cache reached Redis"
+        assert values == [{"x": 1, "v": "overwritten"}] * 10
+        await af.set({"x": 1, "v": "set"}, x=1)
+        values, quiet = await reads(lambda: af(1))
+        assert quiet, "an async read after fn.set reached Redis"
+        assert values == [{"x": 1, "v": "set"}] * 10
+        key = "5m:crud|k=1"
+        await backend.aset(key, {"v": "aset"}, 300)
+        values, quiet = await reads(lambda: backend.aget(key))
+        assert quiet, "an async read after aset reached Redis"
+        assert values == [{"v": "aset"}] * 10
+        assert src.runs == 2
+
+    asyncio.run(main())
+
+
+def test_writes_on_a_cluster_are_read_back_without_a_round_trip(cluster, pkg):
+    cachu.configure(backend="redis", redis_url=cluster.url, redis_near_cache=100)
+    src = Source()
+
+    def source(x):
+        return src(x)
+
+    f = cachu.cache(ttl=300, backend="redis")(source)
+    backend = cachu.get_backend("redis", pkg, ttl=300)
+    poll(lambda: (backend.get("5m:warm"), tracking(backend))[1], "tracking to come up")
+    nodes = [n.client() for n in cluster.master_nodes()]
+    try:
+        # Keys on every master: each is written on its own master's
+        # tracking connection.
+        for x in range(6):
+            src.runs = 0
+            check_sync_writes(f, src, backend, nodes, x)
+        peer = cluster.client()
+        try:
+            for x in range(6):
+                peer.set(f._key(x=x), stored({"x": x, "v": "peer"}), ex=300)
+            for x in range(6):
+                poll(lambda x=x: f(x)["v"] == "peer", f"the peer's value of key {x}")
+        finally:
+            peer.close()
+    finally:
+        for n in nodes:
+            n.close()
+
+
+# -- another client racing our writes --------------------------------------------
+
+HAMMER = textwrap.dedent(
+    """
+    import os, pickle, select, struct, sys, time
+    import redis
+
+    url, keys = sys.argv[1], sys.argv[2:]
+    r = redis.Redis.from_url(url)
+    n = 0
+    while os.read(0, 1) == b"g":
+        # SET the keys as fast as one connection can, until told to stop.
+        first = True
+        while first or not select.select([0], [], [], 0)[0]:
+            for k in keys:
+                n += 1
+                value = struct.pack("d", time.time()) + pickle.dumps({"by": "peer", "n": n})
+                r.set(k, value, ex=300)
+            if first:
+                print("going", flush=True)
+                first = False
+        assert os.read(0, 1) == b"s"
+        print(n, flush=True)
+    """
+)
+
+
+class Hammer:
+    """Another process SETting ``keys`` in a tight loop while told to go."""
+
+    def __init__(self, tmp_path, url, keys):
+        script = tmp_path / "hammer.py"
+        script.write_text(HAMMER)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), url, *keys],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def tell(self, what: bytes) -> bytes:
+        self.proc.stdin.write(what)
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the hammer process died"
+        return line.strip()
+
+    def go(self):
+        """Start it; returns once it is SETting."""
+        assert self.tell(b"g") == b"going"
+
+    def stop(self) -> int:
+        """Stop it; returns once its last SET is done: how many so far."""
+        return int(self.tell(b"s"))
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+
+def r_url(r) -> str:
+    kw = r.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/0"
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_a_racing_writer_is_never_hidden_by_our_written_copy(near, r, tmp_path, face):
+    """Our process writes (every write path) and reads the same keys that
+    another process SETs as fast as it can. Each time the other stops, every
+    key read here must soon be exactly what Redis holds: a copy of ours kept
+    although the other wrote after it would never be invalidated again."""
+    f, _src, backend = near
+
+    async def asource(x):
+        return {"x": x, "v": "async"}
+
+    af = cachu.cache(ttl=300, backend="redis")(asource)
+    xs = range(4)
+    # The keys of the function this face calls, which the other process SETs.
+    g = f if face == "sync" else cached_function(af)
+    keys = [g._key(x=x) for x in xs]
+
+    def write(i, x):
+        match i % 3:
+            case 0:
+                backend.set(keys[x], {"by": "us", "n": i}, 300)
+            case 1:
+                f.set({"by": "us", "n": i}, x=x)
+            case 2:
+                f(x, _overwrite_cache=True)
+        backend.get(keys[x])
+
+    async def awrite(i, x):
+        match i % 3:
+            case 0:
+                await backend.aset(keys[x], {"by": "us", "n": i}, 300)
+            case 1:
+                await af.set({"by": "us", "n": i}, x=x)
+            case 2:
+                await af(x, _overwrite_cache=True)
+        await backend.aget(keys[x])
+
+    async def arun(n):
+        for i in range(n):
+            for x in xs:
+                await awrite(i, x)
+
+    def agree():
+        return all(backend.get(k) == pickle.loads(r.get(k)[8:]) for k in keys)
+
+    hammer = Hammer(tmp_path, r_url(r), keys)
+    try:
+        counts = [0]
+        for _round in range(25):
+            hammer.go()
+            if face == "sync":
+                for i in range(60):
+                    for x in xs:
+                        write(i, x)
+            else:
+                asyncio.run(arun(60))
+            counts.append(hammer.stop())
+            poll(agree, "every key read here to be what Redis holds")
+        # The other process wrote in every round.
+        assert all(b > a for a, b in zip(counts, counts[1:]))
+    finally:
+        hammer.close()
