@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import cachu
@@ -310,17 +311,31 @@ def test_a_racing_writer_is_never_hidden_by_our_written_copy(near, r, tmp_path, 
     def agree():
         return all(backend.get(k) == pickle.loads(r.get(k)[8:]) for k in keys)
 
+    def read_along(done):
+        # Reads of ours racing our writes (a read that saw the value a
+        # write replaced must not keep it).
+        while not done.is_set():
+            for k in keys:
+                backend.get(k)
+
     hammer = Hammer(tmp_path, r_url(r), keys)
     try:
         counts = [0]
         for _round in range(25):
             hammer.go()
-            if face == "sync":
-                for i in range(60):
-                    for x in xs:
-                        write(i, x)
-            else:
-                asyncio.run(arun(60))
+            done = threading.Event()
+            reader = threading.Thread(target=read_along, args=(done,))
+            reader.start()
+            try:
+                if face == "sync":
+                    for i in range(60):
+                        for x in xs:
+                            write(i, x)
+                else:
+                    asyncio.run(arun(60))
+            finally:
+                done.set()
+                reader.join()
             counts.append(hammer.stop())
             poll(agree, "every key read here to be what Redis holds")
         # The other process wrote in every round.
