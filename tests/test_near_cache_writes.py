@@ -11,6 +11,7 @@ told by the server's own command counters (``INFO commandstats``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import pickle
 import struct
 import subprocess
@@ -339,6 +340,6 @@ def test_a_racing_writer_is_never_hidden_by_our_written_copy(near, r, tmp_path, 
             counts.append(hammer.stop())
             poll(agree, "every key read here to be what Redis holds")
         # The other process wrote in every round.
-        assert all(b > a for a, b in zip(counts, counts[1:]))
+        assert all(b > a for a, b in itertools.pairwise(counts))
     finally:
         hammer.close()

@@ -1,14 +1,18 @@
-//! The near cache: recently read Redis entries kept in process memory, as
+//! The near cache: recently read or written Redis entries kept in process
+//! memory, as
 //! whatever value type the caller decodes them into, and kept coherent with
 //! the server by server-assisted invalidation (RESP3 `CLIENT TRACKING`).
 //!
-//! Tracking: one connection per near cache, in RESP3, runs `CLIENT TRACKING
-//! ON BCAST PREFIX <prefix>`: from then on the server pushes on it the name
-//! of every key under the prefix that any client writes, deletes, or that
-//! expires or is evicted (a `FLUSHALL` pushes a null: everything). The
-//! connections that read and write values are untouched (BCAST tracks by
-//! prefix, not by what a connection read), so with the near cache off
-//! nothing changes, and a read needs no bookkeeping on the server.
+//! Tracking: one connection per near cache (per master on a cluster), in
+//! RESP3, runs `CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP`: from then
+//! on the server pushes on it the name of every key under the prefix that
+//! any client writes, deletes, or that expires or is evicted (a `FLUSHALL`
+//! pushes a null: everything), except the writes made on that connection
+//! itself. The connections that read and write values are untouched (BCAST
+//! tracks by prefix, not by what a connection read), so with the near cache
+//! off nothing changes, and a read needs no bookkeeping on the server. The
+//! writes whose value is kept go out on the tracking connection (see
+//! [`NearCache::write_pass`]).
 //!
 //! The guarantee: an entry is only ever kept if no invalidation of its key
 //! (and no loss of the tracking connection) can have been missed between
@@ -19,7 +23,9 @@
 //! unchanged when it is inserted, checked under the stripe's lock that
 //! invalidations take too (and under the gate a flush takes for writing),
 //! so an invalidation that arrived before the insert is never undone by it.
-//! No ticket is given while the tracking connection is not confirmed.
+//! No ticket is given while the tracking connection is not confirmed. A
+//! value written is kept on the same terms, from the moment its write was
+//! sent ([`NearCache::written`]).
 //!
 //! Everything is flushed, and the epoch bumped, when the tracking
 //! connection drops or fails a health check (the server may have restarted
