@@ -180,6 +180,16 @@ SCENARIOS = [
         "reference": False,
         "impls": ["cachu", "ours, memory hit", "ours, redis hit, near cache off"],
     },
+    # a value written, then read back (`f.set(v, x=k)`, then `f(k)`): with
+    # the near cache the write keeps the value, so the read is a memory hit;
+    # both rows note the Redis commands per write + read.
+    {
+        "name": "near-cache set + get",
+        "groups": ("near", "redis"),
+        "kind": "slow_miss",
+        "reference": False,
+        "impls": ["cachu", "ours, near cache off"],
+    },
     # a 3-master + 3-replica Redis Cluster (bench/cluster.py), pinned like redis
     {
         "name": "cluster hit",
@@ -987,6 +997,65 @@ class CachuNearHit(HitCase):
         return ns
 
 
+SET_GET_NOTE = "redis commands per set + get: "
+
+
+class CachuNearSetGet(HitCase):
+    """Write a value with the function's `set`, then read it back: the near
+    cache keeps what it writes, so the read makes no round trip."""
+
+    near = True
+
+    def build(self):
+        import cachu
+
+        if self.near:
+            cachu.configure(
+                package=NEAR_PACKAGE, redis_url=self.env.need_redis_url(), redis_near_cache=1024
+            )
+            body = self.counted(user)
+            body.__name__ = body.__qualname__ = "bench_near_set_get"
+            f = cachu.cache(ttl=TTL, backend="redis", package=NEAR_PACKAGE)(body)
+        else:
+            self.env.configure_redis()
+            f = _cachu_sync(self.env, self.counted(user), "bench_set_get", "redis")
+
+        def set_get(k):
+            f.set(user(k), x=k)
+            return f(k)
+
+        return set_get
+
+    def setup(self):
+        import cachu
+
+        super().setup()
+        if not self.near:
+            return
+        # Tracking comes up in the background; writes are kept once it is.
+        backend = cachu.get_backend("redis", NEAR_PACKAGE, ttl=TTL)
+        deadline = time.monotonic() + 30
+        while not backend.near_state[1]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the near cache's tracking never came up")
+            time.sleep(0.01)
+
+    def run(self, n):
+        client = self.env.redis_client()
+        before = redis_commands(client)
+        ns = super().run(n)
+        ran = redis_commands(client) - before
+        calls = max(1, n // NKEYS) * NKEYS
+        self.env.notes.append(f"{SET_GET_NOTE}{ran / calls:.2f}")
+        return ns
+
+
+class CachuSetGetNearOff(CachuNearSetGet):
+    """The same without a near cache: the read is a Redis hit."""
+
+    near = False
+
+
 class CachuPeersMemHit(HitCase):
     """Ours, a memory hit, in the peers worker beside the near rows."""
 
@@ -1282,6 +1351,8 @@ CASES = {
     ("near-cache hit", "cachu"): CachuNearHit,
     ("near-cache hit", "ours, memory hit"): CachuPeersMemHit,
     ("near-cache hit", "ours, redis hit, near cache off"): CachuPeersRedisHit,
+    ("near-cache set + get", "cachu"): CachuNearSetGet,
+    ("near-cache set + get", "ours, near cache off"): CachuSetGetNearOff,
     ("cluster hit", "cachu"): CachuClusterHit,
     ("cluster hit", "raw socket GET, owner node"): RawClusterGet,
     ("cluster miss + store", "raw socket lock+get, store+release, owner node"): RawClusterMiss,
