@@ -1,14 +1,15 @@
 //! The writes of a region with a near cache. A write whose value is to be
 //! kept near goes out on the near cache's tracking connection (for why
-//! there, see [`NearCache::write_pass`]), as one transaction doing exactly
-//! what the plain write does; the value is kept once its reply is in, if
+//! there, see [`NearCache::write_pass`]), as the same commands the plain
+//! write sends; the value is kept once its reply is in, if
 //! nothing touched the key meanwhile. Any other write goes the plain way,
 //! and the near entry of its key is dropped.
 
-use redis::{RedisError, RedisResult, Value};
+use redis::aio::ConnectionLike as _;
+use redis::{RedisError, RedisResult};
 
 use super::near::{Keep, NearCache};
-use super::{topology, ttl_secs, LockToken, RedisBackend, COMPARE_DELETE_LUA};
+use super::{look, topology, ttl_secs, LockToken, RedisBackend};
 use crate::backend::Backend;
 use crate::clock::now;
 use crate::error::Result;
@@ -75,9 +76,10 @@ impl RedisBackend {
         out
     }
 
-    /// Write on `keep`'s pass: `SETEX` (with `token`, in a `MULTI` with the
-    /// lock's release, as the store-and-unlock script does it: a script's
-    /// writes are pushed back even under NOLOOP, a transaction's are not).
+    /// Write on `keep`'s pass the commands the plain store sends: `SETEX`,
+    /// and with `token` the lock's release after it (by `EVALSHA`: a
+    /// script's own writes are pushed back even under NOLOOP, but the
+    /// `SETEX` is the connection's, and the lock is no key of the prefix).
     async fn send_kept<V: Send + Sync + 'static>(
         &self,
         near: &NearCache<V>,
@@ -99,40 +101,29 @@ impl RedisBackend {
         let created_at = now();
         let payload = self.encode_for(key, value, created_at);
         let conn = pass.connection();
-        let reply: RedisResult<Value> = match token {
-            None => {
-                redis::cmd("SETEX")
-                    .arg(key)
-                    .arg(secs)
-                    .arg(&payload[..])
-                    .query_async(conn)
-                    .await
-            }
+        let reply: RedisResult<bool> = match token {
+            None => conn
+                .req_packed_command(&look::store(key, &payload, ttl))
+                .await
+                .and_then(|v| v.extract_error())
+                .map(|_| true),
             Some(t) => {
-                redis::pipe()
-                    .atomic()
-                    .cmd("SETEX")
-                    .arg(key)
-                    .arg(secs)
-                    .arg(&payload[..])
-                    .ignore()
-                    .cmd("EVAL")
-                    .arg(COMPARE_DELETE_LUA)
-                    .arg(1)
-                    .arg(self.lock_key_of(key))
-                    .arg(t.as_str())
-                    .ignore()
-                    .query_async(conn)
-                    .await
+                let pipe = self.store_then_release(key, &payload, ttl, t);
+                look::read_store(conn.req_packed_commands(&pipe, 0, 2).await)
             }
         };
         let hashed = HashedKey::new(key);
         match reply {
-            Ok(_) => {
+            Ok(released) => {
                 // Redis counts the TTL from when it ran the write, after now.
                 let expires_at = created_at + secs as f64;
                 drop(near.written(hashed, pass, kept, weight, created_at, expires_at));
-                Sent::Done(Ok(()))
+                self.stored(key, ttl);
+                Sent::Done(match (released, token) {
+                    // The server did not know the release's script yet.
+                    (false, Some(t)) => self.unlock_async(key, t).await,
+                    _ => Ok(()),
+                })
             }
             Err(e) if refused(&e) => {
                 pass.refused();
@@ -154,11 +145,10 @@ impl RedisBackend {
 }
 
 /// The server refused the write without running any of it: a cluster
-/// redirection (the slot moved since the session began), or a transaction
-/// it discarded.
+/// redirection (the slot moved since the session began).
 fn refused(e: &RedisError) -> bool {
     matches!(
         e.code(),
-        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "CROSSSLOT" | "EXECABORT")
+        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "CROSSSLOT")
     )
 }

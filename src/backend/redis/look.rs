@@ -75,7 +75,7 @@ fn lock_then_get(key: &str, lock: &str, token: &LockToken, secs: u64) -> Pipelin
 }
 
 /// `SETEX key secs payload` (`DEL key` for a TTL of zero or less).
-fn store(key: &str, payload: &[u8], ttl: f64) -> Cmd {
+pub(super) fn store(key: &str, payload: &[u8], ttl: f64) -> Cmd {
     match ttl_secs(ttl) {
         Some(secs) => {
             let mut cmd = command("SETEX", 3, key.len() + NUMBER + payload.len());
@@ -95,7 +95,7 @@ fn store(key: &str, payload: &[u8], ttl: f64) -> Cmd {
 /// script (then released by a call that loads it).
 /// (A cluster connection answers a pipeline with its first error: a
 /// `NOSCRIPT` there is the release's, as the `SETEX` cannot answer one.)
-fn read_store(replies: RedisResult<Vec<Value>>) -> RedisResult<bool> {
+pub(super) fn read_store(replies: RedisResult<Vec<Value>>) -> RedisResult<bool> {
     let no_script =
         |e: &RedisError| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
     let mut replies = match replies {
@@ -259,7 +259,7 @@ impl RedisBackend {
     }
 
     /// Remember what a store left under `key`.
-    fn stored(&self, key: &str, ttl: f64) {
+    pub(super) fn stored(&self, key: &str, ttl: f64) {
         match ttl_secs(ttl) {
             Some(_) => self.presence.found(key),
             None => self.presence.gone(key),
@@ -268,7 +268,7 @@ impl RedisBackend {
 
     /// `store(...)` then the release of `key`'s lock by `token` (with
     /// `EVALSHA`: the script is known to the server after its first call).
-    fn store_then_release(
+    pub(super) fn store_then_release(
         &self,
         key: &str,
         payload: &[u8],
