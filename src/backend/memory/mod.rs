@@ -28,14 +28,16 @@
 //! assert_eq!(store.evictions(), 1);
 //! ```
 
+mod dense;
+mod index;
 mod policy;
 mod sketch;
 pub mod sweep;
 
-use hashbrown::HashTable;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
+use dense::{Dense, Hashed};
 pub use policy::Bounds;
 use policy::{Policy, Rec};
 use sketch::MAX_COUNT;
@@ -54,8 +56,6 @@ const SHARDS: usize = 32;
 /// microsecond): at an eighth of a shard, writes carrying a slice took
 /// 5-15 ms at a million entries.
 const PARTS: usize = 128;
-/// How far each sweep part reaches into the next (see `sweep_slice`).
-const PART_OVERLAP: usize = 16;
 /// `memory_sweep_interval`'s default: least seconds between two sweeps.
 pub const DEFAULT_SWEEP_INTERVAL: f64 = 60.0;
 
@@ -74,6 +74,13 @@ struct Slot<V> {
     epoch: u8,
     /// Hit since the eviction hand last passed (CLOCK's reference bit).
     touched: bool,
+}
+
+impl<V> Hashed for Slot<V> {
+    #[inline]
+    fn hash(&self) -> u64 {
+        self.hash
+    }
 }
 
 impl<V> Slot<V> {
@@ -102,8 +109,16 @@ impl<V> Slot<V> {
     }
 }
 
+impl Rec {
+    /// Whether `slot` is the entry this record was made for.
+    #[inline]
+    fn names<V>(&self, slot: &Slot<V>) -> bool {
+        slot.hash == self.hash && slot.seq == self.seq
+    }
+}
+
 struct Shard<V> {
-    table: HashTable<Slot<V>>,
+    table: Dense<Slot<V>>,
     next_seq: u32,
     /// Entries per sweep part in the current pass (see `sweep_slice`).
     part_len: usize,
@@ -162,7 +177,7 @@ impl<V> MemoryStore<V> {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        table: HashTable::new(),
+                        table: Dense::new(),
                         next_seq: 0,
                         part_len: 0,
                     })
@@ -244,19 +259,17 @@ impl<V> MemoryStore<V> {
         sweep::tick(now);
         let hash = key.hash;
         let mut shard = self.locate(hash).lock();
-        match shard.table.find_entry(hash, |s| &*s.key == key.text) {
-            Ok(entry) => {
-                if entry.get().live(now) {
-                    let slot = entry.into_mut();
-                    slot.touch(self.epoch.load(Relaxed));
-                    (Some(f(&slot.value, slot.created_at)), None)
-                } else {
-                    let (slot, _) = entry.remove();
-                    self.forget(&slot);
-                    (None, Some(slot.value))
-                }
-            }
-            Err(_) => (None, None),
+        let Some(at) = shard.table.find(hash, |s| &*s.key == key.text) else {
+            return (None, None);
+        };
+        let slot = shard.table.get_mut(at);
+        if slot.live(now) {
+            slot.touch(self.epoch.load(Relaxed));
+            (Some(f(&slot.value, slot.created_at)), None)
+        } else {
+            let slot = shard.table.swap_remove(at);
+            self.forget(&slot);
+            (None, Some(slot.value))
         }
     }
 
@@ -319,18 +332,19 @@ impl<V> MemoryStore<V> {
         if self.bounded.load(Relaxed) {
             return Some(slot);
         }
-        match shard.table.find_entry(hash, |s| &*s.key == key.text) {
-            Ok(mut entry) => {
-                slot.seq = entry.get().seq;
-                let old = std::mem::replace(entry.get_mut(), slot);
-                self.reweigh(old.weight, entry.get().weight);
+        match shard.table.find(hash, |s| &*s.key == key.text) {
+            Some(at) => {
+                let cur = shard.table.get_mut(at);
+                slot.seq = cur.seq;
+                let old = std::mem::replace(cur, slot);
+                self.reweigh(old.weight, cur.weight);
                 dropped.push(old.value);
             }
-            Err(_) => {
+            None => {
                 slot.seq = shard.seq();
                 self.entries.fetch_add(1, Relaxed);
                 self.bytes.fetch_add(u64::from(slot.weight), Relaxed);
-                shard.table.insert_unique(hash, slot, |s| s.hash);
+                shard.table.push(slot);
             }
         }
         None
@@ -371,19 +385,19 @@ impl<V> MemoryStore<V> {
         {
             let mut shard = self.locate(hash).lock();
             let epoch = self.epoch.load(Relaxed);
-            match shard.table.find_entry(hash, |s| &*s.key == key.text) {
-                Ok(mut entry) => {
+            match shard.table.find(hash, |s| &*s.key == key.text) {
+                Some(at) => {
                     // A rewrite is a use; the entry keeps its place.
-                    let cur = entry.get();
+                    let cur = shard.table.get_mut(at);
                     slot.seq = cur.seq;
                     slot.freq = cur.freq;
                     slot.epoch = cur.epoch;
                     slot.touch(epoch);
-                    let old = std::mem::replace(entry.get_mut(), slot);
-                    self.reweigh(old.weight, entry.get().weight);
+                    let old = std::mem::replace(cur, slot);
+                    self.reweigh(old.weight, cur.weight);
                     dropped.push(old.value);
                 }
-                Err(_) => {
+                None => {
                     // The entry starts with the key's history, not
                     // counting this access: in a loop every key comes back
                     // one access ahead of the entry it would replace, and
@@ -400,7 +414,7 @@ impl<V> MemoryStore<V> {
                     });
                     self.entries.fetch_add(1, Relaxed);
                     self.bytes.fetch_add(u64::from(slot.weight), Relaxed);
-                    shard.table.insert_unique(hash, slot, |s| s.hash);
+                    shard.table.push(slot);
                 }
             }
         }
@@ -495,9 +509,8 @@ impl<V> MemoryStore<V> {
     /// clear its reference bit.
     fn inspect(&self, rec: Rec, now: f64, clear: bool) -> Option<Seen> {
         let mut shard = self.locate(rec.hash).lock();
-        let slot = shard
-            .table
-            .find_mut(rec.hash, |s| s.hash == rec.hash && s.seq == rec.seq)?;
+        let at = shard.table.find(rec.hash, |s| rec.names(s))?;
+        let slot = shard.table.get_mut(at);
         let seen = Seen {
             freq: slot.freq_at(self.epoch.load(Relaxed)),
             live: slot.live(now),
@@ -514,12 +527,9 @@ impl<V> MemoryStore<V> {
     fn remove_rec(&self, pol: &mut Policy, rec: Rec, now: f64, dropped: &mut Vec<V>) {
         let slot = {
             let mut shard = self.locate(rec.hash).lock();
-            match shard
-                .table
-                .find_entry(rec.hash, |s| s.hash == rec.hash && s.seq == rec.seq)
-            {
-                Ok(entry) => entry.remove().0,
-                Err(_) => return,
+            match shard.table.find(rec.hash, |s| rec.names(s)) {
+                Some(at) => shard.table.swap_remove(at),
+                None => return,
             }
         };
         self.forget(&slot);
@@ -539,10 +549,7 @@ impl<V> MemoryStore<V> {
     fn compact(&self, pol: &mut Policy) {
         let stored = |rec: &Rec| {
             let shard = self.locate(rec.hash).lock();
-            shard
-                .table
-                .find(rec.hash, |s| s.hash == rec.hash && s.seq == rec.seq)
-                .is_some()
+            shard.table.find(rec.hash, |s| rec.names(s)).is_some()
         };
         pol.window.retain(stored);
         pol.main.retain(stored);
@@ -579,7 +586,7 @@ impl<V> MemoryStore<V> {
                 let mut pol = Policy::new(bounds, self.len());
                 for shard in self.shards.iter() {
                     let shard = shard.lock();
-                    pol.main.extend(shard.table.iter().map(|s| Rec {
+                    pol.main.extend(shard.table.entries().iter().map(|s| Rec {
                         hash: s.hash,
                         seq: s.seq,
                     }));
@@ -595,15 +602,11 @@ impl<V> MemoryStore<V> {
     pub fn remove(&self, key: HashedKey<'_>, now: f64) -> Option<(V, bool)> {
         let hash = key.hash;
         let mut shard = self.locate(hash).lock();
-        match shard.table.find_entry(hash, |s| &*s.key == key.text) {
-            Ok(entry) => {
-                let (slot, _) = entry.remove();
-                self.forget(&slot);
-                let live = slot.live(now);
-                Some((slot.value, live))
-            }
-            Err(_) => None,
-        }
+        let at = shard.table.find(hash, |s| &*s.key == key.text)?;
+        let slot = shard.table.swap_remove(at);
+        self.forget(&slot);
+        let live = slot.live(now);
+        Some((slot.value, live))
     }
 
     /// Remove every entry whose key matches `pattern` (all when `None`),
@@ -614,20 +617,19 @@ impl<V> MemoryStore<V> {
         let mut removed = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
-            // extract_if keeps the table's capacity for the entries to come.
-            removed.extend(
-                shard
-                    .table
-                    .extract_if(|s| {
-                        let matches = pattern.is_none_or(|p| glob_match(p, &s.key));
-                        let alive = s.live(now);
-                        live += u64::from(matches && alive);
-                        matches || !alive
-                    })
-                    .map(|s| {
-                        self.forget(&s);
-                        s.value
-                    }),
+            // Capacity is kept for the entries to come.
+            shard.table.remove_where(
+                0..usize::MAX,
+                |s| {
+                    let matches = pattern.is_none_or(|p| glob_match(p, &s.key));
+                    let alive = s.live(now);
+                    live += u64::from(matches && alive);
+                    matches || !alive
+                },
+                |s| {
+                    self.forget(&s);
+                    removed.push(s.value);
+                },
             );
         }
         (live, removed)
@@ -636,53 +638,42 @@ impl<V> MemoryStore<V> {
     /// Remove the expired entries of slice `i` of a pass: one part of one
     /// shard (`whole`: all of that shard).
     ///
-    /// A part is a run of the shard's entries in table order, so that a
-    /// slice reads only its own entries (the run's start is found on the
-    /// table's control bytes alone) and drops a bounded number of values.
-    /// The parts of a shard are taken from the last to the first: removing
-    /// entries moves the rank of later entries only, never of the parts
-    /// still to come. Writes between two slices can move a few entries
-    /// across a boundary; the runs overlap by `PART_OVERLAP` for them, and
-    /// any still missed wait for the next pass.
+    /// A part is a run of the shard's entries in place order, so that a
+    /// slice reads only its own entries and drops a bounded number of
+    /// values. The parts of a shard are taken from the last to the first:
+    /// a removal moves the shard's last entry into the hole, so the entries
+    /// of the parts still to come never move (a hole among them is filled
+    /// by an entry already looked at, or by one written since the pass
+    /// began, which is not yet due).
     fn sweep_slice(&self, i: usize, whole: bool, now: f64, dropped: &mut Vec<V>) {
         let before = dropped.len();
-        if whole {
-            let mut shard = self.shards[i].lock();
-            dropped.extend(shard.table.extract_if(|s| !s.live(now)).map(|s| {
-                self.forget(&s);
-                s.value
-            }));
+        let mut shard;
+        let range = if whole {
+            shard = self.shards[i].lock();
+            0..usize::MAX
         } else {
-            let (shard, step) = (i / PARTS, i % PARTS);
+            let (at, step) = (i / PARTS, i % PARTS);
             let part = PARTS - 1 - step;
-            let mut shard = self.shards[shard].lock();
+            shard = self.shards[at].lock();
             if step == 0 {
                 shard.part_len = shard.table.len().div_ceil(PARTS);
             }
             let per = shard.part_len;
-            let take = if part == PARTS - 1 {
+            let end = if part == PARTS - 1 {
                 usize::MAX // and whatever the shard grew by
             } else {
-                per + PART_OVERLAP
+                (part + 1) * per
             };
-            // Found first, removed after: removing moves no other entry in
-            // the table, so the addresses stay good while the lock is held.
-            let expired: Vec<(u64, *const Slot<V>)> = shard
-                .table
-                .iter()
-                .skip(part * per)
-                .take(take)
-                .filter(|s| !s.live(now))
-                .map(|s| (s.hash, s as *const Slot<V>))
-                .collect();
-            for (hash, at) in expired {
-                if let Ok(entry) = shard.table.find_entry(hash, |s| std::ptr::eq(s, at)) {
-                    let (slot, _) = entry.remove();
-                    self.forget(&slot);
-                    dropped.push(slot.value);
-                }
-            }
-        }
+            part * per..end
+        };
+        shard.table.remove_where(
+            range,
+            |s| !s.live(now),
+            |s| {
+                self.forget(&s);
+                dropped.push(s.value);
+            },
+        );
         self.expired_swept
             .fetch_add((dropped.len() - before) as u64, Relaxed);
     }
@@ -740,6 +731,7 @@ impl<V> MemoryStore<V> {
             out.extend(
                 shard
                     .table
+                    .entries()
                     .iter()
                     .filter(|s| s.live(now) && pattern.is_none_or(|p| glob_match(p, &s.key)))
                     .map(|s| s.key.to_string()),
@@ -757,6 +749,7 @@ impl<V> MemoryStore<V> {
                 let shard = shard.lock();
                 shard
                     .table
+                    .entries()
                     .iter()
                     .filter(|s| s.live(now) && pattern.is_none_or(|p| glob_match(p, &s.key)))
                     .count() as u64
