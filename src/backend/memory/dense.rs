@@ -15,7 +15,7 @@
 //! places alone: growing it reads every entry's hash, and a lookup or
 //! insert touches a control line and a slot line (see [`Index`]).
 
-use super::index::Index;
+use super::index::{prefetch, Index};
 
 /// What the index needs of an entry: its hash.
 pub trait Hashed {
@@ -47,11 +47,24 @@ impl<T: Hashed> Dense<T> {
     }
 
     /// The place of the entry with this `hash` for which `eq` holds.
+    ///
+    /// A miss prefetches the place the next entry will take, as the index
+    /// prefetches its record (see [`Index::find`]).
     #[inline]
     pub fn find(&self, hash: u64, eq: impl Fn(&T) -> bool) -> Option<usize> {
         let entries = &self.entries;
-        let slot = self.index.find(hash as u32, |at| eq(&entries[at]))?;
-        Some(self.index.place(slot))
+        match self.index.find(hash as u32, |at| eq(&entries[at])) {
+            Some(slot) => Some(self.index.place(slot)),
+            None => {
+                if entries.len() < entries.capacity() {
+                    // Its first and last byte: an entry may span two lines.
+                    let next = entries.as_ptr().wrapping_add(entries.len());
+                    prefetch(next);
+                    prefetch(next.cast::<u8>().wrapping_add(size_of::<T>() - 1));
+                }
+                None
+            }
+        }
     }
 
     #[inline]

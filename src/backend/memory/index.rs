@@ -152,18 +152,18 @@ fn put(tags: &mut [u8], records: &mut [u64], r: u64) {
     records[i] = r;
 }
 
-/// Ask for the line holding `r` ahead of a write to it.
+/// Ask for the line holding `p` ahead of a write to it.
 #[inline]
-fn prefetch(r: &u64) {
+pub fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch has no effect the program can observe (it never
-    // faults), and `r` is a valid address anyway.
+    // SAFETY: a prefetch has no effect the program can observe: it never
+    // faults, whatever the address.
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((r as *const u64).cast());
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
+    let _ = p;
 }
 
 #[cfg(test)]
