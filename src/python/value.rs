@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
@@ -123,27 +124,45 @@ fn is_scalar(v: &Bound<'_, PyAny>) -> bool {
 }
 
 /// The weight of an immutable scalar, `None` for anything else.
+///
+/// Run on every member of every value stored: the type pointer is read
+/// once, and the likeliest types come first.
 #[inline]
 fn scalar_weight(v: &Bound<'_, PyAny>) -> Option<u64> {
-    if v.is_none() || v.is_exact_instance_of::<PyBool>() {
-        return Some(0);
+    let t = v.get_type_ptr();
+    if t == &raw mut ffi::PyUnicode_Type {
+        let len = v.cast_exact::<PyString>().map_or(0, |s| s.len().unwrap_or(0));
+        return Some(49 + len as u64);
     }
-    if v.is_exact_instance_of::<PyInt>() {
+    if t == &raw mut ffi::PyLong_Type {
         return Some(32);
     }
-    if v.is_exact_instance_of::<PyFloat>() {
+    if t == &raw mut ffi::PyFloat_Type {
         return Some(24);
     }
-    if let Ok(s) = v.cast_exact::<PyString>() {
-        return Some(49 + s.len().unwrap_or(0) as u64);
+    if v.is_none() || t == &raw mut ffi::PyBool_Type {
+        return Some(0);
     }
     if let Ok(b) = v.cast_exact::<PyBytes>() {
         return Some(33 + b.as_bytes().len() as u64);
     }
-    if v.is_exact_instance_of::<PyComplex>() {
+    if t == &raw mut ffi::PyComplex_Type {
         return Some(32);
     }
     None
+}
+
+/// What a member weighs if it can be shared as it is (scalars first,
+/// without the call): `Ok(None)` if it cannot.
+#[inline]
+fn shared_weight(v: &Bound<'_, PyAny>, depth: u32) -> PyResult<Option<u64>> {
+    if let Some(w) = scalar_weight(v) {
+        return Ok(Some(w));
+    }
+    Ok(match snapshot(v, depth)? {
+        Snapshot::Same(w) => Some(w),
+        _ => None,
+    })
 }
 
 /// `per` bytes for each of `n` items.
@@ -166,10 +185,14 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
         let mut flat = true;
         let mut weight = 64 + items(40, d.len());
         for (k, val) in d.iter() {
-            let Same(w) = snapshot(&k, depth + 1)? else {
+            let Some(w) = shared_weight(&k, depth + 1)? else {
                 return Ok(Other);
             };
             weight += w;
+            if let Some(w) = scalar_weight(&val) {
+                weight += w;
+                continue;
+            }
             match snapshot(&val, depth + 1)? {
                 Same(w) => weight += w,
                 Copy(c, _, w) => {
@@ -187,6 +210,10 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
         let mut flat = true;
         let mut weight = 56 + items(8, l.len());
         for (i, item) in l.iter().enumerate() {
+            if let Some(w) = scalar_weight(&item) {
+                weight += w;
+                continue;
+            }
             match snapshot(&item, depth + 1)? {
                 Same(w) => weight += w,
                 Copy(c, _, w) => {

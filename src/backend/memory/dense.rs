@@ -53,8 +53,8 @@ impl<T: Hashed> Dense<T> {
     #[inline]
     pub fn find(&self, hash: u64, eq: impl Fn(&T) -> bool) -> Option<usize> {
         let entries = &self.entries;
-        match self.index.find(hash as u32, |at| eq(&entries[at])) {
-            Some(slot) => Some(self.index.place(slot)),
+        match self.index.find_place(hash as u32, |at| eq(&entries[at])) {
+            Some(at) => Some(at),
             None => {
                 if entries.len() < entries.capacity() {
                     // Its first and last byte: an entry may span two lines.

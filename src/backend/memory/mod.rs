@@ -141,7 +141,7 @@ struct Seen {
 
 /// Thread-safe map from key to `(value, created_at, expires_at)`.
 pub struct MemoryStore<V> {
-    shards: Box<[Mutex<Shard<V>>]>,
+    shards: Box<[Mutex<Shard<V>>; SHARDS]>,
     /// Entries stored (expired ones not yet removed included), and their
     /// weight in bytes; kept on every insert and removal.
     entries: AtomicU64,
@@ -174,15 +174,13 @@ impl<V> MemoryStore<V> {
     /// never, expired entries then go only when read or evicted).
     pub fn with_bounds(bounds: Bounds, sweep_interval: f64) -> Self {
         Self {
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        table: Dense::new(),
-                        next_seq: 0,
-                        part_len: 0,
-                    })
+            shards: Box::new(std::array::from_fn(|_| {
+                Mutex::new(Shard {
+                    table: Dense::new(),
+                    next_seq: 0,
+                    part_len: 0,
                 })
-                .collect(),
+            })),
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             bounded: AtomicBool::new(bounds.is_bounded()),
