@@ -69,7 +69,10 @@ impl Index {
         let t = tag(hash);
         let mut i = hash as usize & mask;
         while let Some(&found) = self.tags.get(i) {
-            if found == t && eq(place_of(self.records[i])) {
+            // SAFETY: `tags` and `records` always have the same length
+            // (`grow` makes both), and `tags.get(i)` found `i` in bounds.
+            // On every hit: the check this skips is a tenth of the probe.
+            if found == t && eq(place_of(unsafe { *self.records.get_unchecked(i) })) {
                 return Some(i);
             }
             if found == FREE {
