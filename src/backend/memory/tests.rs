@@ -126,6 +126,47 @@ fn sweeps_come_in_slices_once_per_interval() {
 }
 
 #[test]
+fn a_pass_misses_no_entry_though_deletes_move_entries_between_slices() {
+    // Live and expired entries interleaved, so removals move live entries
+    // into holes; between slices, deletes move more (from the shards' ends).
+    let t = now();
+    let m: MemoryStore<Vec<u8>> = MemoryStore::with_bounds(Bounds::default(), 5.0);
+    for i in 0..6000 {
+        let expires = if i % 3 == 0 { t + 100.0 } else { t - 1.0 };
+        drop(m.insert(HashedKey::new(&format!("k{i}")), vec![], 0, t - 10.0, expires));
+    }
+    let mut live_deleted = 0;
+    let mut slices = 0;
+    while let Some(i) = m.sweep.next_slice(t + 6.0) {
+        let mut dropped = vec![];
+        m.sweep_slice(i, false, t + 6.0, &mut dropped);
+        slices += 1;
+        // A live entry and an expired one (if not yet swept) go by delete
+        // every few slices.
+        if slices % 7 == 0 {
+            let k = format!("k{}", 3 * (slices / 7));
+            let (_, live) = m.remove(HashedKey::new(&k), t + 6.0).expect("stored");
+            assert!(live);
+            live_deleted += 1;
+            let k = format!("k{}", 3 * (slices / 7) + 1);
+            drop(m.remove(HashedKey::new(&k), t + 6.0));
+        }
+    }
+    assert_eq!(slices, SHARDS * PARTS);
+    let left = 2000 - live_deleted;
+    assert_eq!(stored(&m), left, "no expired entry is left");
+    assert_eq!(m.len(), left as u64);
+    assert!(m
+        .keys_at(None, t + 6.0)
+        .iter()
+        .all(|k| k[1..].parse::<usize>().unwrap() % 3 == 0));
+    // Every entry left is found by its key.
+    for k in m.keys_at(None, t + 6.0) {
+        assert!(has(&m, &k), "{k} is indexed");
+    }
+}
+
+#[test]
 fn interval_zero_sweeps_on_every_write_and_infinity_never() {
     let t = now();
     let m: MemoryStore<Vec<u8>> = MemoryStore::with_bounds(Bounds::default(), 0.0);
