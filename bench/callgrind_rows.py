@@ -86,7 +86,10 @@ def main() -> None:
         impl = impl or "cachu"
         one = count(scenario, impl, args.calls, args.calls_only)
         two = count(scenario, impl, 2 * args.calls, args.calls_only)
-        print(f"{scenario} ({impl}): {(two - one) / args.calls:,.0f} instructions per call", flush=True)
+        print(
+            f"{scenario} ({impl}): {(two - one) / args.calls:,.0f} instructions per call",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

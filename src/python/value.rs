@@ -131,7 +131,9 @@ fn is_scalar(v: &Bound<'_, PyAny>) -> bool {
 fn scalar_weight(v: &Bound<'_, PyAny>) -> Option<u64> {
     let t = v.get_type_ptr();
     if t == &raw mut ffi::PyUnicode_Type {
-        let len = v.cast_exact::<PyString>().map_or(0, |s| s.len().unwrap_or(0));
+        let len = v
+            .cast_exact::<PyString>()
+            .map_or(0, |s| s.len().unwrap_or(0));
         return Some(49 + len as u64);
     }
     if t == &raw mut ffi::PyLong_Type {

@@ -133,7 +133,13 @@ fn a_pass_misses_no_entry_though_deletes_move_entries_between_slices() {
     let m: MemoryStore<Vec<u8>> = MemoryStore::with_bounds(Bounds::default(), 5.0);
     for i in 0..6000 {
         let expires = if i % 3 == 0 { t + 100.0 } else { t - 1.0 };
-        drop(m.insert(HashedKey::new(&format!("k{i}")), vec![], 0, t - 10.0, expires));
+        drop(m.insert(
+            HashedKey::new(&format!("k{i}")),
+            vec![],
+            0,
+            t - 10.0,
+            expires,
+        ));
     }
     let mut live_deleted = 0;
     let mut slices = 0;
