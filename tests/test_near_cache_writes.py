@@ -134,6 +134,40 @@ def test_sync_writes_are_read_back_without_a_round_trip(near, r):
     assert backend.get(f._key(x=1)) is NO_VALUE
 
 
+def test_a_store_after_script_flush_still_releases_its_lock(near, r):
+    """The store's lock release is an EVALSHA; a server that forgot the
+    script (SCRIPT FLUSH) gets it loaded, and the value is still kept."""
+    f, src, _backend = near
+    assert f(1)["v"] == 0
+    r.script_flush()
+    src.value[1] = "after SCRIPT FLUSH"
+    assert f(1, _overwrite_cache=True)["v"] == "after SCRIPT FLUSH"
+    assert r.keys("lock:*") == []
+    values, quiet = silent([r], lambda: f(1))
+    assert quiet
+    assert values == [{"x": 1, "v": "after SCRIPT FLUSH"}] * 10
+
+
+def test_a_written_entry_expires_with_its_redis_ttl(own_server, pkg):
+    """With active expiry off, Redis sends nothing when the key's time is
+    up: the entry written here goes on its own at the TTL it was written
+    with."""
+    server = own_server(extra_args=["--enable-debug-command", "yes"])
+    peer = server.client()
+    peer.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+    cachu.configure(backend="redis", redis_url=server.url, redis_near_cache=100)
+    backend = cachu.get_backend("redis", pkg, ttl=300)
+    poll(lambda: (backend.get("5m:warm"), tracking(backend))[1], "tracking to come up")
+    key = "5m:short|k=1"
+    backend.set(key, {"v": "short"}, 1)
+    values, quiet = silent([peer], lambda: backend.get(key))
+    assert quiet and values == [{"v": "short"}] * 10
+    # Nothing tells this process the key is gone (until a read touches it on
+    # the server): were the entry kept past its TTL, this would never end.
+    poll(lambda: backend.get(key) is NO_VALUE, "the entry to expire")
+    peer.close()
+
+
 def test_async_writes_are_read_back_without_a_round_trip(near, r):
     _f, _src, backend = near
     src = Source()

@@ -38,6 +38,15 @@ impl RedisBackend {
         token: Option<&LockToken>,
         keep: Option<Keep<V>>,
     ) -> Result<()> {
+        // Not from the runtime's own threads (some odd path, a finaliser):
+        // there it cannot block on the runtime.
+        let keep = match (keep, tokio::runtime::Handle::try_current()) {
+            (Some(keep), Ok(_)) => {
+                keep.pass.refused();
+                None
+            }
+            (keep, _) => keep,
+        };
         if let Some(keep) = keep {
             let sent = crate::runtime::handle()
                 .block_on(self.send_kept(near, key, value, ttl, token, keep));
