@@ -206,8 +206,12 @@ def test_async_writes_are_read_back_without_a_round_trip(near, r):
     asyncio.run(main())
 
 
-def test_writes_on_a_cluster_are_read_back_without_a_round_trip(cluster, pkg):
-    cachu.configure(backend="redis", redis_url=cluster.url, redis_near_cache=100)
+@pytest.mark.parametrize("topology", ["cluster", "sentinels"])
+def test_writes_on_a_cluster_or_sentinel_master_are_read_back_without_a_round_trip(
+    request, topology, pkg
+):
+    topo = request.getfixturevalue(topology)
+    cachu.configure(backend="redis", redis_url=topo.url, redis_near_cache=100)
     src = Source()
 
     def source(x):
@@ -216,18 +220,25 @@ def test_writes_on_a_cluster_are_read_back_without_a_round_trip(cluster, pkg):
     f = cachu.cache(ttl=300, backend="redis")(source)
     backend = cachu.get_backend("redis", pkg, ttl=300)
     poll(lambda: (backend.get("5m:warm"), tracking(backend))[1], "tracking to come up")
-    nodes = [n.client() for n in cluster.master_nodes()]
-    try:
+    if topology == "cluster":
+        servers = topo.master_nodes()
+        xs = range(12)
         # Keys on every master: each is written on its own master's
         # tracking connection.
-        for x in range(6):
+        assert {topo.node_of(f._key(x=x)).port for x in xs} == {s.port for s in servers}
+    else:
+        servers = [topo.current_master()]
+        xs = range(2)
+    nodes = [s.client() for s in servers]
+    try:
+        for x in xs:
             src.runs = 0
             check_sync_writes(f, src, backend, nodes, x)
-        peer = cluster.client()
+        peer = topo.client() if topology == "cluster" else servers[0].client()
         try:
-            for x in range(6):
+            for x in xs:
                 peer.set(f._key(x=x), stored({"x": x, "v": "peer"}), ex=300)
-            for x in range(6):
+            for x in xs:
                 poll(lambda x=x: f(x)["v"] == "peer", f"the peer's value of key {x}")
         finally:
             peer.close()
