@@ -307,6 +307,13 @@ class Hammer:
         self.proc.stdout.close()
 
 
+def kill_tracking(r):
+    """Kill this process's tracking connections (CLIENT KILL)."""
+    for c in r.client_list():
+        if "t" in c["flags"]:
+            r.client_kill_filter(_id=c["id"])
+
+
 def r_url(r) -> str:
     kw = r.connection_pool.connection_kwargs
     return f"redis://{kw['host']}:{kw['port']}/0"
@@ -349,10 +356,13 @@ def test_a_racing_writer_is_never_hidden_by_our_written_copy(near, r, tmp_path, 
                 await af(x, _overwrite_cache=True)
         await backend.aget(keys[x])
 
-    async def arun(n):
+    async def arun(n, kill):
         for i in range(n):
             for x in xs:
                 await awrite(i, x)
+            if i == 30 and kill:
+                # A lost tracking connection, writes in flight.
+                kill_tracking(r)
 
     def agree():
         return all(backend.get(k) == pickle.loads(r.get(k)[8:]) for k in keys)
@@ -367,7 +377,9 @@ def test_a_racing_writer_is_never_hidden_by_our_written_copy(near, r, tmp_path, 
     hammer = Hammer(tmp_path, r_url(r), keys)
     try:
         counts = [0]
-        for _round in range(25):
+        flushes = backend.near_state[2]
+        for round_ in range(25):
+            kill = round_ % 5 == 4
             hammer.go()
             done = threading.Event()
             reader = threading.Thread(target=read_along, args=(done,))
@@ -377,14 +389,18 @@ def test_a_racing_writer_is_never_hidden_by_our_written_copy(near, r, tmp_path, 
                     for i in range(60):
                         for x in xs:
                             write(i, x)
+                        if i == 30 and kill:
+                            # A lost tracking connection, writes in flight.
+                            kill_tracking(r)
                 else:
-                    asyncio.run(arun(60))
+                    asyncio.run(arun(60, kill))
             finally:
                 done.set()
                 reader.join()
             counts.append(hammer.stop())
             poll(agree, "every key read here to be what Redis holds")
-        # The other process wrote in every round.
+        # The other process wrote in every round; the kills were noticed.
         assert all(b > a for a, b in itertools.pairwise(counts))
+        assert backend.near_state[2] >= flushes + 5
     finally:
         hammer.close()
