@@ -34,6 +34,12 @@
 //! `FLUSHALL`/`FLUSHDB`. Entries also expire locally at their Redis expiry
 //! (read with the value), a little early rather than late.
 //!
+//! Not the `redis` crate's own client-side cache (`caching`, experimental):
+//! it keeps raw replies of plain read commands on async connections only,
+//! so a hit would still decode (unpickle) the value, our sync connections
+//! and our scripted and pipelined reads would not be covered, and a value
+//! written could not be kept.
+//!
 //! The store is a bounded [`MemoryStore`] (W-TinyLFU, N entries). Values
 //! removed are dropped on the thread that removed them, which may be the
 //! runtime's thread handling a push: values that need care when dropped
