@@ -32,6 +32,13 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=200_000, help="untimed fresh calls first")
     ap.add_argument("--calls", type=int, default=600_000, help="timed fresh calls")
     ap.add_argument("--chunk", type=int, default=30_000, help="calls per timed chunk")
+    ap.add_argument(
+        "--pollute",
+        type=int,
+        default=0,
+        metavar="MB",
+        help="rewrite this many MB between chunks, as the bench's other workers evict our caches",
+    )
     args = ap.parse_args()
 
     import cachu
@@ -47,7 +54,10 @@ def main() -> None:
     gc.disable()
     chunks = []
     done = 0
+    junk = bytearray(args.pollute << 20)
     while done < args.calls:
+        if junk:
+            junk[:] = bytes(len(junk))
         n = min(args.chunk, args.calls - done)
         t0 = time.perf_counter_ns()
         for x in range(nxt, nxt + n):
