@@ -2,8 +2,6 @@
 //! `redis-server`, dropped when another client writes their key or when the
 //! tracking connection is lost.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,60 +12,8 @@ use cachu::backend::Backend;
 use cachu::clock::now;
 use cachu::key::HashedKey;
 
-/// A throwaway `redis-server` on 127.0.0.1; killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found on PATH: run tests/ensure_redis");
-        let server = Server {
-            child,
-            port,
-            _dir: dir,
-        };
-        within("redis-server to start", || {
-            server
-                .raw()
-                .ok()
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
-                .is_some()
-        });
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn raw(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(self.url())?.get_connection()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod support;
+use support::RedisServer as Server;
 
 /// Wait (bounded) until `done` holds.
 fn within(what: &str, mut done: impl FnMut() -> bool) {
@@ -105,7 +51,7 @@ fn kept_values_go_when_another_client_writes_or_tracking_is_lost() {
     assert!(left_is_the_servers(&backend, key.text));
 
     // Another client writes the key: the near copy goes.
-    let mut raw = server.raw().unwrap();
+    let mut raw = server.raw();
     let _: () = redis::cmd("SET")
         .arg(key.text)
         .arg(b"12345678v2")
@@ -118,8 +64,7 @@ fn kept_values_go_when_another_client_writes_or_tracking_is_lost() {
         read_and_keep();
         held().is_some()
     });
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    server.stop();
     within("tracking to be lost", || !near.tracking());
     assert!(near.is_empty());
 }
@@ -151,7 +96,7 @@ fn written_values_are_kept_until_another_client_writes() {
         let _ = near.ticket(key, &source);
         near.tracking()
     });
-    let mut raw = server.raw().unwrap();
+    let mut raw = server.raw();
 
     // A plain write: kept at once, and in Redis.
     let pass = keep(b"v1");
