@@ -1177,7 +1177,7 @@ class RawSocketMiss(MissCase):
         from resp_floor import encode
 
         self.conn = self.connect()
-        sha = self.conn.command(b"SCRIPT", b"LOAD", _engine_script("COMPARE_DELETE_LUA"))
+        sha = self.conn.command(b"SCRIPT", b"LOAD", _engine_script("RELEASE_LUA"))
         exchange, dumps, now = self.conn.exchanger(), pickle.dumps, time.time
         token, ttl, names = b"t" * 32, str(TTL).encode(), self.names
 

@@ -155,7 +155,7 @@ impl RedisBackend {
         let _: Value = self
             .run_async(|mut c| async move {
                 self.scripts
-                    .compare_delete
+                    .release
                     .key(lock)
                     .arg(token.as_str())
                     .invoke_async(&mut c)

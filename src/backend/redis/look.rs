@@ -17,7 +17,8 @@
 //!   else and no value; a value cachu did not write) go to the get-or-lock
 //!   script, which also cleans up keys of the wrong type.
 //! - **Store**: `SETEX key ttl value`, then the lock's release by its owner
-//!   (the compare-and-delete script), in one write.
+//!   (the release script: delete the lock if it holds our token), in one
+//!   write.
 //!
 //! Measured against a raw `GET` on the same socket (server and client on
 //! one CPU): the lock-then-get pair costs 1.33 `GET`s, the store pair 1.54
@@ -185,7 +186,7 @@ impl RedisBackend {
                 // text, as a `NOSCRIPT` read late could not be answered.
                 let mut release = redis::cmd("EVAL");
                 release
-                    .arg(super::COMPARE_DELETE_LUA)
+                    .arg(super::RELEASE_LUA)
                     .arg(1)
                     .arg(self.lock_key_of(key))
                     .arg(token.as_str());
@@ -281,11 +282,11 @@ impl RedisBackend {
         pipe
     }
 
-    /// The release of `key`'s lock by `token`: `EVALSHA` of the owner's
-    /// compare-and-delete (known to the server after its first call; on a
+    /// The release of `key`'s lock by `token`: `EVALSHA` of the release
+    /// script (known to the server after its first call; on a
     /// `NOSCRIPT`, [`RedisBackend::unlock`] loads it).
     fn release(&self, key: &str, token: &LockToken) -> Cmd {
-        let sha = self.scripts.compare_delete.get_hash();
+        let sha = self.scripts.release.get_hash();
         let lock = self.lock_key_of(key);
         let mut release = command("EVALSHA", 4, sha.len() + 1 + lock.len() + 32);
         release.arg(sha).arg(1).arg(lock).arg(token.as_str());
