@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import shutil
-import struct
 import subprocess
 import sys
 import textwrap
@@ -23,59 +21,23 @@ import time
 import cachu
 import pytest
 from cachu.operations import cached_function
-
-#: Upper bound on any wait for an invalidation or a reconnection.
-BOUND = 15.0
-
-
-def commands(r) -> int:
-    """Commands the server ran so far, minus the INFO calls that ask."""
-    stats = r.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
-
-
-def stored(value, created_at=None) -> bytes:
-    """The bytes cachu stores for ``value``: created_at, then the pickle."""
-    return struct.pack("d", time.time() if created_at is None else created_at) + pickle.dumps(value)
-
-
-def poll(fn, what: str, bound: float = BOUND):
-    """Call ``fn`` until it returns something truthy; fail after ``bound`` s."""
-    deadline = time.monotonic() + bound
-    while True:
-        out = fn()
-        if out:
-            return out
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {bound}s waiting for {what}")
-        time.sleep(0.005)
-
-
-def state(backend):
-    _capacity, tracking, flushes, invalidations = backend.near_state
-    return {"tracking": tracking, "flushes": flushes, "invalidations": invalidations}
-
-
-class Source:
-    """What a function returns, which the test controls: ``value[x]``; and
-    how often it ran."""
-
-    def __init__(self):
-        self.value = {}
-        self.runs = 0
-
-    def __call__(self, x):
-        self.runs += 1
-        return {"x": x, "v": self.value.get(x, 0)}
+from near_helpers import BOUND, Source, commands, poll, stored
 
 
 def cached(src, **options):
-    """``src`` as a function named ``source``, cached in Redis for 300 s."""
+    """``src`` as a function named ``source``, cached in Redis for 300 s.
+    Defined here, not in ``near_helpers``: cachu finds a function's
+    package by its module, and the tests configure theirs."""
 
     def source(x):
         return src(x)
 
     return cachu.cache(ttl=300, backend="redis", **options)(source)
+
+
+def state(backend):
+    _capacity, tracking, flushes, invalidations = backend.near_state
+    return {"tracking": tracking, "flushes": flushes, "invalidations": invalidations}
 
 
 @pytest.fixture
@@ -460,6 +422,25 @@ def test_near_on_cluster_and_sentinel(topo, topology, pkg):
         peer.close()
 
 
+def tracks_the_new_master(f, backend, peer):
+    """After a failover: ``f(1)`` is held near again, and a change that
+    ``peer`` (a client of the new master) makes to it is seen."""
+
+    def held():
+        try:
+            f(1)
+            return backend.near_size >= 1
+        except cachu.BackendUnavailableError:
+            return False
+
+    poll(held, "the key to be held near again", bound=60)
+    try:
+        peer.set(f._key(x=1), stored({"x": 1, "v": "on the new master"}), ex=300)
+        poll(lambda: f(1)["v"] == "on the new master", "the change on the new master")
+    finally:
+        peer.close()
+
+
 def test_cluster_failover_flushes_and_tracks_the_new_master(own_cluster, pkg):
     cluster = own_cluster()
     cachu.configure(backend="redis", redis_url=cluster.url, redis_near_cache=100)
@@ -473,21 +454,7 @@ def test_cluster_failover_flushes_and_tracks_the_new_master(own_cluster, pkg):
     cluster.kill(dead)
     poll(lambda: state(backend)["flushes"] > before, "the near cache to be flushed")
     cluster.wait_promoted(dead)
-
-    def served():
-        try:
-            f(1)
-            return backend.near_size >= 1
-        except cachu.BackendUnavailableError:
-            return False
-
-    poll(served, "the key to be held near again", bound=60)
-    peer = cluster.client()
-    try:
-        peer.set(key, stored({"x": 1, "v": "on the new master"}), ex=300)
-        poll(lambda: f(1)["v"] == "on the new master", "the change on the new master")
-    finally:
-        peer.close()
+    tracks_the_new_master(f, backend, cluster.client())
 
 
 @pytest.mark.parametrize("face", ["sync", "async"])
@@ -557,21 +524,7 @@ def test_sentinel_failover_flushes_and_tracks_the_new_master(own_sentinels, pkg)
     dead = sentinels.kill_master()
     poll(lambda: state(backend)["flushes"] > before, "the near cache to be flushed")
     new = sentinels.wait_promoted(dead)
-
-    def held():
-        try:
-            f(1)
-            return backend.near_size >= 1
-        except cachu.BackendUnavailableError:
-            return False
-
-    poll(held, "the key to be held near again", bound=60)
-    peer = new.client()
-    try:
-        peer.set(f._key(x=1), stored({"x": 1, "v": "on the new master"}), ex=300)
-        poll(lambda: f(1)["v"] == "on the new master", "the change on the new master")
-    finally:
-        peer.close()
+    tracks_the_new_master(f, backend, new.client())
 
 
 def test_the_environment_variable_turns_it_on(server, tmp_path, clean_env):

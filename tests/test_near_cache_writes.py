@@ -13,61 +13,31 @@ from __future__ import annotations
 import asyncio
 import itertools
 import pickle
-import struct
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import cachu
 import pytest
 from cachu.backends import NO_VALUE
 from cachu.operations import cached_function
-
-#: Upper bound on any wait for an invalidation or for tracking to come up.
-BOUND = 15.0
+from near_helpers import Source, commands, poll, stored
 
 
-def commands(*clients) -> int:
-    """Commands the servers ran so far, minus the INFO calls that ask."""
-    total = 0
-    for c in clients:
-        stats = c.info("commandstats")
-        total += sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
-    return total
+def cached(src, **options):
+    """``src`` as a function named ``source``, cached in Redis for 300 s.
+    Defined here, not in ``near_helpers``: cachu finds a function's
+    package by its module, and the tests configure theirs."""
 
+    def source(x):
+        return src(x)
 
-def stored(value) -> bytes:
-    """The bytes cachu stores for ``value``: created_at, then the pickle."""
-    return struct.pack("d", time.time()) + pickle.dumps(value)
-
-
-def poll(fn, what: str, bound: float = BOUND):
-    deadline = time.monotonic() + bound
-    while True:
-        out = fn()
-        if out:
-            return out
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {bound}s waiting for {what}")
-        time.sleep(0.005)
+    return cachu.cache(ttl=300, backend="redis", **options)(source)
 
 
 def tracking(backend) -> bool:
     return backend.near_state[1]
-
-
-class Source:
-    """What the cached function returns: ``value[x]``; and how often it ran."""
-
-    def __init__(self):
-        self.value = {}
-        self.runs = 0
-
-    def __call__(self, x):
-        self.runs += 1
-        return {"x": x, "v": self.value.get(x, 0)}
 
 
 def silent(clients, read, n=10):
@@ -112,11 +82,7 @@ def check_sync_writes(f, src, backend, clients, x):
 def near(server, r, pkg):
     cachu.configure(backend="redis", redis_url=server.url, redis_near_cache=100)
     src = Source()
-
-    def source(x):
-        return src(x)
-
-    f = cachu.cache(ttl=300, backend="redis")(source)
+    f = cached(src)
     backend = cachu.get_backend("redis", pkg, ttl=300)
     # Tracking starts on first use; writes are kept once it is confirmed.
     poll(lambda: (backend.get("5m:warm"), tracking(backend))[1], "tracking to come up")
@@ -213,11 +179,7 @@ def test_writes_on_a_cluster_or_sentinel_master_are_read_back_without_a_round_tr
     topo = request.getfixturevalue(topology)
     cachu.configure(backend="redis", redis_url=topo.url, redis_near_cache=100)
     src = Source()
-
-    def source(x):
-        return src(x)
-
-    f = cachu.cache(ttl=300, backend="redis")(source)
+    f = cached(src)
     backend = cachu.get_backend("redis", pkg, ttl=300)
     poll(lambda: (backend.get("5m:warm"), tracking(backend))[1], "tracking to come up")
     if topology == "cluster":
