@@ -960,6 +960,16 @@ def redis_commands(client):
     return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_ping"))
 
 
+def _timed_with_commands(case, n):
+    """A hit case's timed run, and the Redis commands the server ran per call
+    meanwhile."""
+    client = case.env.redis_client()
+    before = redis_commands(client)
+    ns = HitCase.run(case, n)
+    calls = max(1, n // NKEYS) * NKEYS
+    return ns, (redis_commands(client) - before) / calls
+
+
 class CachuNearHit(HitCase):
     """Redis hits served by the near cache (1024 entries)."""
 
@@ -988,12 +998,8 @@ class CachuNearHit(HitCase):
                 self.fn(k)
 
     def run(self, n):
-        client = self.env.redis_client()
-        before = redis_commands(client)
-        ns = super().run(n)
-        ran = redis_commands(client) - before
-        calls = max(1, n // NKEYS) * NKEYS
-        self.env.notes.append(f"{NEAR_NOTE}{ran * 100_000 / calls:.1f}")
+        ns, per_call = _timed_with_commands(self, n)
+        self.env.notes.append(f"{NEAR_NOTE}{per_call * 100_000:.1f}")
         return ns
 
 
@@ -1041,12 +1047,8 @@ class CachuNearSetGet(HitCase):
             time.sleep(0.01)
 
     def run(self, n):
-        client = self.env.redis_client()
-        before = redis_commands(client)
-        ns = super().run(n)
-        ran = redis_commands(client) - before
-        calls = max(1, n // NKEYS) * NKEYS
-        self.env.notes.append(f"{SET_GET_NOTE}{ran / calls:.2f}")
+        ns, per_call = _timed_with_commands(self, n)
+        self.env.notes.append(f"{SET_GET_NOTE}{per_call:.2f}")
         return ns
 
 
