@@ -60,6 +60,13 @@ fn command(name: &str, args: usize, bytes: usize) -> Cmd {
 /// Room for a number argument.
 const NUMBER: usize = 20;
 
+/// `GET key`, built at its size (the hit's one command).
+fn get(key: &str) -> Cmd {
+    let mut get = command("GET", 1, key.len());
+    get.arg(key);
+    get
+}
+
 /// `SET lock token NX EX secs`, then `GET key`.
 fn lock_then_get(key: &str, lock: &str, token: &LockToken, secs: u64) -> Pipeline {
     let mut set = command("SET", 5, lock.len() + token.as_str().len() + 4 + NUMBER);
@@ -68,10 +75,8 @@ fn lock_then_get(key: &str, lock: &str, token: &LockToken, secs: u64) -> Pipelin
         .arg("NX")
         .arg("EX")
         .arg(secs);
-    let mut get = command("GET", 1, key.len());
-    get.arg(key);
     let mut pipe = Pipeline::with_capacity(2);
-    pipe.add_command(set).add_command(get);
+    pipe.add_command(set).add_command(get(key));
     pipe
 }
 
@@ -167,7 +172,8 @@ impl RedisBackend {
     /// value of `key` if it is there, else try to take its dogpile lock.
     pub fn get_or_lock(&self, key: &str) -> Result<GetOrLock> {
         if self.presence.likely(key) {
-            let got = self.run(|c| self.read_get(key, redis::cmd("GET").arg(key).query(c)))?;
+            let get = get(key);
+            let got = self.run(|c| self.read_get(key, get.query(c)))?;
             if let Some(found) = self.found_by_get(key, got) {
                 return Ok(found);
             }
@@ -213,10 +219,9 @@ impl RedisBackend {
     /// Async [`RedisBackend::get_or_lock`].
     pub async fn get_or_lock_async(&self, key: &str) -> Result<GetOrLock> {
         if self.presence.likely(key) {
+            let get = &get(key);
             let got = self
-                .run_async(|mut c| async move {
-                    self.read_get(key, redis::cmd("GET").arg(key).query_async(&mut c).await)
-                })
+                .run_async(|mut c| async move { self.read_get(key, get.query_async(&mut c).await) })
                 .await?;
             if let Some(found) = self.found_by_get(key, got) {
                 return Ok(found);
