@@ -145,3 +145,28 @@ async def test_async_calls_send_the_same_commands(server, r):
     assert hit["commands"] == ["GET"], hit
     assert calls == [0, 1]
     assert_no_locks(r)
+
+
+@pytest.mark.asyncio
+async def test_async_first_hit_of_another_clients_value_and_script_flush(server, r):
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def g(n):
+        calls.append(n)
+        return {"n": n}
+
+    await g(0)
+    put_raw(r, "5m:g|n=7", {"n": "theirs"})
+    with requests_seen(server) as first:
+        assert await g(7) == {"n": "theirs"}
+    # Lock and look in one write; the lock taken in passing is released.
+    assert first["commands"][:2] == ["SET", "GET"], first
+    assert calls == [0]
+    no_locks_soon(r)
+
+    r.script_flush()
+    assert await g(8) == {"n": 8}
+    assert calls == [0, 8]
+    assert read_raw(r, "5m:g|n=8")[1] == {"n": 8}
+    assert_no_locks(r)
