@@ -6,7 +6,7 @@
 //! and the near entry of its key is dropped.
 
 use redis::aio::ConnectionLike as _;
-use redis::{RedisError, RedisResult};
+use redis::{Pipeline, RedisError, RedisResult, Value};
 
 use super::near::{Keep, NearCache};
 use super::{look, topology, ttl_secs, LockToken, RedisBackend};
@@ -111,13 +111,17 @@ impl RedisBackend {
         let payload = self.encode_for(key, value, created_at);
         let conn = pass.connection();
         let reply: RedisResult<bool> = match token {
-            None => conn
-                .req_packed_command(&look::store(key, &payload, ttl))
-                .await
-                .and_then(|v| v.extract_error())
-                .map(|_| true),
+            None => {
+                let mut pipe = Pipeline::with_capacity(1);
+                look::store(&mut pipe, key, &payload, ttl);
+                conn.req_packed_commands(&pipe, 0, 1)
+                    .await
+                    .and_then(|mut replies| replies.pop().unwrap_or(Value::Nil).extract_error())
+                    .map(|_| true)
+            }
             Some(t) => {
-                let pipe = self.store_then_release(key, &payload, ttl, t);
+                let mut pipe = Pipeline::with_capacity(2);
+                self.store_then_release(&mut pipe, key, &payload, ttl, t);
                 look::read_store(conn.req_packed_commands(&pipe, 0, 2).await)
             }
         };

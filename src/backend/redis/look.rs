@@ -28,7 +28,9 @@
 //! [`Link`]: super::link::Link
 
 use redis::aio::ConnectionLike as _;
-use redis::{Cmd, ConnectionLike as _, Pipeline, RedisError, RedisResult, Value};
+use redis::{ConnectionLike as _, Pipeline, RedisError, RedisResult, Value};
+
+use super::resp::{Commands, Number, Packed};
 
 use super::{into_bytes, is_wrong_type, ttl_secs, GetOrLock, Got, LockToken, RedisBackend};
 use crate::backend::Hit;
@@ -48,53 +50,44 @@ enum Looked {
     Careful(Option<LockToken>),
 }
 
-/// A command named `name`, with room for `args` more arguments of `bytes`
-/// bytes in all (a miss builds four: growing them cost more than the rest
-/// of their building).
-fn command(name: &str, args: usize, bytes: usize) -> Cmd {
-    let mut cmd = Cmd::with_capacity(args + 1, name.len() + bytes);
-    cmd.arg(name);
-    cmd
+/// `GET key` (the hit's one command).
+fn get(out: &mut impl Commands, key: &str) {
+    out.command(&[b"GET", key.as_bytes()]);
 }
 
-/// Room for a number argument.
-const NUMBER: usize = 20;
-
-/// `GET key`, built at its size (the hit's one command).
-fn get(key: &str) -> Cmd {
-    let mut get = command("GET", 1, key.len());
-    get.arg(key);
-    get
+/// A `GET`'s reply, as `Cmd::query` would give it.
+fn bulk(reply: RedisResult<Value>) -> RedisResult<Option<Vec<u8>>> {
+    Ok(redis::from_redis_value(reply?.extract_error()?)?)
 }
 
 /// `SET lock token NX EX secs`, then `GET key`.
-fn lock_then_get(key: &str, lock: &str, token: &LockToken, secs: u64) -> Pipeline {
-    let mut set = command("SET", 5, lock.len() + token.as_str().len() + 4 + NUMBER);
-    set.arg(lock)
-        .arg(token.as_str())
-        .arg("NX")
-        .arg("EX")
-        .arg(secs);
-    let mut pipe = Pipeline::with_capacity(2);
-    pipe.add_command(set).add_command(get(key));
-    pipe
+fn lock_then_get(out: &mut impl Commands, key: &str, lock: &str, token: &LockToken, secs: u64) {
+    let mut secs_word = Number::new();
+    out.command(&[
+        b"SET",
+        lock.as_bytes(),
+        token.as_str().as_bytes(),
+        b"NX",
+        b"EX",
+        secs_word.of(secs),
+    ]);
+    get(out, key);
 }
 
 /// `SETEX key secs payload` (`DEL key` for a TTL of zero or less).
-pub(super) fn store(key: &str, payload: &[u8], ttl: f64) -> Cmd {
+pub(super) fn store(out: &mut impl Commands, key: &str, payload: &[u8], ttl: f64) {
     match ttl_secs(ttl) {
         Some(secs) => {
-            let mut cmd = command("SETEX", 3, key.len() + NUMBER + payload.len());
-            cmd.arg(key).arg(secs).arg(payload);
-            cmd
+            let mut secs_word = Number::new();
+            out.command(&[b"SETEX", key.as_bytes(), secs_word.of(secs), payload]);
         }
-        None => {
-            let mut cmd = command("DEL", 1, key.len());
-            cmd.arg(key);
-            cmd
-        }
+        None => out.command(&[b"DEL", key.as_bytes()]),
     }
 }
+
+/// Room for the words of a lock-then-get or store-then-release besides the
+/// key and the payload: the lock's name, its token, numbers, a script's hash.
+const ROOM: usize = 128;
 
 /// Whether the store pair went through: an error for the `SETEX`'s (or the
 /// release's) error, `false` if the server did not know the release's
@@ -172,17 +165,20 @@ impl RedisBackend {
     /// value of `key` if it is there, else try to take its dogpile lock.
     pub fn get_or_lock(&self, key: &str) -> Result<GetOrLock> {
         if self.presence.likely(key) {
-            let get = get(key);
-            let got = self.run(|c| self.read_get(key, get.query(c)))?;
+            let mut packed = Packed::with_capacity(key.len());
+            get(&mut packed, key);
+            let got =
+                self.run(|c| self.read_get(key, bulk(c.req_packed_command(packed.bytes()))))?;
             if let Some(found) = self.found_by_get(key, got) {
                 return Ok(found);
             }
         }
         let token = LockToken::random();
-        let packed = lock_then_get(key, &self.lock_key_of(key), &token, self.lock_secs())
-            .get_packed_pipeline();
+        let mut packed = Packed::with_capacity(2 * key.len() + ROOM);
+        let lock = self.lock_key_of(key);
+        lock_then_get(&mut packed, key, &lock, &token, self.lock_secs());
         let looked = self.run(|c| {
-            let replies = c.req_packed_commands(&packed, 0, 2);
+            let replies = c.req_packed_commands(packed.bytes(), 0, packed.count());
             self.read_lock_then_get(key, replies, token.clone())
         })?;
         let found = match looked {
@@ -190,14 +186,16 @@ impl RedisBackend {
             Looked::ServeAndRelease(hit, token) => {
                 // Not awaited: the hit does not depend on it. By the script's
                 // text, as a `NOSCRIPT` read late could not be answered.
-                let mut release = redis::cmd("EVAL");
-                release
-                    .arg(super::RELEASE_LUA)
-                    .arg(1)
-                    .arg(self.lock_key_of(key))
-                    .arg(token.as_str());
-                let release = release.get_packed_command();
-                self.run(|c| c.send_unawaited(&release, 1))?;
+                let mut release = Packed::with_capacity(super::RELEASE_LUA.len() + ROOM);
+                let words: [&[u8]; 5] = [
+                    b"EVAL",
+                    super::RELEASE_LUA.as_bytes(),
+                    b"1",
+                    lock.as_bytes(),
+                    token.as_str().as_bytes(),
+                ];
+                release.command(&words);
+                self.run(|c| c.send_unawaited(release.bytes(), release.count()))?;
                 GetOrLock::Hit(hit)
             }
             Looked::ClearForeign(raw, token) => {
@@ -219,16 +217,31 @@ impl RedisBackend {
     /// Async [`RedisBackend::get_or_lock`].
     pub async fn get_or_lock_async(&self, key: &str) -> Result<GetOrLock> {
         if self.presence.likely(key) {
-            let get = &get(key);
+            let mut pipe = Pipeline::with_capacity(1);
+            get(&mut pipe, key);
+            let pipe = &pipe;
             let got = self
-                .run_async(|mut c| async move { self.read_get(key, get.query_async(&mut c).await) })
+                .run_async(|mut c| async move {
+                    let reply = c.req_packed_commands(pipe, 0, 1).await;
+                    let reply =
+                        reply.map(|replies| replies.into_iter().next().unwrap_or(Value::Nil));
+                    self.read_get(key, bulk(reply))
+                })
                 .await?;
             if let Some(found) = self.found_by_get(key, got) {
                 return Ok(found);
             }
         }
         let token = &LockToken::random();
-        let pipe = &lock_then_get(key, &self.lock_key_of(key), token, self.lock_secs());
+        let mut pipe = Pipeline::with_capacity(2);
+        lock_then_get(
+            &mut pipe,
+            key,
+            &self.lock_key_of(key),
+            token,
+            self.lock_secs(),
+        );
+        let pipe = &pipe;
         let looked = self
             .run_async(|mut c| async move {
                 let replies = c.req_packed_commands(pipe, 0, 2).await;
@@ -272,30 +285,32 @@ impl RedisBackend {
         }
     }
 
-    /// `store(...)` then the release of `key`'s lock by `token` (with
-    /// `EVALSHA`: the script is known to the server after its first call).
+    /// `store(...)` then the release of `key`'s lock by `token`.
     pub(super) fn store_then_release(
         &self,
+        out: &mut impl Commands,
         key: &str,
         payload: &[u8],
         ttl: f64,
         token: &LockToken,
-    ) -> Pipeline {
-        let mut pipe = Pipeline::with_capacity(2);
-        pipe.add_command(store(key, payload, ttl))
-            .add_command(self.release(key, token));
-        pipe
+    ) {
+        store(out, key, payload, ttl);
+        self.release(out, key, token);
     }
 
     /// The release of `key`'s lock by `token`: `EVALSHA` of the release
     /// script (known to the server after its first call; on a
     /// `NOSCRIPT`, [`RedisBackend::unlock`] loads it).
-    fn release(&self, key: &str, token: &LockToken) -> Cmd {
+    fn release(&self, out: &mut impl Commands, key: &str, token: &LockToken) {
         let sha = self.scripts.release.get_hash();
         let lock = self.lock_key_of(key);
-        let mut release = command("EVALSHA", 4, sha.len() + 1 + lock.len() + 32);
-        release.arg(sha).arg(1).arg(lock).arg(token.as_str());
-        release
+        out.command(&[
+            b"EVALSHA",
+            sha.as_bytes(),
+            b"1",
+            lock.as_bytes(),
+            token.as_str().as_bytes(),
+        ]);
     }
 
     /// One round trip: store `value` under `key` for `ttl` seconds (nothing,
@@ -309,10 +324,10 @@ impl RedisBackend {
         token: &LockToken,
     ) -> Result<()> {
         let payload = self.encode_for(key, value, now());
-        let packed = self
-            .store_then_release(key, &payload, ttl, token)
-            .get_packed_pipeline();
-        let released = self.run(|c| read_store(c.req_packed_commands(&packed, 0, 2)))?;
+        let mut packed = Packed::with_capacity(2 * key.len() + payload.len() + ROOM);
+        self.store_then_release(&mut packed, key, &payload, ttl, token);
+        let released =
+            self.run(|c| read_store(c.req_packed_commands(packed.bytes(), 0, packed.count())))?;
         if !released {
             self.unlock(key, token)?;
         }
@@ -329,7 +344,9 @@ impl RedisBackend {
         token: &LockToken,
     ) -> Result<()> {
         let payload = self.encode_for(key, value, now());
-        let pipe = &self.store_then_release(key, &payload, ttl, token);
+        let mut pipe = Pipeline::with_capacity(2);
+        self.store_then_release(&mut pipe, key, &payload, ttl, token);
+        let pipe = &pipe;
         let released = self
             .run_async(|mut c| async move { read_store(c.req_packed_commands(pipe, 0, 2).await) })
             .await?;

@@ -66,6 +66,7 @@ mod link;
 mod look;
 pub mod near;
 mod presence;
+mod resp;
 mod topology;
 pub mod url;
 
@@ -211,14 +212,13 @@ impl LockToken {
             seed
         };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut text = String::with_capacity(32);
-        for word in [seed, n] {
-            for shift in (0..16).rev() {
-                let digit = ((word >> (shift * 4)) & 0xf) as u8;
-                text.push(char::from(b"0123456789abcdef"[usize::from(digit)]));
-            }
+        let mut text = [0u8; 32];
+        let words = u128::from(seed) << 64 | u128::from(n);
+        for (i, digit) in text.iter_mut().enumerate() {
+            let nibble = (words >> (4 * (31 - i))) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
         }
-        Self(text)
+        Self(String::from_utf8(text.to_vec()).expect("hex digits are ASCII"))
     }
 
     #[cold]
