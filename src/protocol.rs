@@ -223,8 +223,13 @@ pub struct Protocol {
     opts: Options,
     state: State,
     /// When the call started waiting or working, read on first need (a
-    /// plain hit never reads the clock); at once when a deadline is set.
+    /// plain hit never reads the clock, nor a miss whose lock is free); at
+    /// once when a deadline is set.
     started: Option<Instant>,
+    /// The wait of a lock step asked for before the clock started: the
+    /// clock, if it starts later, starts that much earlier (the driver may
+    /// have spent it waiting).
+    unclocked_wait: Duration,
     /// Cache time spent before the function ran (the deadline's clock
     /// stops while it runs).
     spent_before_run: Option<Duration>,
@@ -253,6 +258,7 @@ impl Protocol {
     pub fn new(opts: Options) -> Self {
         Protocol {
             started: opts.cache_deadline.map(|_| Instant::now()),
+            unclocked_wait: Duration::ZERO,
             opts,
             state: State::Begin,
             spent_before_run: None,
@@ -444,9 +450,21 @@ impl Protocol {
         self.state = State::Locking;
         let wait = match (self.opts.mode, self.opts.shape) {
             (Mode::Refresh, _) | (_, Shape::Distributed) => Duration::ZERO,
-            _ => self.wait_left().min(WAIT_SLICE),
+            _ => self.lock_wait(),
         };
         Step::Lock { wait }
+    }
+
+    /// How long a Local lock step may wait: the time left, at most a slice.
+    /// Before the clock starts, all of `lock_timeout` is left (no deadline
+    /// is set, or the clock would run): no clock is read, so a miss that
+    /// finds its lock free reads none (see `spent`).
+    fn lock_wait(&mut self) -> Duration {
+        if self.started.is_none() {
+            self.unclocked_wait = self.opts.lock_timeout.min(WAIT_SLICE);
+            return self.unclocked_wait;
+        }
+        self.wait_left().min(WAIT_SLICE)
     }
 
     fn locked(&mut self, waited: bool, stored_meanwhile: bool) -> Step {
@@ -544,7 +562,10 @@ impl Protocol {
     }
 
     fn run(&mut self) -> Step {
-        self.spent_before_run = Some(self.spent());
+        if self.opts.cache_deadline.is_some() {
+            // Only the deadline needs it.
+            self.spent_before_run = Some(self.spent());
+        }
         self.state = State::Running;
         Step::Run
     }
@@ -599,10 +620,12 @@ impl Protocol {
     fn spent(&mut self) -> Duration {
         match self.started {
             Some(t) => t.elapsed(),
-            // The clock starts now: one clock read, not two (a miss asks).
+            // The clock starts now, back-dated by a wait already asked for
+            // (one clock read, not two).
             None => {
-                self.started = Some(Instant::now());
-                Duration::ZERO
+                let now = Instant::now();
+                self.started = Some(now.checked_sub(self.unclocked_wait).unwrap_or(now));
+                self.unclocked_wait
             }
         }
     }
@@ -747,6 +770,26 @@ mod tests {
         );
         assert_eq!(s[2], Step::Run);
         assert_eq!(s[4], Step::ReturnResult);
+        o.on_lock_timeout = OnLockTimeout::Raise;
+        let s = steps(o, &[Event::Missing, Event::Busy]);
+        assert_eq!(s[2], Step::RaiseLockTimeout);
+    }
+
+    #[test]
+    fn a_first_lock_wait_counts_against_the_timeout_though_no_clock_ran() {
+        // The first wait is asked for before any clock read; once it comes
+        // back busy, what is left of the timeout is less by that wait.
+        let mut o = opts(MEMORY);
+        o.lock_timeout = WAIT_SLICE + WAIT_SLICE / 2;
+        let mut p = Protocol::new(o.clone());
+        p.start();
+        assert_eq!(p.next(Event::Missing), Step::Lock { wait: WAIT_SLICE });
+        match p.next(Event::Busy) {
+            Step::Lock { wait } => assert!(wait <= WAIT_SLICE / 2, "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+        // A timeout no longer than a slice is spent by the first wait.
+        o.lock_timeout = WAIT_SLICE;
         o.on_lock_timeout = OnLockTimeout::Raise;
         let s = steps(o, &[Event::Missing, Event::Busy]);
         assert_eq!(s[2], Step::RaiseLockTimeout);

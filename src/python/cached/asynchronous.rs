@@ -106,11 +106,16 @@ impl AsyncCall {
         let r = &resolution.get().0;
         let mut key = KeyText::default();
         this.write_key(py, r, &mut key, args.as_slice(), kwargs)?;
+        let mut missed = false;
         if !overwrite && this.plain_hits {
             // A memory hit, or a file hit read without waiting, is one engine
             // call, as for sync calls.
             let found = match r.region.store {
-                Store::Memory(_) => r.region.lookup(py, HashedKey::new(&key))?,
+                Store::Memory(_) => {
+                    let found = r.region.lookup(py, HashedKey::new(&key))?;
+                    missed = found.is_none();
+                    found
+                }
                 Store::File(_) => match r.region.lookup_nowait(py, HashedKey::new(&key)) {
                     Some(found) => found?,
                     None => None,
@@ -132,7 +137,15 @@ impl AsyncCall {
             Mode::Call
         };
         let protocol = Protocol::new(this.options(r, mode));
-        let call = Self::new(slf, r.clone(), key.to_string(), args, kwargs, protocol)?;
+        let call = Self::new(
+            slf,
+            r.clone(),
+            key.to_string(),
+            args,
+            kwargs,
+            protocol,
+            missed,
+        )?;
         Ok((false, Some(call.into_any().unbind())))
     }
 
@@ -143,9 +156,16 @@ impl AsyncCall {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
         mut protocol: Protocol,
+        missed: bool,
     ) -> PyResult<Bound<'py, AsyncCall>> {
         let py = slf.py();
-        let step = protocol.start();
+        let mut step = protocol.start();
+        if missed && step == Step::Look {
+            // The memory lookup `begin` just made: nothing that could store
+            // ran since (as in the sync driver).
+            resolved.region.up();
+            step = protocol.next(Event::Missing);
+        }
         let key_args = slf.get().key_args_for(py, args.as_slice(), kwargs)?;
         let call = Bound::new(
             py,
@@ -552,6 +572,7 @@ impl AsyncCall {
             this.args.bind(py),
             kwargs.as_ref(),
             protocol,
+            false,
         )
     }
 

@@ -25,7 +25,9 @@ pub(super) struct Caller<'a, 'py> {
 
 impl CachedFunction {
     /// Run one sync call (or background refresh) of `key` through the
-    /// protocol. `caller` is `None` for a refresh.
+    /// protocol. `caller` is `None` for a refresh. `missed`: the caller
+    /// looked the key up just before and found nothing, which is the
+    /// protocol's first look if it asks for one (a memory miss looks once).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn drive<'py>(
         slf: &Bound<'py, Self>,
@@ -33,6 +35,7 @@ impl CachedFunction {
         key: HashedKey<'_>,
         run: &Run<'_, 'py>,
         mut protocol: Protocol,
+        missed: bool,
         caller: Option<Caller<'_, 'py>>,
         key_args: Option<Py<PyDict>>,
     ) -> PyResult<Option<Py<PyAny>>> {
@@ -174,6 +177,11 @@ impl CachedFunction {
         };
 
         let mut step = protocol.start();
+        if missed && step == Step::Look {
+            // The caller's look: nothing that could store ran since.
+            r.region.up();
+            step = protocol.next(Event::Missing);
+        }
         let ended = loop {
             if step.is_terminal() {
                 break Ok(step);
@@ -221,13 +229,16 @@ impl CachedFunction {
         }
     }
 
-    /// A sync call of `key` that was not a plain memory hit.
+    /// A sync call of `key` that was not a plain memory hit (`missed`: the
+    /// caller's memory lookup found nothing, see [`Self::drive`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn call_through_protocol<'py>(
         slf: &Bound<'py, Self>,
         r: &Resolved,
         key: HashedKey<'_>,
         run: &Run<'_, 'py>,
         overwrite: bool,
+        missed: bool,
         args: &[Bound<'py, PyAny>],
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
@@ -241,7 +252,7 @@ impl CachedFunction {
         let key_args = this.key_args_for(slf.py(), args, kwargs)?;
         let caller = Caller { args, kwargs };
         Ok(
-            Self::drive(slf, r, key, run, protocol, Some(caller), key_args)?
+            Self::drive(slf, r, key, run, protocol, missed, Some(caller), key_args)?
                 .expect("a call returns a value"),
         )
     }
@@ -261,7 +272,17 @@ impl CachedFunction {
         let run = || func.call(args, kwargs);
         let protocol = Protocol::refresh(this.options(&r, Mode::Refresh), created_at);
         let key_args = this.key_args_for(slf.py(), args.as_slice(), kwargs)?;
-        Self::drive(slf, &r, HashedKey::new(key), &run, protocol, None, key_args).map(|_| ())
+        Self::drive(
+            slf,
+            &r,
+            HashedKey::new(key),
+            &run,
+            protocol,
+            false,
+            None,
+            key_args,
+        )
+        .map(|_| ())
     }
 }
 

@@ -391,17 +391,20 @@ impl CachedFunction {
         let resolution = this.resolution(py)?;
         let r = &resolution.get().0;
         this.write_key(py, r, &mut text, positional, kwargs)?;
+        let key = HashedKey::new(&text);
+        let mut missed = false;
         if !overwrite && this.plain_hits {
             // A memory hit needs no protocol (without `validate` or stale
             // windows, any value found is served).
             if let Store::Memory(_) = r.region.store {
-                if let Some((v, _)) = r.region.lookup(py, HashedKey::new(&text))? {
+                if let Some((v, _)) = r.region.lookup(py, key)? {
                     this.stats.hit_serialized();
                     return Ok(v);
                 }
+                missed = true;
             } else if let Some(near) = &r.region.near {
                 // A Redis region's near entry is served as a memory hit is.
-                if let Some((v, _)) = near.lookup(py, HashedKey::new(&text)) {
+                if let Some((v, _)) = near.lookup(py, key) {
                     this.stats.hit_serialized();
                     return Ok(v);
                 }
@@ -409,8 +412,7 @@ impl CachedFunction {
         }
         let r = r.clone();
         drop(resolution);
-        let key = HashedKey::new(&text);
-        Self::call_through_protocol(slf, &r, key, &run, overwrite, positional, kwargs)
+        Self::call_through_protocol(slf, &r, key, &run, overwrite, missed, positional, kwargs)
     }
 
     /// Keyword arguments minus the per-call flags, and the flags' values.
