@@ -30,6 +30,7 @@
 
 mod dense;
 mod index;
+mod key_text;
 mod policy;
 mod sketch;
 pub mod sweep;
@@ -38,6 +39,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use dense::{Dense, Hashed};
+use key_text::KeyText;
 pub use policy::Bounds;
 use policy::{Policy, Rec};
 use sketch::MAX_COUNT;
@@ -61,7 +63,7 @@ pub const DEFAULT_SWEEP_INTERVAL: f64 = 60.0;
 
 struct Slot<V> {
     hash: u64,
-    key: Box<str>,
+    key: KeyText,
     value: V,
     created_at: f64,
     expires_at: f64,
@@ -257,7 +259,7 @@ impl<V> MemoryStore<V> {
         sweep::tick(now);
         let hash = key.hash;
         let mut shard = self.locate(hash).lock();
-        let Some(at) = shard.table.find(hash, |s| &*s.key == key.text) else {
+        let Some(at) = shard.table.find(hash, |s| s.key.is(key.text)) else {
             return (None, None);
         };
         let slot = shard.table.get_mut(at);
@@ -287,7 +289,7 @@ impl<V> MemoryStore<V> {
         let mut dropped = Vec::new();
         let slot = Slot {
             hash: key.hash,
-            key: key.text.into(),
+            key: KeyText::new(key.text),
             value,
             created_at,
             expires_at,
@@ -330,7 +332,7 @@ impl<V> MemoryStore<V> {
         if self.bounded.load(Relaxed) {
             return Some(slot);
         }
-        match shard.table.find(hash, |s| &*s.key == key.text) {
+        match shard.table.find(hash, |s| s.key.is(key.text)) {
             Some(at) => {
                 let cur = shard.table.get_mut(at);
                 slot.seq = cur.seq;
@@ -383,7 +385,7 @@ impl<V> MemoryStore<V> {
         {
             let mut shard = self.locate(hash).lock();
             let epoch = self.epoch.load(Relaxed);
-            match shard.table.find(hash, |s| &*s.key == key.text) {
+            match shard.table.find(hash, |s| s.key.is(key.text)) {
                 Some(at) => {
                     // A rewrite is a use; the entry keeps its place.
                     let cur = shard.table.get_mut(at);
@@ -600,7 +602,7 @@ impl<V> MemoryStore<V> {
     pub fn remove(&self, key: HashedKey<'_>, now: f64) -> Option<(V, bool)> {
         let hash = key.hash;
         let mut shard = self.locate(hash).lock();
-        let at = shard.table.find(hash, |s| &*s.key == key.text)?;
+        let at = shard.table.find(hash, |s| s.key.is(key.text))?;
         let slot = shard.table.swap_remove(at);
         self.forget(&slot);
         let live = slot.live(now);
@@ -619,7 +621,7 @@ impl<V> MemoryStore<V> {
             shard.table.remove_where(
                 0..usize::MAX,
                 |s| {
-                    let matches = pattern.is_none_or(|p| glob_match(p, &s.key));
+                    let matches = pattern.is_none_or(|p| glob_match(p, s.key.as_str()));
                     let alive = s.live(now);
                     live += u64::from(matches && alive);
                     matches || !alive
@@ -731,8 +733,10 @@ impl<V> MemoryStore<V> {
                     .table
                     .entries()
                     .iter()
-                    .filter(|s| s.live(now) && pattern.is_none_or(|p| glob_match(p, &s.key)))
-                    .map(|s| s.key.to_string()),
+                    .filter(|s| {
+                        s.live(now) && pattern.is_none_or(|p| glob_match(p, s.key.as_str()))
+                    })
+                    .map(|s| s.key.as_str().to_string()),
             );
         }
         out
@@ -749,7 +753,9 @@ impl<V> MemoryStore<V> {
                     .table
                     .entries()
                     .iter()
-                    .filter(|s| s.live(now) && pattern.is_none_or(|p| glob_match(p, &s.key)))
+                    .filter(|s| {
+                        s.live(now) && pattern.is_none_or(|p| glob_match(p, s.key.as_str()))
+                    })
                     .count() as u64
             })
             .sum()
