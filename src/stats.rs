@@ -41,6 +41,14 @@ impl Stats {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// [`Stats::miss`] without a locked instruction, for callers serialized
+    /// as for [`Stats::hit_serialized`].
+    #[inline]
+    pub fn miss_serialized(&self) {
+        let n = self.misses.load(Ordering::Relaxed);
+        self.misses.store(n + 1, Ordering::Relaxed);
+    }
+
     /// `(hits, misses)`.
     pub fn get(&self) -> (u64, u64) {
         (

@@ -240,7 +240,7 @@ impl AsyncCall {
             let visible = self.visible(st.step);
             if let Some(v) = visible {
                 if v == AsyncStep::Run {
-                    cf.stats.miss();
+                    cf.stats.miss_serialized();
                 }
                 return Ok(v);
             }

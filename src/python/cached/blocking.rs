@@ -128,7 +128,7 @@ impl CachedFunction {
                     false => Event::NotClaimed,
                 },
                 Step::Run => {
-                    this.stats.miss();
+                    this.stats.miss_serialized();
                     match run() {
                         Ok(v) => {
                             result = Some(v);
