@@ -111,11 +111,7 @@ impl AsyncCall {
             // A memory hit, or a file hit read without waiting, is one engine
             // call, as for sync calls.
             let found = match r.region.store {
-                Store::Memory(_) => {
-                    let found = r.region.lookup(py, HashedKey::new(&key))?;
-                    missed = found.is_none();
-                    found
-                }
+                Store::Memory(_) => r.region.lookup(py, HashedKey::new(&key))?,
                 Store::File(_) => match r.region.lookup_nowait(py, HashedKey::new(&key)) {
                     Some(found) => found?,
                     None => None,
@@ -130,6 +126,8 @@ impl AsyncCall {
                 this.stats.hit_serialized();
                 return Ok((true, Some(v)));
             }
+            // A memory lookup found nothing: the protocol's first look.
+            missed = matches!(r.region.store, Store::Memory(_));
         }
         let mode = if overwrite {
             Mode::Overwrite
