@@ -281,6 +281,9 @@ fn snapshot<'py>(v: &Bound<'py, PyAny>, depth: u32) -> PyResult<Snapshot<'py>> {
 /// dict's size at each step, a fifth of the walk of a small result. Only
 /// for dicts nothing changes while they are walked: `snapshot` runs no
 /// Python code (exact builtin types only) and writes only to its copy.
+/// (Replacing a member of the copy compares its key only with keys met
+/// earlier in the walk, which it checked: a key inserted later lies further
+/// along any probe sequence.)
 struct DictItems<'a, 'py> {
     dict: &'a Bound<'py, PyDict>,
     pos: ffi::Py_ssize_t,
