@@ -154,3 +154,30 @@ def configure_backend(backend, tmp_path, server=None, **options):
     if backend == "redis":
         settings["redis_url"] = server.url
     return cachu.configure(**settings)
+
+
+class Work:
+    """The function under test: counts its runs, returns the run number, and
+    can be held (``hold``) or made to fail (``fail``)."""
+
+    def __init__(self):
+        self.runs = 0
+        self.lock = threading.Lock()
+        self.open = threading.Event()
+        self.open.set()
+        self.entered = threading.Event()
+        self.fail = False
+
+    def __call__(self, x):
+        with self.lock:
+            self.runs += 1
+            n = self.runs
+        self.entered.set()
+        assert self.open.wait(WAIT), "held too long"
+        if self.fail:
+            raise RuntimeError(f"run {n} failed")
+        return n
+
+    def hold(self):
+        self.entered.clear()
+        self.open.clear()

@@ -9,7 +9,7 @@ import time
 
 import cachu
 import pytest
-from faces import WAIT, configure_backend, make_face
+from faces import WAIT, Work, configure_backend, make_face
 
 BACKENDS = ["memory", "file", "redis"]
 
@@ -34,33 +34,6 @@ def backend(request, tmp_path):
 def expire(seconds=1.05):
     """Let entries of ttl=1 go stale (the only way to age a real entry)."""
     time.sleep(seconds)
-
-
-class Work:
-    """The function under test: counts its runs, returns the run number, and
-    can be held (``hold``) or made to fail (``fail``)."""
-
-    def __init__(self):
-        self.runs = 0
-        self.lock = threading.Lock()
-        self.open = threading.Event()
-        self.open.set()
-        self.entered = threading.Event()
-        self.fail = False
-
-    def __call__(self, x):
-        with self.lock:
-            self.runs += 1
-            n = self.runs
-        self.entered.set()
-        assert self.open.wait(WAIT), "held too long"
-        if self.fail:
-            raise RuntimeError(f"run {n} failed")
-        return n
-
-    def hold(self):
-        self.entered.clear()
-        self.open.clear()
 
 
 def wait_until(predicate, what):
