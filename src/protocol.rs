@@ -290,6 +290,18 @@ impl Protocol {
         self.holding
     }
 
+    /// The first step of a call whose caller has just looked the key up in
+    /// a memory store and found nothing (`missed`): a first look is answered
+    /// by that one (nothing that could store ran since), not asked again.
+    /// The second value: whether that look was used.
+    pub fn start_after_look(&mut self, missed: bool) -> (Step, bool) {
+        let step = self.start();
+        if missed && step == Step::Look {
+            return (self.next(Event::Missing), true);
+        }
+        (step, false)
+    }
+
     /// The first step.
     pub fn start(&mut self) -> Step {
         debug_assert_eq!(self.state, State::Begin);
@@ -773,6 +785,22 @@ mod tests {
         o.on_lock_timeout = OnLockTimeout::Raise;
         let s = steps(o, &[Event::Missing, Event::Busy]);
         assert_eq!(s[2], Step::RaiseLockTimeout);
+    }
+
+    #[test]
+    fn a_callers_missed_look_is_the_first_look_only_when_one_is_asked() {
+        let mut p = Protocol::new(opts(MEMORY));
+        let (step, used) = p.start_after_look(true);
+        assert!(used);
+        assert!(matches!(step, Step::Lock { .. }), "{step:?}");
+        let mut p = Protocol::new(opts(MEMORY));
+        assert_eq!(p.start_after_look(false), (Step::Look, false));
+        // An overwrite never looks first: the caller's look is not used.
+        let mut o = opts(MEMORY);
+        o.mode = Mode::Overwrite;
+        let (step, used) = Protocol::new(o.clone()).start_after_look(true);
+        assert!(!used);
+        assert_eq!(step, Protocol::new(o).start());
     }
 
     #[test]

@@ -157,12 +157,9 @@ impl AsyncCall {
         missed: bool,
     ) -> PyResult<Bound<'py, AsyncCall>> {
         let py = slf.py();
-        let mut step = protocol.start();
-        if missed && step == Step::Look {
-            // The memory lookup `begin` just made: nothing that could store
-            // ran since (as in the sync driver).
+        let (step, used_look) = protocol.start_after_look(missed);
+        if used_look {
             resolved.region.up();
-            step = protocol.next(Event::Missing);
         }
         let key_args = slf.get().key_args_for(py, args.as_slice(), kwargs)?;
         let call = Bound::new(

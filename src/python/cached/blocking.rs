@@ -176,11 +176,9 @@ impl CachedFunction {
             })
         };
 
-        let mut step = protocol.start();
-        if missed && step == Step::Look {
-            // The caller's look: nothing that could store ran since.
+        let (mut step, used_look) = protocol.start_after_look(missed);
+        if used_look {
             r.region.up();
-            step = protocol.next(Event::Missing);
         }
         let ended = loop {
             if step.is_terminal() {
