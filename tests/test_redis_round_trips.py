@@ -34,6 +34,18 @@ def counted():
     return f, calls
 
 
+def acounted():
+    """``counted`` for the async face (named ``g``)."""
+    calls = []
+
+    @cachu.cache(ttl=300, backend="redis")
+    async def g(n):
+        calls.append(n)
+        return {"n": n}
+
+    return g, calls
+
+
 def no_locks_soon(r):
     """A release not awaited reaches the server right behind the call's
     last command; poll for it with a bound."""
@@ -128,13 +140,7 @@ def test_the_guess_is_per_key_and_forgets_deleted_keys(server, r):
 
 @pytest.mark.asyncio
 async def test_async_calls_send_the_same_commands(server, r):
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def g(n):
-        calls.append(n)
-        return {"n": n}
-
+    g, calls = acounted()
     await g(0)
     with requests_seen(server) as miss:
         assert await g(1) == {"n": 1}
@@ -149,13 +155,7 @@ async def test_async_calls_send_the_same_commands(server, r):
 
 @pytest.mark.asyncio
 async def test_async_first_hit_of_another_clients_value_and_script_flush(server, r):
-    calls = []
-
-    @cachu.cache(ttl=300, backend="redis")
-    async def g(n):
-        calls.append(n)
-        return {"n": n}
-
+    g, calls = acounted()
     await g(0)
     put_raw(r, "5m:g|n=7", {"n": "theirs"})
     with requests_seen(server) as first:
