@@ -56,16 +56,23 @@ impl Packed {
     }
 
     /// `kind`, `n` in decimal, CRLF: written in one copy (a `*` or `$` line
-    /// per word; three appends cost four times as much).
-    fn line(&mut self, kind: u8, n: usize) {
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(n).as_bytes();
+    /// per word). The digits by hand: `itoa` and a copy into the line cost a
+    /// miss about 200 instructions more (callgrind).
+    fn line(&mut self, kind: u8, mut n: usize) {
         let mut line = [0u8; 24];
-        let end = digits.len() + 3;
-        line[0] = kind;
-        line[1..end - 2].copy_from_slice(digits);
-        line[end - 2..end].copy_from_slice(b"\r\n");
-        self.bytes.extend_from_slice(&line[..end]);
+        let mut at = line.len() - 2;
+        line[at..].copy_from_slice(b"\r\n");
+        loop {
+            at -= 1;
+            line[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        at -= 1;
+        line[at] = kind;
+        self.bytes.extend_from_slice(&line[at..]);
     }
 }
 
