@@ -55,6 +55,8 @@ lint: ## rustfmt, clippy, ruff, mypy and stubtest (tools: pip install '.[dev]')
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	cargo fmt --check --manifest-path bench/redis_floor/Cargo.toml
+	cargo clippy --manifest-path bench/redis_floor/Cargo.toml --target-dir bench/redis_floor/target -- -D warnings
 	$(PYTHON) -m ruff check python tests bench scripts
 	$(PYTHON) -m ruff format --check python tests bench scripts
 	$(PYTHON) -m mypy python/cachu

@@ -36,6 +36,7 @@ import os
 import pickle
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -154,7 +155,12 @@ SCENARIOS = [
         "name": "redis miss + store",
         "groups": ("redis",),
         "kind": "slow_miss",
-        "impls": ["cachu", "raw socket lock+get, store+release", "redis-py SET+pickle"],
+        "impls": [
+            "cachu",
+            "raw socket lock+get, store+release",
+            "compiled client, same commands, nothing else",
+            "redis-py SET+pickle",
+        ],
     },
     # kept after the sync redis rows: the redis scenarios run pinned to one CPU
     {
@@ -1202,6 +1208,88 @@ class RawSocketMiss(MissCase):
         self.conn.close()
 
 
+def _redis_floor_binary():
+    """Build (once; cargo keeps it) and locate ``bench/redis_floor``, the
+    compiled client of :class:`CompiledFloorMiss`."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    manifest = os.path.join(here, "redis_floor", "Cargo.toml")
+    target = os.path.join(here, "redis_floor", "target")
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        raise Unsupported("no cargo on PATH to build bench/redis_floor")
+    subprocess.run(
+        [
+            cargo,
+            "build",
+            "--release",
+            "--quiet",
+            "--manifest-path",
+            manifest,
+            "--target-dir",
+            target,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return os.path.join(target, "release", "redis_floor")
+
+
+class CompiledFloorMiss(MissCase):
+    """The floor under any client that keeps 0.2.7's lock contract: the
+    commands of :class:`RawSocketMiss`, in the same two round trips, sent by a
+    compiled client doing nothing else (no function, no pickle, no Python in
+    the loop; ``bench/redis_floor``). It times its own loop; its process runs
+    on this worker's CPU."""
+
+    kind = "slow_miss"
+
+    def build(self):
+        self.conn = RawSocketMiss.connect(self)
+        sha = self.conn.command(b"SCRIPT", b"LOAD", _engine_script("RELEASE_LUA"))
+        sha = sha.decode() if isinstance(sha, bytes) else sha
+        kwargs = self.env.redis_client().connection_pool.connection_kwargs
+        payload = len(struct.pack("d", 0.0) + pickle.dumps(user(10_000_000)))
+        args = [str(kwargs["port"]), str(kwargs.get("db", 0)), sha, str(TTL), str(payload)]
+        self.proc = subprocess.Popen(
+            [_redis_floor_binary(), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        return None
+
+    def setup(self):
+        self.build()
+        self.next = 10_000_000
+
+    def ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"bench/redis_floor exited ({self.proc.wait()}) on {line!r}")
+        return float(answer)
+
+    def check(self):
+        # It must have sent the commands: the value stored, the lock released.
+        x = self.next - 1
+        self.ask(f"miss 1 {x}")
+        name = f"bench:floormiss:{x}".encode()
+        exists = [self.conn.command(b"EXISTS", k) for k in (name, b"lock:" + name)]
+        if exists != [b"1", b"0"]:
+            raise AssertionError("bench/redis_floor did not store and release")
+
+    def run(self, n):
+        start = self.next
+        self.next += n
+        return self.ask(f"miss {n} {start}")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+        self.conn.close()
+
+
 class RawRedisSet(MissCase):
     """One redis-py SET (with expiry) of a freshly pickled dict."""
 
@@ -1343,6 +1431,7 @@ CASES = {
     ("redis hit", "redis-py GET+unpickle"): RawRedisGet,
     ("redis miss + store", "cachu"): CachuRedisMiss,
     ("redis miss + store", "raw socket lock+get, store+release"): RawSocketMiss,
+    ("redis miss + store", "compiled client, same commands, nothing else"): CompiledFloorMiss,
     ("redis miss + store", "redis-py SET+pickle"): RawRedisSet,
     ("async redis hit", "cachu"): CachuAsyncRedisHit,
     ("async redis hit", "redis.asyncio GET+unpickle"): RawAsyncRedisGet,
