@@ -246,6 +246,23 @@ def user(x):
     return {"id": x, "name": f"user{x}", "score": x * 1.5}
 
 
+def counted_user(case):
+    """``user``, counting its calls in ``case.calls`` in its own frame.
+
+    The count proves every timed miss ran the function. Kept in the
+    function's frame, not in a wrapper around ``user``: a wrapper adds a
+    Python call to every miss of every implementation (about 50 ns, a
+    sixteenth of our growing-cache miss), which DESIGN.md's function does
+    not have. The cases' ``check`` compares its results with ``user``'s.
+    """
+
+    def user_counted(x):
+        case.calls += 1
+        return {"id": x, "name": f"user{x}", "score": x * 1.5}
+
+    return user_counted
+
+
 class Unsupported(Exception):
     """This implementation does not offer the scenario."""
 
@@ -344,6 +361,9 @@ class Case:
         self.fn = None
 
     def counted(self, body):
+        if body is user:
+            return counted_user(self)
+
         def inner(x):
             self.calls += 1
             return body(x)
@@ -653,9 +673,10 @@ def _growing_variant(hit_cls):
 
 
 def _async_counted(case):
+    # As counted_user: the count in the function's own frame.
     async def body(x):
         case.calls += 1
-        return user(x)
+        return {"id": x, "name": f"user{x}", "score": x * 1.5}
 
     return body
 
