@@ -555,6 +555,23 @@ def targets(results, groups=None):
             )
         checks[-1]["informational"] = informational
 
+    def beside_floor(scenario, target, impl, label, unit, own_cost):
+        """Informational: ours at most 1.15x the floor row `impl`, with the
+        floor's own cost in `unit` ns (`own_cost` formats that ratio)."""
+        o, f = ns(scenario, "ours"), ns(scenario, impl)
+        add(
+            scenario,
+            target,
+            ratio(o, f),
+            lambda v: v <= 1.15,
+            lambda v: (
+                f"ours {fmt_ns(o)} ns / {label} {fmt_ns(f)} ns = {v:.2f}x"
+                + (f" ({own_cost.format(f / unit)})" if unit else "")
+            ),
+            [("ours", scenario, "ours"), (label, scenario, impl)],
+            informational=True,
+        )
+
     sc = "memory hit"
     o, c, lc = ns(sc, "ours"), ns(sc, "cachebox"), ns(sc, "lru_cache + copy")
     add(
@@ -700,63 +717,36 @@ def targets(results, groups=None):
     # The floor of the commands a dogpile-safe miss must send (COMPAT: the
     # lock is released by its owner's compare-and-delete script), on a raw
     # socket around the same function and pickle, for information.
-    sm = ns(sc, "raw socket lock+get, store+release")
-    add(
+    beside_floor(
         sc,
         "redis miss + store <= 1.15x raw socket lock+get, store+release",
-        ratio(o, sm),
-        lambda v: v <= 1.15,
-        lambda v: (
-            f"ours {fmt_ns(o)} ns / raw commands {fmt_ns(sm)} ns = {v:.2f}x"
-            f" (the raw client: {sm / g:.2f} round trips)"
-            if g
-            else f"{v:.2f}x"
-        ),
-        [("ours", sc, "ours"), ("raw commands", sc, "raw socket lock+get, store+release")],
-        informational=True,
+        "raw socket lock+get, store+release",
+        "raw commands",
+        g,
+        "the raw client: {:.2f} round trips",
     )
     # The same commands from a compiled client that does nothing else: what
     # the server and the kernel cost any client keeping the lock contract.
     # Measured in the bar's unit, it shows how much of the bar is left for
     # the function, its pickle and the client's own work.
-    cm = ns(sc, "compiled client, same commands, nothing else")
-    add(
+    beside_floor(
         sc,
         "redis miss + store <= 1.15x the commands alone (compiled client)",
-        ratio(o, cm),
-        lambda v: v <= 1.15,
-        lambda v: (
-            f"ours {fmt_ns(o)} ns / commands alone {fmt_ns(cm)} ns = {v:.2f}x"
-            f" (the commands alone: {cm / g:.2f} round trips)"
-            if g
-            else f"{v:.2f}x"
-        ),
-        [
-            ("ours", sc, "ours"),
-            ("commands alone", sc, "compiled client, same commands, nothing else"),
-        ],
-        informational=True,
+        "compiled client, same commands, nothing else",
+        "commands alone",
+        g,
+        "the commands alone: {:.2f} round trips",
     )
     # A hit of a key found before is a plain GET; the get-or-lock script (a
     # hit before issue 15, and still the careful path) shows what one script
     # call costs the server, for information.
-    sg = ns("redis hit", "raw socket get-or-lock script")
-    add(
+    beside_floor(
         "redis hit",
         "redis hit <= 1.15x raw socket get-or-lock script",
-        ratio(ns("redis hit", "ours"), sg),
-        lambda v: v <= 1.15,
-        lambda v: (
-            f"ours {fmt_ns(ns('redis hit', 'ours'))} ns / raw script {fmt_ns(sg)} ns = {v:.2f}x"
-            f" (the script alone: {sg / g:.2f}x a GET)"
-            if g
-            else f"{v:.2f}x"
-        ),
-        [
-            ("ours", "redis hit", "ours"),
-            ("raw script", "redis hit", "raw socket get-or-lock script"),
-        ],
-        informational=True,
+        "raw socket get-or-lock script",
+        "raw script",
+        g,
+        "the script alone: {:.2f}x a GET",
     )
     # The bar before issue 15, against redis-py (a slower client), for information.
     rp = ns("redis hit", "redis-py GET+unpickle")
@@ -803,23 +793,13 @@ def targets(results, groups=None):
     )
     # The floor of the same commands on the owner master (and its replica,
     # which every write is propagated to).
-    cm = ns(sc, "raw socket lock+get, store+release, owner node")
-    add(
+    beside_floor(
         sc,
         "cluster miss + store <= 1.15x raw socket lock+get, store+release",
-        ratio(o, cm),
-        lambda v: v <= 1.15,
-        lambda v: (
-            f"ours {fmt_ns(o)} ns / raw commands {fmt_ns(cm)} ns = {v:.2f}x"
-            f" (the raw client: {cm / cg:.2f} round trips)"
-            if cg
-            else f"{v:.2f}x"
-        ),
-        [
-            ("ours", sc, "ours"),
-            ("raw commands", sc, "raw socket lock+get, store+release, owner node"),
-        ],
-        informational=True,
+        "raw socket lock+get, store+release, owner node",
+        "raw commands",
+        cg,
+        "the raw client: {:.2f} round trips",
     )
     # Not in DESIGN.md: the sync redis bar applied to the async rows, for information.
     sc = "async redis hit"
