@@ -106,12 +106,27 @@ class ThrowawayCluster:
                 timeout=60,
             )
             wait("the cluster", self._ok)
+            # Each replica's first sync starts after the master's diskless
+            # sync delay (5 s by default): until then writes reach no replica.
+            wait("the replicas' first sync", self._replicated)
         except BaseException:
             self.stop()
             raise
 
     def _ok(self) -> bool:
         return all(b"cluster_state:ok" in ask(p, b"CLUSTER", b"INFO") for p in self.ports)
+
+    def _replicated(self) -> bool:
+        """Every master has a replica online, each replica's link is up."""
+        infos = [ask(p, b"INFO", b"replication") for p in self.ports]
+        masters = [i for i in infos if b"role:master" in i]
+        replicas = [i for i in infos if b"role:slave" in i]
+        return (
+            len(masters) == MASTERS
+            and all(b"connected_slaves:1" in i and b"state=online" in i for i in masters)
+            and len(replicas) == MASTERS
+            and all(b"master_link_status:up" in i for i in replicas)
+        )
 
     @property
     def url(self) -> str:
