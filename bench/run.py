@@ -765,7 +765,7 @@ def targets(results, groups=None):
     # applied to a Redis Cluster (issue 11), for information, against one raw
     # GET round trip to the master that serves the key, same run. Every write
     # there is also replicated, to a replica on the same pinned CPU: the raw
-    # client's own lock+get, store+release costs it 3.1-4.6 round trips.
+    # client's own lock+get, store+release costs it 4.3-5.0 round trips.
     sc = "cluster hit"
     o, cg = ns(sc, "ours"), ns(sc, "raw socket GET, owner node")
     add(
