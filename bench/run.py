@@ -737,6 +737,16 @@ def targets(results, groups=None):
         g,
         "the commands alone: {:.2f} round trips",
     )
+    # The hit's GET from a client with no Python at all: how close the raw
+    # socket floor itself is to the round trip.
+    beside_floor(
+        "redis hit",
+        "redis hit <= 1.15x compiled client GET",
+        "compiled client GET, nothing else",
+        "compiled GET",
+        g,
+        "the compiled GET: {:.2f}x the raw socket GET",
+    )
     # A hit of a key found before is a plain GET; the get-or-lock script (a
     # hit before issue 15, and still the careful path) shows what one script
     # call costs the server, for information.

@@ -147,6 +147,7 @@ SCENARIOS = [
             "cachu",
             "ours, signed",
             "raw socket GET",
+            "compiled client GET, nothing else",
             "raw socket get-or-lock script",
             "redis-py GET+unpickle",
         ],
@@ -1255,16 +1256,13 @@ def _redis_floor_binary():
     return os.path.join(target, "release", "redis_floor")
 
 
-class CompiledFloorMiss(MissCase):
-    """The floor under any client that keeps 0.2.7's lock contract: the
-    commands of :class:`RawSocketMiss`, in the same two round trips, sent by a
-    compiled client doing nothing else (no function, no pickle, no Python in
-    the loop; ``bench/redis_floor``). It times its own loop; its process runs
-    on this worker's CPU."""
+class CompiledFloor:
+    """The compiled client (``bench/redis_floor``), one process per case: a
+    floor under any client, as it does nothing but send the commands and
+    read their replies (no function, no pickle, no Python in its timed
+    loop). It times its own loops; its process runs on this worker's CPU."""
 
-    kind = "slow_miss"
-
-    def build(self):
+    def start(self):
         self.conn = RawSocketMiss.connect(self)
         sha = self.conn.command(b"SCRIPT", b"LOAD", _engine_script("RELEASE_LUA"))
         sha = sha.decode() if isinstance(sha, bytes) else sha
@@ -1277,11 +1275,6 @@ class CompiledFloorMiss(MissCase):
             stdout=subprocess.PIPE,
             text=True,
         )
-        return None
-
-    def setup(self):
-        self.build()
-        self.next = 10_000_000
 
     def ask(self, line):
         self.proc.stdin.write(line + "\n")
@@ -1290,6 +1283,22 @@ class CompiledFloorMiss(MissCase):
         if not answer:
             raise RuntimeError(f"bench/redis_floor exited ({self.proc.wait()}) on {line!r}")
         return float(answer)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+        self.conn.close()
+
+
+class CompiledFloorMiss(CompiledFloor, MissCase):
+    """The floor under any client that keeps 0.2.7's lock contract: the
+    commands of :class:`RawSocketMiss`, in the same two round trips."""
+
+    kind = "slow_miss"
+
+    def setup(self):
+        self.start()
+        self.next = 10_000_000
 
     def check(self):
         # It must have sent the commands: the value stored, the lock released.
@@ -1305,10 +1314,22 @@ class CompiledFloorMiss(MissCase):
         self.next += n
         return self.ask(f"miss {n} {start}")
 
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=10)
-        self.conn.close()
+
+class CompiledFloorGet(CompiledFloor, Case):
+    """One GET round trip of a value the size of a pickled ``user(x)``, from
+    the compiled client: the hit's floor without Python."""
+
+    def setup(self):
+        self.start()
+
+    def check(self):
+        self.ask("get 1")
+        size = len(struct.pack("d", 0.0) + pickle.dumps(user(10_000_000)))
+        if self.conn.command(b"STRLEN", b"bench:floorget") != str(size).encode():
+            raise AssertionError("bench/redis_floor did not set its value")
+
+    def run(self, n):
+        return self.ask(f"get {n}")
 
 
 class RawRedisSet(MissCase):
@@ -1453,6 +1474,7 @@ CASES = {
     ("redis miss + store", "cachu"): CachuRedisMiss,
     ("redis miss + store", "raw socket lock+get, store+release"): RawSocketMiss,
     ("redis miss + store", "compiled client, same commands, nothing else"): CompiledFloorMiss,
+    ("redis hit", "compiled client GET, nothing else"): CompiledFloorGet,
     ("redis miss + store", "redis-py SET+pickle"): RawRedisSet,
     ("async redis hit", "cachu"): CachuAsyncRedisHit,
     ("async redis hit", "redis.asyncio GET+unpickle"): RawAsyncRedisGet,

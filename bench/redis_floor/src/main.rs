@@ -51,7 +51,10 @@ fn reply_end(buf: &[u8], at: usize) -> Option<usize> {
 
 struct Client {
     sock: TcpStream,
+    /// The replies read so far.
     buf: Vec<u8>,
+    /// What one `read` fills: allocated (and zeroed) once.
+    chunk: Box<[u8]>,
 }
 
 impl Client {
@@ -60,13 +63,12 @@ impl Client {
     fn exchange(&mut self, out: &[u8], replies: usize) -> io::Result<()> {
         self.sock.write_all(out)?;
         self.buf.clear();
-        let mut chunk = [0u8; 16 * 1024];
         loop {
-            let n = self.sock.read(&mut chunk)?;
+            let n = self.sock.read(&mut self.chunk)?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&self.chunk[..n]);
             let mut at = 0;
             let mut whole = 0;
             while whole < replies {
@@ -110,7 +112,8 @@ fn main() -> io::Result<()> {
     sock.set_nodelay(true)?;
     let mut client = Client {
         sock,
-        buf: Vec::new(),
+        buf: Vec::with_capacity(16 * 1024),
+        chunk: vec![0; 16 * 1024].into_boxed_slice(),
     };
     let payload = vec![b'p'; payload_bytes];
     let token = [b't'; 32];
