@@ -1124,19 +1124,26 @@ class RawRedisGet(HitCase):
         return time_hits(self.fn, n, self.names)
 
 
+def _raw_connection(env):
+    """A raw socket connection (bench/resp_floor.py) to the single server,
+    on the database the worker's redis-py client uses."""
+    from resp_floor import RawConnection
+
+    kwargs = env.redis_client().connection_pool.connection_kwargs
+    conn = RawConnection(kwargs["port"])
+    conn.command(b"SELECT", str(kwargs.get("db", 0)).encode())
+    return conn
+
+
 class RawSocketGet(HitCase):
     """The floor: one GET round trip on a plain socket (bench/resp_floor.py), no decoding."""
 
     def setup(self):
-        from resp_floor import RawConnection
-
         client = self.env.redis_client()
         names = [f"bench:raw:{k}".encode() for k in KEYS]
         for k, name in zip(KEYS, names):
             client.set(name, pickle.dumps(user(k)), ex=TTL)
-        kwargs = client.connection_pool.connection_kwargs
-        self.conn = RawConnection(kwargs["port"])
-        self.conn.command(b"SELECT", str(kwargs.get("db", 0)).encode())
+        self.conn = _raw_connection(self.env)
         self.fn, self.names = self.conn.getter(), names
 
     def check(self):
@@ -1195,13 +1202,7 @@ class RawSocketMiss(MissCase):
     names = "bench:rawmiss:{}"
 
     def connect(self):
-        from resp_floor import RawConnection
-
-        client = self.env.redis_client()
-        kwargs = client.connection_pool.connection_kwargs
-        conn = RawConnection(kwargs["port"])
-        conn.command(b"SELECT", str(kwargs.get("db", 0)).encode())
-        return conn
+        return _raw_connection(self.env)
 
     def build(self):
         from resp_floor import encode
@@ -1263,14 +1264,15 @@ class CompiledFloor:
     loop). It times its own loops; its process runs on this worker's CPU."""
 
     def start(self):
-        self.conn = RawSocketMiss.connect(self)
+        self.conn = _raw_connection(self.env)
         sha = self.conn.command(b"SCRIPT", b"LOAD", _engine_script("RELEASE_LUA"))
         sha = sha.decode() if isinstance(sha, bytes) else sha
         kwargs = self.env.redis_client().connection_pool.connection_kwargs
-        payload = len(struct.pack("d", 0.0) + pickle.dumps(user(10_000_000)))
-        args = [str(kwargs["port"]), str(kwargs.get("db", 0)), sha, str(TTL), str(payload)]
+        # A value the size of ours: the stored time, then the pickled result.
+        self.payload_bytes = len(struct.pack("d", 0.0) + pickle.dumps(user(10_000_000)))
+        args = [kwargs["port"], kwargs.get("db", 0), sha, TTL, self.payload_bytes]
         self.proc = subprocess.Popen(
-            [_redis_floor_binary(), *args],
+            [_redis_floor_binary(), *map(str, args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -1324,8 +1326,7 @@ class CompiledFloorGet(CompiledFloor, Case):
 
     def check(self):
         self.ask("get 1")
-        size = len(struct.pack("d", 0.0) + pickle.dumps(user(10_000_000)))
-        if self.conn.command(b"STRLEN", b"bench:floorget") != str(size).encode():
+        if self.conn.command(b"STRLEN", b"bench:floorget") != str(self.payload_bytes).encode():
             raise AssertionError("bench/redis_floor did not set its value")
 
     def run(self, n):
