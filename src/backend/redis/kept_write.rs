@@ -114,9 +114,8 @@ impl RedisBackend {
             None => {
                 let mut pipe = Pipeline::with_capacity(1);
                 look::store(&mut pipe, key, &payload, ttl);
-                conn.req_packed_commands(&pipe, 0, 1)
-                    .await
-                    .and_then(|mut replies| replies.pop().unwrap_or(Value::Nil).extract_error())
+                look::sole_reply(conn.req_packed_commands(&pipe, 0, 1).await)
+                    .and_then(Value::extract_error)
                     .map(|_| true)
             }
             Some(t) => {

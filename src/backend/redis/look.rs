@@ -60,6 +60,12 @@ fn bulk(reply: RedisResult<Value>) -> RedisResult<Option<Vec<u8>>> {
     Ok(redis::from_redis_value(reply?.extract_error()?)?)
 }
 
+/// The reply of a pipeline of one command (an async connection takes
+/// nothing else).
+pub(super) fn sole_reply(replies: RedisResult<Vec<Value>>) -> RedisResult<Value> {
+    Ok(replies?.pop().unwrap_or(Value::Nil))
+}
+
 /// `SET lock token NX EX secs`, then `GET key`.
 fn lock_then_get(out: &mut impl Commands, key: &str, lock: &str, token: &LockToken, secs: u64) {
     let mut secs_word = Number::new();
@@ -222,9 +228,7 @@ impl RedisBackend {
             let pipe = &pipe;
             let got = self
                 .run_async(|mut c| async move {
-                    let reply = c.req_packed_commands(pipe, 0, 1).await;
-                    let reply =
-                        reply.map(|replies| replies.into_iter().next().unwrap_or(Value::Nil));
+                    let reply = sole_reply(c.req_packed_commands(pipe, 0, 1).await);
                     self.read_get(key, bulk(reply))
                 })
                 .await?;
