@@ -774,8 +774,9 @@ def targets(results, groups=None):
     # Not in DESIGN.md (its table has no cluster row): its single-server bars
     # applied to a Redis Cluster (issue 11), for information, against one raw
     # GET round trip to the master that serves the key, same run. Every write
-    # there is also replicated, to a replica on the same pinned CPU: the raw
-    # client's own lock+get, store+release costs it 4.3-5.0 round trips.
+    # there is also replicated, to a replica on the same pinned CPU, and the
+    # keys spread over three masters: the raw client's own lock+get,
+    # store+release costs it about 6 round trips.
     sc = "cluster hit"
     o, cg = ns(sc, "ours"), ns(sc, "raw socket GET, owner node")
     add(
@@ -801,8 +802,8 @@ def targets(results, groups=None):
         ],
         informational=True,
     )
-    # The floor of the same commands on the owner master (and its replica,
-    # which every write is propagated to).
+    # The floor of the same commands, each key's sent to its master (and
+    # propagated to that master's replica), spread over the masters as ours.
     beside_floor(
         sc,
         "cluster miss + store <= 1.15x raw socket lock+get, store+release",
