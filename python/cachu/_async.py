@@ -25,6 +25,10 @@ from cachu import _cachu
 from cachu._offloop import off_loop, settle
 
 _Step = _cachu.AsyncStep
+# Bound once: a driver compares each step with these.
+_RUN, _LOCAL_LOCK, _NATIVE = _Step.Run, _Step.LocalLock, _Step.Native
+_BLOCKING, _REFRESH = _Step.Blocking, _Step.Refresh
+_running_loop = asyncio.get_running_loop
 _log = logging.getLogger("cachu")
 
 # loop -> {key being computed: a future done when the computing task
@@ -49,12 +53,11 @@ def _table(loop: asyncio.AbstractEventLoop) -> _Table:
     return table
 
 
-async def _acquire(table: _Table, key: str, timeout: float) -> tuple[bool, bool]:
-    """Become the task computing ``key`` on this loop, waiting (suspended) at
-    most ``timeout`` seconds while another task is. Returns (owner, waited)."""
-    if key not in table:  # Uncontended: take it without suspending.
-        table[key] = None
-        return True, False
+async def _wait_for_key(table: _Table, key: str, timeout: float) -> bool:
+    """Become the task computing ``key`` on this loop once the task computing
+    it now is done, waiting (suspended) at most ``timeout`` seconds. Returns
+    whether this task holds it. (The uncontended case is taken by the driver
+    inline, without a coroutine.)"""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while key in table:
@@ -63,14 +66,14 @@ async def _acquire(table: _Table, key: str, timeout: float) -> tuple[bool, bool]
             busy = table[key] = loop.create_future()
         remaining = deadline - loop.time()
         if remaining <= 0:
-            return False, True
+            return False
         try:
             # shield: a waiter's cancellation must not cancel the holder's future.
             await asyncio.wait_for(asyncio.shield(busy), remaining)
         except asyncio.TimeoutError:
-            return False, True
+            return False
     table[key] = None
-    return True, True
+    return True
 
 
 def _release(table: _Table, key: str) -> None:
@@ -84,30 +87,35 @@ async def _drive(
 ) -> Any:
     """Perform the steps ``call`` asks for until it is over; return its outcome."""
     owned: _Table | None = None  # the per-loop table whose key lock this task holds
+    key = ""
     try:
         step = call.step
         while True:
-            if step == _Step.Run:
+            if step == _RUN:
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception as e:
                     step = call.failed(e)
                 else:
                     step = call.ran(result)
-            elif step == _Step.Native:
-                await call.io()
-                step = call.resume()
-            elif step == _Step.Blocking:
-                step = await off_loop(call.perform)
-            elif step == _Step.LocalLock:
-                table = _table(asyncio.get_running_loop())
-                owner, waited = await _acquire(table, call.key, call.wait)
-                if owner:
+            elif step == _LOCAL_LOCK:
+                table = _table(_running_loop())
+                key = call.key
+                if key not in table:  # Uncontended: taken without suspending.
+                    table[key] = None
                     owned = table
-                    step = call.locked(waited)
+                    step = call.locked(False)
+                elif await _wait_for_key(table, key, call.wait):
+                    owned = table
+                    step = call.locked(True)
                 else:
                     step = call.busy()
-            elif step == _Step.Refresh:
+            elif step == _NATIVE:
+                await call.io()
+                step = call.resume()
+            elif step == _BLOCKING:
+                step = await off_loop(call.perform)
+            elif step == _REFRESH:
                 _start_refresh(call, fn, args, kwargs)
                 return call.outcome()
             else:
@@ -115,7 +123,7 @@ async def _drive(
     finally:
         call.close()
         if owned is not None:
-            _release(owned, call.key)
+            _release(owned, key)
 
 
 def _start_refresh(
