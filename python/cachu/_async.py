@@ -25,7 +25,8 @@ from cachu import _cachu
 from cachu._offloop import off_loop, settle
 
 _Step = _cachu.AsyncStep
-# Bound once: a driver compares each step with these.
+# Bound once. The engine hands out these very objects, so a driver tells
+# steps apart by identity.
 _RUN, _LOCAL_LOCK, _NATIVE = _Step.Run, _Step.LocalLock, _Step.Native
 _BLOCKING, _REFRESH = _Step.Blocking, _Step.Refresh
 _running_loop = asyncio.get_running_loop
@@ -91,14 +92,14 @@ async def _drive(
     try:
         step = call.step
         while True:
-            if step == _RUN:
+            if step is _RUN:
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception as e:
                     step = call.failed(e)
                 else:
                     step = call.ran(result)
-            elif step == _LOCAL_LOCK:
+            elif step is _LOCAL_LOCK:
                 table = _table(_running_loop())
                 key = call.key
                 if key not in table:  # Uncontended: taken without suspending.
@@ -110,12 +111,12 @@ async def _drive(
                     step = call.locked(True)
                 else:
                     step = call.busy()
-            elif step == _NATIVE:
+            elif step is _NATIVE:
                 await call.io()
                 step = call.resume()
-            elif step == _BLOCKING:
+            elif step is _BLOCKING:
                 step = await off_loop(call.perform)
-            elif step == _REFRESH:
+            elif step is _REFRESH:
                 _start_refresh(call, fn, args, kwargs)
                 return call.outcome()
             else:

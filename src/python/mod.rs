@@ -120,6 +120,7 @@ mod _cachu {
         // Every lazily made Python object is made here, before any thread
         // can fork in the middle of making it (see `value::warm`).
         super::value::warm(m.py())?;
+        super::cached::warm_async_steps(m.py())?;
         // Likewise the engine's fork handler (installed on first use).
         crate::fork::generation();
         m.add(

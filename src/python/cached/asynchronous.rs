@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::steps::{Found, Held};
@@ -47,6 +48,33 @@ pub enum AsyncStep {
     Refresh,
     /// The call is over: return `outcome()` (it raises for an error).
     Done,
+}
+
+/// The class's own instance of each step (`AsyncStep.Run`, ...), in the
+/// enum's order. Handed to Python instead of a new object per step: a step
+/// costs no allocation, and the driver tells steps apart by identity.
+static STEPS: PyOnceLock<Vec<Py<AsyncStep>>> = PyOnceLock::new();
+
+impl AsyncStep {
+    /// The steps' names, in the enum's order.
+    const NAMES: [&'static str; 6] = ["Run", "LocalLock", "Blocking", "Native", "Refresh", "Done"];
+
+    /// This step as the class's own instance.
+    fn shared(self, py: Python<'_>) -> PyResult<Py<AsyncStep>> {
+        let steps = STEPS.get_or_try_init(py, || {
+            let class = py.get_type::<AsyncStep>();
+            Self::NAMES
+                .iter()
+                .map(|name| Ok(class.getattr(*name)?.cast_into::<AsyncStep>()?.unbind()))
+                .collect::<PyResult<Vec<_>>>()
+        })?;
+        Ok(steps[self as usize].clone_ref(py))
+    }
+}
+
+/// Make the shared steps while the module is imported (see `value::warm`).
+pub fn warm(py: Python<'_>) -> PyResult<()> {
+    AsyncStep::Run.shared(py).map(drop)
 }
 
 /// The outcome of a native step, set on the runtime's thread.
@@ -314,10 +342,16 @@ fn release(resolved: &Resolved, key: &str, st: &mut State) {
 impl AsyncCall {
     /// The step the Python half performs now.
     #[getter]
-    fn step(&self) -> AsyncStep {
-        let st = self.state.lock();
-        let step = st.as_ref().expect("not while a step works").step;
-        self.visible(step).expect("settled on a visible step")
+    fn step(&self, py: Python<'_>) -> PyResult<Py<AsyncStep>> {
+        let step = self
+            .state
+            .lock()
+            .as_ref()
+            .expect("not while a step works")
+            .step;
+        self.visible(step)
+            .expect("settled on a visible step")
+            .shared(py)
     }
 
     /// The cache key (the per-loop lock's name).
@@ -336,20 +370,20 @@ impl AsyncCall {
     }
 
     /// The coroutine function returned `result`.
-    fn ran(&self, py: Python<'_>, result: Py<PyAny>) -> PyResult<AsyncStep> {
+    fn ran(&self, py: Python<'_>, result: Py<PyAny>) -> PyResult<Py<AsyncStep>> {
         self.with_state(|st| st.result = Some(result));
-        self.advance(py, Event::Ran)
+        self.advance(py, Event::Ran)?.shared(py)
     }
 
     /// The coroutine function raised `error`.
-    fn failed(&self, py: Python<'_>, error: Bound<'_, PyAny>) -> PyResult<AsyncStep> {
+    fn failed(&self, py: Python<'_>, error: Bound<'_, PyAny>) -> PyResult<Py<AsyncStep>> {
         let error = PyErr::from_value(error);
         self.with_state(|st| st.error = Some(error));
-        self.advance(py, Event::Failed)
+        self.advance(py, Event::Failed)?.shared(py)
     }
 
     /// The per-loop lock is ours (`waited`: another task held it first).
-    fn locked(&self, py: Python<'_>, waited: bool) -> PyResult<AsyncStep> {
+    fn locked(&self, py: Python<'_>, waited: bool) -> PyResult<Py<AsyncStep>> {
         let r = &self.resolved;
         let writes_before = self.with_state(|st| st.writes_before);
         let stored_meanwhile = r.region.store.blocking() && r.region.writes() != writes_before;
@@ -359,22 +393,24 @@ impl AsyncCall {
                 waited,
                 stored_meanwhile,
             },
-        )
+        )?
+        .shared(py)
     }
 
     /// Another task held the per-loop lock for the whole wait.
-    fn busy(&self, py: Python<'_>) -> PyResult<AsyncStep> {
-        self.advance(py, Event::Busy)
+    fn busy(&self, py: Python<'_>) -> PyResult<Py<AsyncStep>> {
+        self.advance(py, Event::Busy)?.shared(py)
     }
 
     /// Perform a blocking step (from the loop's thread pool); the GIL is
     /// released while SQLite works.
-    fn perform(&self, py: Python<'_>) -> PyResult<AsyncStep> {
+    fn perform(&self, py: Python<'_>) -> PyResult<Py<AsyncStep>> {
         self.with_state(|st| {
             let event = self.inline(py, st)?;
             st.step = st.protocol.next(event);
             self.settle_locked(py, st)
-        })
+        })?
+        .shared(py)
     }
 
     /// Start the native step on the engine's runtime: an awaitable that
@@ -475,7 +511,7 @@ impl AsyncCall {
 
     /// After `io()`: turn its outcome into the protocol's event and settle
     /// (decoding and `validate` run here, on the loop's thread).
-    fn resume(&self, py: Python<'_>) -> PyResult<AsyncStep> {
+    fn resume(&self, py: Python<'_>) -> PyResult<Py<AsyncStep>> {
         let cf = self.cf(py).get();
         let r = &self.resolved;
         self.with_state(|st| {
@@ -517,7 +553,8 @@ impl AsyncCall {
             };
             st.step = st.protocol.next(event);
             self.settle_locked(py, st)
-        })
+        })?
+        .shared(py)
     }
 
     /// The call's outcome, once it is over: the value, or the error raised.

@@ -10,7 +10,7 @@ mod refresh;
 mod steps;
 mod vectorcall;
 
-pub use asynchronous::{AsyncCall, AsyncStep};
+pub use asynchronous::{warm as warm_async_steps, AsyncCall, AsyncStep};
 pub use vectorcall::enable_vectorcall;
 
 use std::sync::Arc;
