@@ -60,17 +60,20 @@ def ask(port: int, *args: bytes) -> object:
         c.close()
 
 
+def slot_masters(any_port: int) -> list[int]:
+    """The port of the master serving each of the 16384 slots."""
+    masters = [0] * 16384
+    for start, end, master, *_ in ask(any_port, b"CLUSTER", b"SLOTS"):
+        masters[int(start) : int(end) + 1] = [int(master[1])] * (int(end) - int(start) + 1)
+    return masters
+
+
 def owner_port(any_port: int, key: bytes) -> int:
     """The port of the master serving ``key``'s slot."""
-    c = RawConnection(any_port)
-    try:
-        slot = int(c.command(b"CLUSTER", b"KEYSLOT", key))
-        for start, end, master, *_ in c.command(b"CLUSTER", b"SLOTS"):
-            if int(start) <= slot <= int(end):
-                return int(master[1])
-    finally:
-        c.close()
-    raise RuntimeError(f"no master serves the slot of {key!r}")
+    port = slot_masters(any_port)[int(ask(any_port, b"CLUSTER", b"KEYSLOT", key))]
+    if not port:
+        raise RuntimeError(f"no master serves the slot of {key!r}")
+    return port
 
 
 class ThrowawayCluster:

@@ -1388,6 +1388,12 @@ class CachuClusterMiss(MissCase):
         return _cachu_cluster(self, "bench_cluster_miss")
 
 
+def _cluster_seed_port(env):
+    """The port of the first seed node of the throwaway cluster's URL."""
+    first = env.need_cluster_url().split("://", 1)[1].split(",", 1)[0]
+    return int(first.rsplit(":", 1)[1])
+
+
 class RawClusterGet(RawSocketGet):
     """The floor on a cluster: one GET round trip on a plain socket to the
     master that serves the key (bench/resp_floor.py), no decoding."""
@@ -1396,8 +1402,7 @@ class RawClusterGet(RawSocketGet):
         from cluster import owner_port
         from resp_floor import RawConnection
 
-        url = self.env.need_cluster_url()
-        seed = int(url.split("://", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
+        seed = _cluster_seed_port(self.env)
         self.conns = {}
         route = {}
         self.names = [f"bench:rawcluster:{k}".encode() for k in KEYS]
@@ -1440,22 +1445,13 @@ class RawClusterMiss(RawSocketMiss):
     def connect(self):
         from binascii import crc_hqx
 
+        from cluster import slot_masters
         from resp_floor import RawConnection
 
-        url = self.env.need_cluster_url()
-        seed = RawConnection(int(url.split("://", 1)[1].split(",", 1)[0].rsplit(":", 1)[1]))
-        try:
-            ranges = seed.command(b"CLUSTER", b"SLOTS")
-        finally:
-            seed.close()
-        conns, by_slot = {}, [None] * 16384
-        for start, end, master, *_ in ranges:
-            port = int(master[1])
-            if port not in conns:
-                conns[port] = RawConnection(port)
-                conns[port].exchange = conns[port].exchanger()
-            for slot in range(int(start), int(end) + 1):
-                by_slot[slot] = conns[port].exchange
+        masters = slot_masters(_cluster_seed_port(self.env))
+        conns = {port: RawConnection(port) for port in set(masters)}
+        exchanges = {port: conn.exchanger() for port, conn in conns.items()}
+        by_slot = [exchanges[port] for port in masters]
 
         def route(x):
             tag = b"%d" % x
