@@ -234,12 +234,13 @@ impl AsyncCall {
         out
     }
 
-    /// Perform inline steps until one needs Python (or the call is over).
-    fn settle(&self, py: Python<'_>) -> PyResult<AsyncStep> {
+    /// Perform inline steps until one needs Python (or the call is over);
+    /// that step, as the class's own object.
+    fn settle(&self, py: Python<'_>) -> PyResult<Py<AsyncStep>> {
         self.with_state(|st| self.settle_locked(py, st))
     }
 
-    fn settle_locked(&self, py: Python<'_>, st: &mut State) -> PyResult<AsyncStep> {
+    fn settle_locked(&self, py: Python<'_>, st: &mut State) -> PyResult<Py<AsyncStep>> {
         let cf = self.cf(py).get();
         loop {
             if let (Step::Look, Store::File(_)) = (st.step, &self.resolved.region.store) {
@@ -265,7 +266,7 @@ impl AsyncCall {
                 if v == AsyncStep::Run {
                     cf.stats.miss_serialized();
                 }
-                return Ok(v);
+                return v.shared(py);
             }
             let event = self.inline(py, st)?;
             st.step = st.protocol.next(event);
@@ -308,7 +309,7 @@ impl AsyncCall {
     }
 
     /// Feed `event` to the protocol and settle.
-    fn advance(&self, py: Python<'_>, event: Event) -> PyResult<AsyncStep> {
+    fn advance(&self, py: Python<'_>, event: Event) -> PyResult<Py<AsyncStep>> {
         self.with_state(|st| {
             st.step = st.protocol.next(event);
             self.settle_locked(py, st)
@@ -372,14 +373,14 @@ impl AsyncCall {
     /// The coroutine function returned `result`.
     fn ran(&self, py: Python<'_>, result: Py<PyAny>) -> PyResult<Py<AsyncStep>> {
         self.with_state(|st| st.result = Some(result));
-        self.advance(py, Event::Ran)?.shared(py)
+        self.advance(py, Event::Ran)
     }
 
     /// The coroutine function raised `error`.
     fn failed(&self, py: Python<'_>, error: Bound<'_, PyAny>) -> PyResult<Py<AsyncStep>> {
         let error = PyErr::from_value(error);
         self.with_state(|st| st.error = Some(error));
-        self.advance(py, Event::Failed)?.shared(py)
+        self.advance(py, Event::Failed)
     }
 
     /// The per-loop lock is ours (`waited`: another task held it first).
@@ -393,13 +394,12 @@ impl AsyncCall {
                 waited,
                 stored_meanwhile,
             },
-        )?
-        .shared(py)
+        )
     }
 
     /// Another task held the per-loop lock for the whole wait.
     fn busy(&self, py: Python<'_>) -> PyResult<Py<AsyncStep>> {
-        self.advance(py, Event::Busy)?.shared(py)
+        self.advance(py, Event::Busy)
     }
 
     /// Perform a blocking step (from the loop's thread pool); the GIL is
@@ -409,8 +409,7 @@ impl AsyncCall {
             let event = self.inline(py, st)?;
             st.step = st.protocol.next(event);
             self.settle_locked(py, st)
-        })?
-        .shared(py)
+        })
     }
 
     /// Start the native step on the engine's runtime: an awaitable that
@@ -553,8 +552,7 @@ impl AsyncCall {
             };
             st.step = st.protocol.next(event);
             self.settle_locked(py, st)
-        })?
-        .shared(py)
+        })
     }
 
     /// The call's outcome, once it is over: the value, or the error raised.
