@@ -744,6 +744,19 @@ def targets(results, groups=None):
         mg,
         "the commands alone: {:.2f} round trips",
     )
+    # The same commands from the same program through the redis crate's
+    # connection: the floor of any client built on the crate ours uses. The
+    # step from the line above to this one is the crate's (its reply
+    # parser); from this one to ours, the function, the pickle, Python and
+    # the engine.
+    beside_floor(
+        sc,
+        "redis miss + store <= 1.15x the commands through the redis crate",
+        "redis crate, same commands, nothing else",
+        "the crate",
+        mg,
+        "the crate alone: {:.2f} round trips",
+    )
     # The hit's GET from a client with no Python at all: how close the raw
     # socket floor itself is to the round trip.
     beside_floor(
@@ -753,6 +766,14 @@ def targets(results, groups=None):
         "compiled GET",
         g,
         "the compiled GET: {:.2f}x the raw socket GET",
+    )
+    beside_floor(
+        "redis hit",
+        "redis hit <= 1.15x redis crate GET",
+        "redis crate GET, nothing else",
+        "crate GET",
+        g,
+        "the crate's GET: {:.2f}x the raw socket GET",
     )
     # A hit of a key found before is a plain GET; the get-or-lock script (a
     # hit before issue 15, and still the careful path) shows what one script

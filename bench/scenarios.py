@@ -148,6 +148,7 @@ SCENARIOS = [
             "ours, signed",
             "raw socket GET",
             "compiled client GET, nothing else",
+            "redis crate GET, nothing else",
             "raw socket get-or-lock script",
             "redis-py GET+unpickle",
         ],
@@ -164,6 +165,7 @@ SCENARIOS = [
             "raw socket GET",
             "raw socket lock+get, store+release",
             "compiled client, same commands, nothing else",
+            "redis crate, same commands, nothing else",
             "redis-py SET+pickle",
         ],
     },
@@ -1349,6 +1351,37 @@ class CompiledFloorGet(CompiledFloor, Case):
         return self.ask(f"get {n}")
 
 
+class CompiledCrateMiss(CompiledFloorMiss):
+    """The commands of :class:`CompiledFloorMiss`, sent through the ``redis``
+    crate's connection (the client our engine uses) by the same compiled
+    program: what any client built on that crate costs, before Python."""
+
+    def setup(self):
+        self.start()
+        self.next = 50_000_000
+
+    def check(self):
+        x = self.next - 1
+        self.ask(f"miss 1 {x} crate")
+        name = f"bench:floormiss:{x}".encode()
+        exists = [self.conn.command(b"EXISTS", k) for k in (name, b"lock:" + name)]
+        if exists != [b"1", b"0"]:
+            raise AssertionError("bench/redis_floor (crate) did not store and release")
+
+    def run(self, n):
+        start = self.next
+        self.next += n
+        return self.ask(f"miss {n} {start} crate")
+
+
+class CompiledCrateGet(CompiledFloorGet):
+    """The GET of :class:`CompiledFloorGet` through the ``redis`` crate's
+    connection, its reply parsed into a ``Value``."""
+
+    def run(self, n):
+        return self.ask(f"get {n} crate")
+
+
 class RawRedisSet(MissCase):
     """One redis-py SET (with expiry) of a freshly pickled dict."""
 
@@ -1515,6 +1548,8 @@ CASES = {
     ("redis miss + store", "raw socket lock+get, store+release"): RawSocketMiss,
     ("redis miss + store", "compiled client, same commands, nothing else"): CompiledFloorMiss,
     ("redis hit", "compiled client GET, nothing else"): CompiledFloorGet,
+    ("redis hit", "redis crate GET, nothing else"): CompiledCrateGet,
+    ("redis miss + store", "redis crate, same commands, nothing else"): CompiledCrateMiss,
     ("redis miss + store", "redis-py SET+pickle"): RawRedisSet,
     ("async redis hit", "cachu"): CachuAsyncRedisHit,
     ("async redis hit", "redis.asyncio GET+unpickle"): RawAsyncRedisGet,

@@ -1,8 +1,8 @@
 //! The commands of a dogpile-safe Redis miss, sent by a compiled client that
-//! does nothing else: no function, no pickle, no decoding, no Python. What
-//! it costs is the floor the server and the kernel put under any client that
-//! keeps 0.2.7's lock contract (COMPAT.md: `SET lock:{key} NX EX`, released
-//! by its owner's compare-and-delete script).
+//! does nothing else: no function, no pickle, no Python. What it costs is
+//! the floor the server and the kernel put under any client that keeps
+//! 0.2.7's lock contract (COMPAT.md: `SET lock:{key} NX EX`, released by its
+//! owner's compare-and-delete script).
 //!
 //! ```text
 //! redis_floor PORT DB RELEASE_SHA TTL PAYLOAD_BYTES
@@ -17,7 +17,12 @@
 //!   token`, as a miss of ours sends them.
 //! - `get N`: N round trips of `GET bench:floorget`.
 //!
-//! Standard library only, so it builds in seconds wherever `cargo` is.
+//! Each goes over a plain socket that only finds where each reply ends,
+//! decoding nothing: the floor. With a last word `crate` (`get N crate`,
+//! `miss N START crate`) it goes over the `redis` crate's synchronous
+//! connection instead (the client our engine uses): the same packed
+//! commands, each reply parsed into a `Value` as the engine gets it, the
+//! floor of any client built on that crate.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
@@ -92,6 +97,42 @@ impl Client {
     }
 }
 
+/// A client that sends packed commands and waits for their replies.
+trait Exchange {
+    fn exchange(&mut self, out: &[u8], replies: usize) -> io::Result<()>;
+}
+
+impl Exchange for Client {
+    fn exchange(&mut self, out: &[u8], replies: usize) -> io::Result<()> {
+        Client::exchange(self, out, replies)
+    }
+}
+
+/// The `redis` crate's connection, sending the same bytes.
+struct CrateClient(redis::Connection);
+
+impl Exchange for CrateClient {
+    fn exchange(&mut self, out: &[u8], replies: usize) -> io::Result<()> {
+        use redis::ConnectionLike;
+        let values = if replies == 1 {
+            vec![self.0.req_packed_command(out)]
+        } else {
+            match self.0.req_packed_commands(out, 0, replies) {
+                Ok(values) => values.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            }
+        };
+        for value in values {
+            match value {
+                Ok(redis::Value::ServerError(e)) => panic!("error reply: {e:?}"),
+                Ok(_) => {}
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
 fn arg(args: &[String], i: usize, what: &str) -> String {
     args.get(i)
         .cloned()
@@ -122,6 +163,12 @@ fn main() -> io::Result<()> {
     command(&mut out, &[b"SET", b"bench:floorget", &payload]);
     client.exchange(&out, 2)?;
 
+    let mut crate_client = CrateClient(
+        redis::Client::open(format!("redis://127.0.0.1:{port}/{db}"))
+            .and_then(|c| c.get_connection())
+            .map_err(io::Error::other)?,
+    );
+
     let mut get = Vec::new();
     command(&mut get, &[b"GET", b"bench:floorget"]);
     let stdout = io::stdout();
@@ -133,6 +180,12 @@ fn main() -> io::Result<()> {
                 .get(i)
                 .and_then(|w| w.parse().ok())
                 .expect("a count after the command")
+        };
+        let via_crate = words.last() == Some(&"crate");
+        let client: &mut dyn Exchange = if via_crate {
+            &mut crate_client
+        } else {
+            &mut client
         };
         let ns = match words.first() {
             Some(&"get") => {
