@@ -13,22 +13,51 @@ use std::time::Duration;
 
 use redis::{Cmd, Connection, ConnectionLike, RedisResult, Value};
 
+use super::plain::Plain;
+
 pub(super) struct Link {
-    conn: Connection,
+    conn: Wire,
     /// Replies of commands already sent, not read yet.
     unread: usize,
 }
 
+/// The connection under a link: the crate's, or a [`Plain`] one (plain TCP
+/// in RESP2, which reads its replies faster).
+enum Wire {
+    Crate(Connection),
+    Plain(Plain),
+}
+
+/// `$body` with `$c` bound to the wire's connection, whichever it is.
+macro_rules! on_wire {
+    ($wire:expr, $c:ident => $body:expr) => {
+        match $wire {
+            Wire::Crate($c) => $body,
+            Wire::Plain($c) => $body,
+        }
+    };
+}
+
 impl Link {
     pub(super) fn new(conn: Connection) -> Self {
-        Self { conn, unread: 0 }
+        Self {
+            conn: Wire::Crate(conn),
+            unread: 0,
+        }
+    }
+
+    pub(super) fn plain(conn: Plain) -> Self {
+        Self {
+            conn: Wire::Plain(conn),
+            unread: 0,
+        }
     }
 
     /// Read the replies left unread (a broken connection or a timeout there
     /// is an error of the command about to be sent).
     fn settle(&mut self) -> RedisResult<()> {
         while self.unread > 0 {
-            let reply = self.conn.recv_response()?;
+            let reply = on_wire!(&mut self.conn, c => c.recv_response())?;
             if matches!(reply, Value::Push { .. }) {
                 // A RESP3 push message, not a reply.
                 continue;
@@ -44,21 +73,21 @@ impl Link {
     /// Send `packed` (`count` commands) without waiting for the replies.
     pub(super) fn send_unawaited(&mut self, packed: &[u8], count: usize) -> RedisResult<()> {
         self.settle()?;
-        self.conn.send_packed_command(packed)?;
+        on_wire!(&mut self.conn, c => c.send_packed_command(packed))?;
         self.unread = count;
         Ok(())
     }
 
     pub(super) fn set_timeouts(&self, timeout: Option<Duration>) -> RedisResult<()> {
-        self.conn.set_read_timeout(timeout)?;
-        self.conn.set_write_timeout(timeout)
+        on_wire!(&self.conn, c => c.set_read_timeout(timeout))?;
+        on_wire!(&self.conn, c => c.set_write_timeout(timeout))
     }
 }
 
 impl ConnectionLike for Link {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         self.settle()?;
-        self.conn.req_packed_command(cmd)
+        on_wire!(&mut self.conn, c => c.req_packed_command(cmd))
     }
 
     fn req_packed_commands(
@@ -68,27 +97,27 @@ impl ConnectionLike for Link {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         self.settle()?;
-        self.conn.req_packed_commands(cmd, offset, count)
+        on_wire!(&mut self.conn, c => c.req_packed_commands(cmd, offset, count))
     }
 
     fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         self.settle()?;
-        self.conn.req_command(cmd)
+        on_wire!(&mut self.conn, c => c.req_command(cmd))
     }
 
     fn get_db(&self) -> i64 {
-        self.conn.get_db()
+        on_wire!(&self.conn, c => c.get_db())
     }
 
     fn supports_pipelining(&self) -> bool {
-        self.conn.supports_pipelining()
+        on_wire!(&self.conn, c => c.supports_pipelining())
     }
 
     fn check_connection(&mut self) -> bool {
-        self.settle().is_ok() && self.conn.check_connection()
+        self.settle().is_ok() && on_wire!(&mut self.conn, c => c.check_connection())
     }
 
     fn is_open(&self) -> bool {
-        self.conn.is_open()
+        on_wire!(&self.conn, c => c.is_open())
     }
 }

@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::link::Link;
+use super::plain::Plain;
 use crate::fork::PerProcess;
 
 use parking_lot::Mutex;
@@ -139,6 +140,10 @@ impl Topology {
     /// `timeout`.
     pub(super) fn connect(&self, timeout: Option<Duration>) -> RedisResult<Conn> {
         let node = |client: &Client| -> RedisResult<Conn> {
+            let info = client.get_connection_info();
+            if Plain::serves(info) {
+                return Ok(Conn::Node(Link::plain(Plain::connect(info, timeout)?)));
+            }
             let conn = match timeout {
                 Some(t) => client.get_connection_with_timeout(t)?,
                 None => client.get_connection()?,
