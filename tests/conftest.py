@@ -52,6 +52,19 @@ def clean_cachu():
 
 
 @pytest.fixture
+def ctrl_c():
+    """Python's own Ctrl-C handler for the test, whatever the runner set:
+    a suite started in the background of a shell without job control
+    inherits SIGINT ignored, and then ``_thread.interrupt_main()`` does
+    nothing."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.fixture
 def pkg(request):
     """The cachu package name of the requesting test module.
 

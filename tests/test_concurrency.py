@@ -281,7 +281,7 @@ def test_waiting_for_a_computation_does_not_hold_the_gil(clean_env):
     assert out["b"] == 42
 
 
-def test_ctrl_c_ends_a_wait_for_another_threads_computation():
+def test_ctrl_c_ends_a_wait_for_another_threads_computation(ctrl_c):
     """The main thread, waiting (without the GIL) for a key another thread is
     computing, still gets KeyboardInterrupt: the wait does not hold it back
     until lock_timeout."""

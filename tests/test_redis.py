@@ -129,7 +129,7 @@ def test_reference_written_value_is_a_hit(r):
     assert cachu.cache_info(lookup).hits == 2
 
 
-def test_ctrl_c_ends_a_wait_for_a_foreign_lock(r):
+def test_ctrl_c_ends_a_wait_for_a_foreign_lock(r, ctrl_c):
     """Waiting on another client's lock (without the GIL), the main thread
     still gets KeyboardInterrupt, rather than after lock_timeout."""
     import _thread

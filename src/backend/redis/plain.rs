@@ -97,7 +97,10 @@ impl Plain {
             if let (Some(name), Some(version)) = (settings.lib_name(), settings.lib_ver()) {
                 // Errors ignored, as the command's own documentation asks.
                 pipe.cmd("CLIENT").arg("SETINFO").arg("LIB-NAME").arg(name);
-                pipe.cmd("CLIENT").arg("SETINFO").arg("LIB-VER").arg(version);
+                pipe.cmd("CLIENT")
+                    .arg("SETINFO")
+                    .arg("LIB-VER")
+                    .arg(version);
             }
         }
         if pipe.is_empty() {
@@ -142,6 +145,11 @@ impl Plain {
                     self.start += used;
                     if self.start == self.end {
                         (self.start, self.end) = (0, 0);
+                        if self.buf.len() > 4 * BUF {
+                            // A large reply grew it: a pooled connection
+                            // does not keep that memory.
+                            self.buf = vec![0; BUF];
+                        }
                     }
                     return Ok(value);
                 }
@@ -206,9 +214,7 @@ fn connect_within(addr: (&str, u16), timeout: Duration) -> io::Result<TcpStream>
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, "the host has no address")
-    }))
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address")))
 }
 
 impl ConnectionLike for Plain {

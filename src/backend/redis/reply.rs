@@ -81,7 +81,10 @@ fn read_at(buf: &[u8], at: usize, depth: u32) -> RedisResult<Option<(Value, usiz
 /// Where the line starting at `from` ends (its `\r\n`), if it is whole.
 #[inline]
 fn line_end(buf: &[u8], from: usize) -> RedisResult<Option<usize>> {
-    let Some(at) = buf.get(from..).and_then(|b| b.iter().position(|&b| b == b'\n')) else {
+    let Some(at) = buf
+        .get(from..)
+        .and_then(|b| b.iter().position(|&b| b == b'\n'))
+    else {
         return Ok(None);
     };
     match (from + at).checked_sub(1) {
@@ -112,7 +115,10 @@ mod tests {
     /// it is: this reader must agree on both.
     fn same_as_crate(reply: &[u8]) {
         let mine = read(reply).expect("readable").expect("whole");
-        assert_eq!(mine.0, redis::parse_redis_value(reply).expect("the crate reads it"));
+        assert_eq!(
+            mine.0,
+            redis::parse_redis_value(reply).expect("the crate reads it")
+        );
         assert_eq!(mine.1, reply.len(), "{reply:?}");
     }
 
@@ -141,7 +147,11 @@ mod tests {
     fn a_reply_cut_anywhere_is_not_whole_yet() {
         let reply = b"*3\r\n$5\r\nhello\r\n:12\r\n*1\r\n-ERR x\r\n";
         for cut in 0..reply.len() {
-            assert_eq!(read(&reply[..cut]).expect("readable so far"), None, "cut at {cut}");
+            assert_eq!(
+                read(&reply[..cut]).expect("readable so far"),
+                None,
+                "cut at {cut}"
+            );
         }
         same_as_crate(reply);
     }
@@ -153,7 +163,10 @@ mod tests {
         assert_eq!((first, used), (Value::Okay, 5));
         let (second, more) = read(&bytes[used..]).unwrap().unwrap();
         assert_eq!(second, Value::BulkString(b"abc".to_vec()));
-        assert_eq!(read(&bytes[used + more..]).unwrap().unwrap().0, Value::Int(1));
+        assert_eq!(
+            read(&bytes[used + more..]).unwrap().unwrap().0,
+            Value::Int(1)
+        );
     }
 
     #[test]
