@@ -130,6 +130,15 @@ impl Plain {
     }
 
     pub(super) fn send_packed_command(&mut self, bytes: &[u8]) -> RedisResult<()> {
+        if !self.open {
+            // A reply of the failed exchange may still come: never read it
+            // as this command's.
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the connection failed earlier and is closed",
+            )
+            .into());
+        }
         if let Err(e) = self.sock.write_all(bytes) {
             self.open = false;
             return Err(e.into());
