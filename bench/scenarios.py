@@ -1315,40 +1315,46 @@ class CompiledFloorMiss(CompiledFloor, MissCase):
     commands of :class:`RawSocketMiss`, in the same two round trips."""
 
     kind = "slow_miss"
+    # The program's own client (""), or " crate" for the redis crate's; and
+    # where each's fresh keys begin.
+    client = ""
+    first = 10_000_000
 
     def setup(self):
         self.start()
-        self.next = 10_000_000
+        self.next = self.first
 
     def check(self):
         # It must have sent the commands: the value stored, the lock released.
         x = self.next - 1
-        self.ask(f"miss 1 {x}")
+        self.ask(f"miss 1 {x}{self.client}")
         name = f"bench:floormiss:{x}".encode()
         exists = [self.conn.command(b"EXISTS", k) for k in (name, b"lock:" + name)]
         if exists != [b"1", b"0"]:
-            raise AssertionError("bench/redis_floor did not store and release")
+            raise AssertionError(f"bench/redis_floor{self.client} did not store and release")
 
     def run(self, n):
         start = self.next
         self.next += n
-        return self.ask(f"miss {n} {start}")
+        return self.ask(f"miss {n} {start}{self.client}")
 
 
 class CompiledFloorGet(CompiledFloor, Case):
     """One GET round trip of a value the size of a pickled ``user(x)``, from
     the compiled client: the hit's floor without Python."""
 
+    client = ""
+
     def setup(self):
         self.start()
 
     def check(self):
-        self.ask("get 1")
+        self.ask(f"get 1{self.client}")
         if self.conn.command(b"STRLEN", b"bench:floorget") != str(self.payload_bytes).encode():
             raise AssertionError("bench/redis_floor did not set its value")
 
     def run(self, n):
-        return self.ask(f"get {n}")
+        return self.ask(f"get {n}{self.client}")
 
 
 class CompiledCrateMiss(CompiledFloorMiss):
@@ -1356,30 +1362,15 @@ class CompiledCrateMiss(CompiledFloorMiss):
     crate's connection (the client our engine uses) by the same compiled
     program: what any client built on that crate costs, before Python."""
 
-    def setup(self):
-        self.start()
-        self.next = 50_000_000
-
-    def check(self):
-        x = self.next - 1
-        self.ask(f"miss 1 {x} crate")
-        name = f"bench:floormiss:{x}".encode()
-        exists = [self.conn.command(b"EXISTS", k) for k in (name, b"lock:" + name)]
-        if exists != [b"1", b"0"]:
-            raise AssertionError("bench/redis_floor (crate) did not store and release")
-
-    def run(self, n):
-        start = self.next
-        self.next += n
-        return self.ask(f"miss {n} {start} crate")
+    client = " crate"
+    first = 50_000_000
 
 
 class CompiledCrateGet(CompiledFloorGet):
     """The GET of :class:`CompiledFloorGet` through the ``redis`` crate's
     connection, its reply parsed into a ``Value``."""
 
-    def run(self, n):
-        return self.ask(f"get {n} crate")
+    client = " crate"
 
 
 class RawRedisSet(MissCase):
