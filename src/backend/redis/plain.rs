@@ -10,7 +10,7 @@
 //! async face. The crate still packs and interprets every command: this
 //! type only carries bytes and makes `Value`s, as the crate's does.
 //!
-//! It opens as the crate's opens: the same `AUTH` (again without the user
+//! It opens as the crate's opens: the same `AUTH` (retried without the user
 //! name for a server older than ACLs), `SELECT` and `CLIENT SETINFO`, with
 //! the same errors; and it sets `TCP_NODELAY`, as the benchmark's floor
 //! does. One difference: a connection that failed a read or a write (a
