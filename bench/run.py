@@ -745,10 +745,9 @@ def targets(results, groups=None):
         "the commands alone: {:.2f} round trips",
     )
     # The same commands from the same program through the redis crate's
-    # connection: the floor of any client built on the crate ours uses. The
-    # step from the line above to this one is the crate's (its reply
-    # parser); from this one to ours, the function, the pickle, Python and
-    # the engine.
+    # connection: the floor of any client that reads its replies with the
+    # crate (ours reads its own on redis://, src/backend/redis/plain.rs).
+    # The step from the line above to this one is the crate's reader.
     beside_floor(
         sc,
         "redis miss + store <= 1.15x the commands through the redis crate",
