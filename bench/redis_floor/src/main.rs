@@ -114,19 +114,18 @@ struct CrateClient(redis::Connection);
 impl Exchange for CrateClient {
     fn exchange(&mut self, out: &[u8], replies: usize) -> io::Result<()> {
         use redis::ConnectionLike;
+        // One command as the engine sends a hit's, several as a pipeline.
         let values = if replies == 1 {
             vec![self.0.req_packed_command(out)]
         } else {
-            match self.0.req_packed_commands(out, 0, replies) {
-                Ok(values) => values.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            }
+            self.0
+                .req_packed_commands(out, 0, replies)
+                .map(|v| v.into_iter().map(Ok).collect())
+                .unwrap_or_else(|e| vec![Err(e)])
         };
         for value in values {
-            match value {
-                Ok(redis::Value::ServerError(e)) => panic!("error reply: {e:?}"),
-                Ok(_) => {}
-                Err(e) => return Err(io::Error::other(e)),
+            if let redis::Value::ServerError(e) = value.map_err(io::Error::other)? {
+                panic!("error reply: {e:?}");
             }
         }
         Ok(())
