@@ -12,8 +12,6 @@
 //! Only exact builtin types take the first two paths, so no user code runs
 //! while copying, and the first two paths can never fail to pickle.
 
-use std::sync::Arc;
-
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -25,17 +23,20 @@ use pyo3::types::{
 /// Deeper structures than this are pickled instead of copied.
 const MAX_DEPTH: u32 = 32;
 
-/// A value as the memory store keeps it.
+/// A value as the memory store keeps it: a tag and one pointer (16 bytes,
+/// which a growing store writes once per entry).
 pub enum Stored {
     Shared(Py<PyAny>),
-    /// A private copy; `flat` when its members are all immutable, so that a
-    /// shallow copy of it is a deep one.
-    Template {
-        value: Py<PyAny>,
-        flat: bool,
-    },
-    Pickled(Arc<[u8]>),
+    /// A private copy whose members are all immutable: a shallow copy of it
+    /// is a deep one.
+    Flat(Py<PyAny>),
+    /// A private copy with containers inside: each hit copies it deeply.
+    Deep(Py<PyAny>),
+    /// The pickle, kept as the bytes object `pickle.loads` reads on a hit.
+    Pickled(Py<PyBytes>),
 }
+
+const _: () = assert!(size_of::<Stored>() == 16);
 
 impl Stored {
     /// A cheap handle to the same value, taken under the store's lock (it
@@ -44,11 +45,9 @@ impl Stored {
     pub fn fetch(&self, py: Python<'_>) -> Stored {
         match self {
             Stored::Shared(o) => Stored::Shared(o.clone_ref(py)),
-            Stored::Template { value, flat } => Stored::Template {
-                value: value.clone_ref(py),
-                flat: *flat,
-            },
-            Stored::Pickled(b) => Stored::Pickled(b.clone()),
+            Stored::Flat(o) => Stored::Flat(o.clone_ref(py)),
+            Stored::Deep(o) => Stored::Deep(o.clone_ref(py)),
+            Stored::Pickled(b) => Stored::Pickled(b.clone_ref(py)),
         }
     }
 
@@ -59,17 +58,12 @@ impl Stored {
         // One walk finds both how to keep the value and what it weighs.
         Ok(match snapshot(value, 0)? {
             Snapshot::Same(weight) => (Stored::Shared(value.clone().unbind()), weight),
-            Snapshot::Copy(copy, flat, weight) => (
-                Stored::Template {
-                    value: copy.unbind(),
-                    flat,
-                },
-                weight,
-            ),
+            Snapshot::Copy(copy, true, weight) => (Stored::Flat(copy.unbind()), weight),
+            Snapshot::Copy(copy, false, weight) => (Stored::Deep(copy.unbind()), weight),
             Snapshot::Other => {
-                let data = dumps(value)?;
-                let weight = data.len() as u64;
-                (Stored::Pickled(data.into()), weight)
+                let data = dumps_object(value)?;
+                let weight = data.as_bytes().len() as u64;
+                (Stored::Pickled(data.unbind()), weight)
             }
         })
     }
@@ -79,9 +73,9 @@ impl Stored {
     pub fn into_value(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match self {
             Stored::Shared(o) => Ok(o),
-            Stored::Template { value, flat: true } => Ok(shallow_copy(value.bind(py))?.unbind()),
-            Stored::Template { value, flat: false } => Ok(deep_copy(value.bind(py))?.unbind()),
-            Stored::Pickled(b) => Ok(loads(py, &b)?.unbind()),
+            Stored::Flat(o) => Ok(shallow_copy(o.bind(py))?.unbind()),
+            Stored::Deep(o) => Ok(deep_copy(o.bind(py))?.unbind()),
+            Stored::Pickled(b) => Ok(loads_object(b.bind(py))?.unbind()),
         }
     }
 }
@@ -384,14 +378,22 @@ pub fn warm(py: Python<'_>) -> PyResult<()> {
 
 /// `pickle.dumps(value)` with the default protocol, as the reference stores.
 pub fn dumps(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    let py = value.py();
-    let f = DUMPS.import(py, "pickle", "dumps")?;
-    let out = f.call1((value,))?;
-    Ok(out.cast_into::<PyBytes>()?.as_bytes().to_vec())
+    Ok(dumps_object(value)?.as_bytes().to_vec())
+}
+
+/// `pickle.dumps(value)`, as the bytes object it returns.
+fn dumps_object<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let f = DUMPS.import(value.py(), "pickle", "dumps")?;
+    Ok(f.call1((value,))?.cast_into::<PyBytes>()?)
 }
 
 /// `pickle.loads(data)`.
 pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let f = LOADS.import(py, "pickle", "loads")?;
-    f.call1((PyBytes::new(py, data),))
+    loads_object(&PyBytes::new(py, data))
+}
+
+/// `pickle.loads(data)` of a bytes object as it is.
+fn loads_object<'py>(data: &Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyAny>> {
+    let f = LOADS.import(data.py(), "pickle", "loads")?;
+    f.call1((data,))
 }
