@@ -17,9 +17,9 @@
 
 use super::index::{prefetch, Index};
 
-/// What the index needs of an entry: its hash.
+/// What the index needs of an entry: the low half of its hash.
 pub trait Hashed {
-    fn hash(&self) -> u64;
+    fn hash(&self) -> u32;
 }
 
 pub struct Dense<T> {
@@ -77,7 +77,7 @@ impl<T: Hashed> Dense<T> {
     pub fn push(&mut self, entry: T) -> usize {
         let at = self.entries.len();
         assert!(at <= u32::MAX as usize, "at most 2^32 entries in a shard");
-        self.index.insert(entry.hash() as u32, at);
+        self.index.insert(entry.hash(), at);
         self.entries.push(entry);
         at
     }
@@ -96,7 +96,7 @@ impl<T: Hashed> Dense<T> {
 
     fn slot_of(&self, at: usize) -> usize {
         self.index
-            .find(self.entries[at].hash() as u32, |p| p == at)
+            .find(self.entries[at].hash(), |p| p == at)
             .expect("every entry is indexed")
     }
 
@@ -127,8 +127,8 @@ mod tests {
     struct E(u64, &'static str);
 
     impl Hashed for E {
-        fn hash(&self) -> u64 {
-            self.0
+        fn hash(&self) -> u32 {
+            self.0 as u32
         }
     }
 

@@ -62,7 +62,10 @@ const PARTS: usize = 128;
 pub const DEFAULT_SWEEP_INTERVAL: f64 = 60.0;
 
 struct Slot<V> {
-    hash: u64,
+    /// The low half of the key's hash, which the index works with (the
+    /// whole is the key text's again, see `set_bounds`); four bytes less
+    /// in every entry a growing store writes into fresh memory.
+    hash: u32,
     key: KeyText,
     value: V,
     created_at: f64,
@@ -78,9 +81,13 @@ struct Slot<V> {
     touched: bool,
 }
 
+// What a growing store writes per entry: 80 bytes with a 16-byte value (the
+// Python shim's, see `python::value::Stored`).
+const _: () = assert!(size_of::<Slot<[u64; 2]>>() == 80);
+
 impl<V> Hashed for Slot<V> {
     #[inline]
-    fn hash(&self) -> u64 {
+    fn hash(&self) -> u32 {
         self.hash
     }
 }
@@ -115,7 +122,7 @@ impl Rec {
     /// Whether `slot` is the entry this record was made for.
     #[inline]
     fn names<V>(&self, slot: &Slot<V>) -> bool {
-        slot.hash == self.hash && slot.seq == self.seq
+        slot.hash == self.hash as u32 && slot.seq == self.seq
     }
 }
 
@@ -288,7 +295,7 @@ impl<V> MemoryStore<V> {
     ) -> Vec<V> {
         let mut dropped = Vec::new();
         let slot = Slot {
-            hash: key.hash,
+            hash: key.hash as u32,
             key: KeyText::new(key.text),
             value,
             created_at,
@@ -587,7 +594,7 @@ impl<V> MemoryStore<V> {
                 for shard in self.shards.iter() {
                     let shard = shard.lock();
                     pol.main.extend(shard.table.entries().iter().map(|s| Rec {
-                        hash: s.hash,
+                        hash: HashedKey::new(s.key.as_str()).hash,
                         seq: s.seq,
                     }));
                 }
