@@ -1,6 +1,6 @@
 """The growing-cache miss + store of ``run.py`` on its own, for a profiler.
 
-    python bench/grow_profile.py [--warm N] [--calls N] [--chunk N]
+    python bench/grow_profile.py [--warm N] [--calls N] [--chunk N] [--pause MS]
 
 Makes the bench's function (``@cache(ttl=300, backend="memory")`` over
 ``user``), calls it for ``--warm`` fresh integers untimed, then for
@@ -39,6 +39,15 @@ def main() -> None:
         metavar="MB",
         help="rewrite this many MB between chunks, as the bench's other workers evict our caches",
     )
+    ap.add_argument(
+        "--pause",
+        type=float,
+        default=0,
+        metavar="MS",
+        help="sleep this long between chunks, as a worker of the bench waits while the others "
+        "run their repeats (with --chunk 10000, the bench's repeat, it accounts for part of the "
+        "difference between this script's figure and the bench's)",
+    )
     args = ap.parse_args()
 
     import cachu
@@ -58,6 +67,8 @@ def main() -> None:
     while done < args.calls:
         if junk:
             junk[:] = bytes(len(junk))
+        if args.pause:
+            time.sleep(args.pause / 1000)
         n = min(args.chunk, args.calls - done)
         t0 = time.perf_counter_ns()
         for x in range(nxt, nxt + n):
