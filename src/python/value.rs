@@ -36,6 +36,7 @@ pub enum Stored {
     Pickled(Py<PyBytes>),
 }
 
+#[cfg(target_pointer_width = "64")]
 const _: () = assert!(size_of::<Stored>() == 16);
 
 impl Stored {
