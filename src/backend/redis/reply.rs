@@ -37,7 +37,13 @@ fn read_at(buf: &[u8], at: usize, depth: u32) -> RedisResult<Option<(Value, usiz
             if len < 0 {
                 return Ok(Some((Value::Nil, next)));
             }
-            let end = next + len as usize;
+            // The server's word: a length no address can reach is garbage,
+            // not a reason to wrap around (or to truncate on 32 bits).
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|len| next.checked_add(len))
+                .filter(|end| end.checked_add(2).is_some())
+                .ok_or_else(|| garbage("a bulk string longer than memory"))?;
             if buf.len() < end + 2 {
                 return Ok(None);
             }
@@ -188,5 +194,7 @@ mod tests {
     fn a_length_the_bytes_cannot_hold_reserves_nothing_for_it() {
         // A huge announced array with one item at hand: not whole, no panic.
         assert_eq!(read(b"*4000000000\r\n:1\r\n").unwrap(), None);
+        // A huge announced string with two bytes at hand: not whole either.
+        assert_eq!(read(b"$9223372036854775807\r\nab").unwrap(), None);
     }
 }
